@@ -1,3 +1,31 @@
-"""vip-smk: run medical-imaging pipelines on VIP (Virtual Imaging Platform)."""
+"""vip-smk: run medical-imaging pipelines on VIP (Virtual Imaging Platform).
+
+``from vip_smk import VipSession, VipClient`` — both are imported lazily, so that
+``import vip_smk`` stays light (no requests / tqdm import until they are used).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["VipClient", "VipSession", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import VipClient
+    from .session import VipSession
+
+_LAZY = {"VipClient": "vip_smk.client", "VipSession": "vip_smk.session"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vip_smk' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

@@ -1,0 +1,682 @@
+"""Tree transfers between a local disk and VIP: `upload_tree`, `download_tree`,
+`download_files`.
+
+- one `action=list` per directory to decide what to send (never one request per file);
+- a file whose remote size equals the local size is skipped (`checksum=True` also compares
+  md5 where the server computes it: one more request per candidate file);
+- before anything is sent, one `PreflightError` lists *all* problems (0-byte files, names VIP
+  would rename, characters VIP refuses in input values, unreadable files, file/dir clashes);
+- parallel workers on the client's connection pool; streaming (memory independent of sizes);
+- downloads go through `NAME.part` (size-checked, fsynced, renamed; a left-over `.part` is
+  resumed with `Range`);
+- tarballs optionally extracted (`tarfile` filter "data") into a directory named like the
+  archive (as VIP's client does); the archive is removed only after a successful extraction;
+- tqdm progress (bytes and files) when attached to a terminal or notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from vip_smk.client import (
+    VIP_VALUE_CHARS,
+    InvalidInput,
+    NotFound,
+    PathInfo,
+    VipError,
+    vip_clean_name,
+)
+
+if TYPE_CHECKING:
+    from vip_smk.client import VipClient
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Report and errors
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransferReport:
+    """What a transfer did. `requests` counts the HTTP requests the client made meanwhile."""
+
+    direction: str  # "upload" | "download"
+    files_transferred: int = 0
+    files_skipped: int = 0
+    bytes_transferred: int = 0
+    requests: int = 0
+    seconds: float = 0.0
+    transferred: list[str] = field(default_factory=list)  # local paths
+    skipped: list[str] = field(default_factory=list)
+    extracted: list[str] = field(default_factory=list)  # directories made from archives
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def files_sent(self) -> int:
+        return self.files_transferred
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.bytes_transferred
+
+    def __str__(self) -> str:
+        verb = "uploaded" if self.direction == "upload" else "downloaded"
+        text = (
+            f"{verb} {self.files_transferred} file(s) ({_human(self.bytes_transferred)}), "
+            f"skipped {self.files_skipped} unchanged, {self.requests} request(s) in {self.seconds:.1f} s"
+        )
+        if self.extracted:
+            text += f", extracted {len(self.extracted)} archive(s)"
+        return text
+
+
+class PreflightError(InvalidInput):
+    """Problems found before anything was sent. `.problems` lists them all."""
+
+    def __init__(self, call: str, target: str, problems: list[str]):
+        self.problems = list(problems)
+        lines = "\n  ".join(self.problems)
+        super().__init__(
+            f"{call} {target}: nothing sent, {len(self.problems)} problem(s) to fix first:\n  {lines}",
+            call=call,
+            target=target,
+        )
+
+
+class TransferError(VipError):
+    """Some files failed. `.failures` = [(path, exception)], `.report` = what succeeded."""
+
+    def __init__(self, call: str, target: str, failures: list[tuple[str, Exception]], report: TransferReport):
+        self.failures = failures
+        self.report = report
+        first = failures[0][1]
+        lines = "\n  ".join(f"{p}: {e}" for p, e in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            f"{call} {target}: {len(failures)} file(s) failed ({report.files_transferred} done, "
+            f"{report.files_skipped} unchanged; run again to resume):\n  {lines}{more}",
+            code=getattr(first, "code", None),
+            status=getattr(first, "status", None),
+            call=call,
+            target=target,
+        )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+def _in_notebook() -> bool:
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython  # type: ignore
+
+        shell = get_ipython()
+        return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def want_progress(progress: bool | None) -> bool:
+    """None = auto: on when stderr is a terminal or we run in a notebook."""
+    if progress is not None:
+        return bool(progress)
+    if _in_notebook():
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """Two tqdm bars (bytes, files) and the byte counter of the report (thread-safe)."""
+
+    def __init__(self, enabled: bool, desc: str, total_bytes: int, total_files: int):
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.bars = None
+        if enabled:
+            if _in_notebook():
+                from tqdm.notebook import tqdm
+            else:
+                from tqdm import tqdm
+            self.bars = (
+                tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                     position=0, leave=True, dynamic_ncols=True),
+                tqdm(total=total_files, unit="file", desc="files", position=1, leave=True,
+                     dynamic_ncols=True),
+            )
+
+    def add_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+        if self.bars:
+            self.bars[0].update(n)
+
+    def file_done(self) -> None:
+        if self.bars:
+            self.bars[1].update(1)
+
+    def close(self) -> None:
+        if self.bars:
+            for bar in self.bars:
+                bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Local scan and pre-flight
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LocalFile:
+    rel: str  # POSIX path relative to the tree root
+    path: Path
+    size: int
+
+
+def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
+    """Files under local_dir (symlinks followed, loops ignored) and the problems found."""
+    files: list[_LocalFile] = []
+    problems: list[str] = []
+    seen_dirs: set[str] = set()
+    for root, dirs, names in os.walk(local_dir, followlinks=True, onerror=lambda e: problems.append(
+            f"{e.filename}: unreadable directory ({e.strerror})")):
+        real = os.path.realpath(root)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            rel = path.relative_to(local_dir).as_posix()
+            if name.endswith(".part") and (Path(root) / name[: -len(".part")]).exists():
+                continue  # an interrupted download of ours next to its target
+            try:
+                st = path.stat()
+            except OSError as exc:
+                problems.append(f"{rel}: unreadable ({exc.strerror or 'broken link'})")
+                continue
+            if not path.is_file():
+                problems.append(f"{rel}: not a regular file")
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                os.close(fd)
+            except OSError as exc:
+                problems.append(f"{rel}: unreadable ({exc.strerror})")
+                continue
+            files.append(_LocalFile(rel, path, st.st_size))
+    return files, problems
+
+
+def _name_problems(rel: str, seen: set[str]) -> list[str]:
+    problems = []
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        prefix = "/".join(parts[: i + 1])
+        if prefix in seen:
+            continue
+        seen.add(prefix)
+        clean = vip_clean_name(part)
+        if clean != part:
+            what = "folder" if i < len(parts) - 1 else "name"
+            problems.append(f"{prefix}: VIP would rename this {what} to {clean!r} (spaces, non-ASCII)")
+        elif not VIP_VALUE_CHARS.fullmatch(part):
+            bad = "".join(sorted({c for c in part if not VIP_VALUE_CHARS.fullmatch(c)}))
+            problems.append(f"{prefix}: characters {bad!r} are refused by VIP in pipeline inputs")
+    return problems
+
+
+def check_local_tree(local_dir: str | os.PathLike) -> tuple[list[_LocalFile], list[str]]:
+    """Scan a directory to upload; return (files, problems) without any network."""
+    local_dir = Path(local_dir)
+    files, problems = _scan(local_dir)
+    seen: set[str] = set()
+    for f in files:
+        problems.extend(_name_problems(f.rel, seen))
+        if f.size == 0:
+            problems.append(f"{f.rel}: empty file (VIP turns an empty upload into a directory)")
+    return files, sorted(set(problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Remote listing
+# --------------------------------------------------------------------------------------------
+
+
+def _join(base: str, rel: str) -> str:
+    base = base.rstrip("/") or "/"
+    return base if not rel else f"{base}/{rel}"
+
+
+def _parent(rel: str) -> str:
+    return rel.rsplit("/", 1)[0] if "/" in rel else ""
+
+
+def _depth(rel: str) -> int:
+    return 0 if not rel else rel.count("/") + 1
+
+
+def _pool(client: VipClient, workers: int | None) -> int:
+    n = client.workers if workers is None else int(workers)
+    if n > client.workers:
+        log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)
+    return max(1, min(n, client.workers))
+
+
+def _map(executor: ThreadPoolExecutor, fn, items):
+    futures = {executor.submit(fn, it): it for it in items}
+    for fut in as_completed(futures):
+        yield futures[fut], fut
+
+
+# --------------------------------------------------------------------------------------------
+# Upload
+# --------------------------------------------------------------------------------------------
+
+
+def upload_tree(
+    client: VipClient,
+    local_dir: str | os.PathLike,
+    vip_dir: str,
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    checksum: bool = False,
+) -> TransferReport:
+    """Make `vip_dir` hold every file of `local_dir` (incremental: unchanged files are not
+    re-sent; remote extras are left alone). Raises PreflightError before sending anything if
+    the tree has problems, TransferError if some files failed (the others are in place)."""
+    t0 = time.monotonic()
+    req0 = client.requests_made
+    local_dir = Path(local_dir)
+    vip_dir = str(vip_dir).rstrip("/") or "/"
+    report = TransferReport("upload")
+    if not local_dir.is_dir():
+        raise InvalidInput(f"upload_tree {local_dir}: not a directory", call="upload_tree", target=vip_dir)
+    files, problems = check_local_tree(local_dir)
+    if problems:
+        raise PreflightError("upload_tree", str(local_dir), problems)
+    n = _pool(client, workers)
+
+    # Local directories that hold files (empty ones are ignored, as VIP's client does).
+    local_dirs = {""}
+    for f in files:
+        d = _parent(f.rel)
+        while d not in local_dirs:
+            local_dirs.add(d)
+            d = _parent(d)
+
+    remote: dict[str, dict[str, PathInfo] | None] = {}  # rel dir -> listing, None = to create
+    clashes: list[str] = []
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-up") as ex:
+        # 1. one listing per existing directory, level by level
+        try:
+            remote[""] = {PurePosixPath(i.path).name: i for i in client.list(vip_dir)}
+        except NotFound:
+            remote[""] = None
+        by_depth = sorted(local_dirs - {""}, key=lambda d: (_depth(d), d))
+        for depth in sorted({_depth(d) for d in by_depth}):
+            level = [d for d in by_depth if _depth(d) == depth]
+            to_list = []
+            for d in level:
+                parent = remote[_parent(d)]
+                entry = parent.get(d.rsplit("/", 1)[-1]) if parent is not None else None
+                if entry is None:
+                    remote[d] = None
+                elif not entry.is_directory:
+                    clashes.append(f"{d}: a file with this name exists on VIP ({entry.path})")
+                    remote[d] = None
+                else:
+                    to_list.append(d)
+            for d, fut in _map(ex, lambda d: client.list(_join(vip_dir, d)), to_list):
+                remote[d] = {PurePosixPath(i.path).name: i for i in fut.result()}
+        # 2. decide
+        todo: list[_LocalFile] = []
+        for f in files:
+            listing = remote[_parent(f.rel)]
+            entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
+            if entry is not None and entry.is_directory:
+                clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
+            elif entry is not None and entry.size == f.size:
+                report.files_skipped += 1
+                report.skipped.append(str(f.path))
+            else:
+                todo.append(f)
+        if clashes:
+            raise PreflightError("upload_tree", str(local_dir), sorted(clashes))
+        if checksum and report.skipped:
+            todo.extend(_changed_by_md5(client, ex, files, vip_dir, report))
+        # 3. create the missing directories (parents first)
+        if remote[""] is None:
+            client.mkdir(vip_dir, parents=True)
+        new_dirs = [d for d in by_depth if remote[d] is None]
+        for depth in sorted({_depth(d) for d in new_dirs}):
+            level = [d for d in new_dirs if _depth(d) == depth]
+            for _, fut in _map(ex, lambda d: client._mkdir_one(_join(vip_dir, d)), level):
+                fut.result()
+        # 4. send
+        prog = _Progress(want_progress(client.progress if progress is None else progress),
+                         "upload", sum(f.size for f in todo), len(todo))
+        failures: list[tuple[str, Exception]] = []
+        try:
+            def send(f: _LocalFile):
+                client.upload(f.path, _join(vip_dir, f.rel), progress=prog.add_bytes)
+                prog.file_done()
+
+            for f, fut in _map(ex, send, todo):
+                try:
+                    fut.result()
+                except (VipError, OSError) as exc:
+                    failures.append((str(f.path), exc))
+                    log.error("upload %s: %s", f.path, exc)
+                else:
+                    report.files_transferred += 1
+                    report.transferred.append(str(f.path))
+        finally:
+            prog.close()
+    report.bytes_transferred = prog.bytes
+    report.requests = client.requests_made - req0
+    report.seconds = time.monotonic() - t0
+    if failures:
+        raise TransferError("upload_tree", vip_dir, sorted(failures, key=lambda x: x[0]), report)
+    log.info("upload_tree %s -> %s: %s", local_dir, vip_dir, report)
+    return report
+
+
+def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
+    import hashlib
+
+    skipped = set(report.skipped)
+    cands = [f for f in files if str(f.path) in skipped]
+
+    def compare(f: _LocalFile) -> bool:
+        remote = client.md5(_join(vip_dir, f.rel))
+        if remote is None:
+            return False
+        h = hashlib.md5()  # noqa: S324 - content comparison, not security
+        with open(f.path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest() != remote.lower()
+
+    changed = []
+    for f, fut in _map(ex, compare, cands):
+        if fut.result():
+            changed.append(f)
+            report.skipped.remove(str(f.path))
+            report.files_skipped -= 1
+    return changed
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+
+
+def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None) -> list[PathInfo]:
+    """Every file under vip_dir (one `action=list` per directory, parallel per level)."""
+    vip_dir = str(vip_dir).rstrip("/") or "/"
+    n = _pool(client, workers)
+    out: list[PathInfo] = []
+    level = [vip_dir]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-ls") as ex:
+        while level:
+            nxt = []
+            for _, fut in _map(ex, client.list, level):
+                for info in fut.result():
+                    (nxt if info.is_directory else out).append(info)
+            level = [i.path for i in nxt]
+    return sorted(out, key=lambda i: i.path)
+
+
+def download_tree(
+    client: VipClient,
+    vip_dir: str,
+    local_dir: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    extract: bool = False,
+) -> TransferReport:
+    """Mirror every file under `vip_dir` into `local_dir` (incremental: files already there
+    with the right size are skipped)."""
+    t0 = time.monotonic()
+    req0 = client.requests_made
+    vip_dir = str(vip_dir).rstrip("/") or "/"
+    local_dir = Path(local_dir)
+    infos = list_tree(client, vip_dir, workers=workers)
+    pairs = []
+    for info in infos:
+        rel = PurePosixPath(info.path).relative_to(vip_dir)
+        pairs.append((info, local_dir.joinpath(*rel.parts)))
+    report = _download_many(client, pairs, workers=workers, progress=progress, extract=extract,
+                            call="download_tree", target=vip_dir)
+    report.requests = client.requests_made - req0
+    report.seconds = time.monotonic() - t0
+    log.info("download_tree %s -> %s: %s", vip_dir, local_dir, report)
+    return report
+
+
+def download_files(
+    client: VipClient,
+    pairs: Iterable[tuple[str | PathInfo, str | os.PathLike]],
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    extract: bool = False,
+) -> TransferReport:
+    """Download (vip_path or PathInfo, local_path) pairs. Remote sizes unknown to the caller
+    are read with one `action=list` per parent directory."""
+    t0 = time.monotonic()
+    req0 = client.requests_made
+    items: list[tuple[PathInfo | None, str, Path]] = []
+    for vip, local in pairs:
+        info = vip if isinstance(vip, PathInfo) else None
+        path = info.path if info else str(vip)
+        if info is not None and (info.size is None or info.is_directory):
+            info = None
+        items.append((info, path, Path(local)))
+    missing_parents = sorted({str(PurePosixPath(p).parent) for i, p, _ in items if i is None})
+    listings: dict[str, dict[str, PathInfo] | Exception] = {}
+    if missing_parents:
+        with ThreadPoolExecutor(max_workers=_pool(client, workers), thread_name_prefix="vip-ls") as ex:
+            for parent, fut in _map(ex, client.list, missing_parents):
+                try:
+                    listings[parent] = {i.path.rstrip("/"): i for i in fut.result()}
+                except VipError as exc:
+                    listings[parent] = exc
+    resolved: list[tuple[PathInfo, Path]] = []
+    failures: list[tuple[str, Exception]] = []
+    for info, path, local in items:
+        if info is None:
+            listing = listings[str(PurePosixPath(path).parent)]
+            if isinstance(listing, Exception):
+                failures.append((path, listing))
+                continue
+            info = listing.get(path.rstrip("/"))
+            if info is None:
+                failures.append((path, NotFound(f"download {path}: no such file on VIP",
+                                                call="download", target=path)))
+                continue
+            if info.is_directory:
+                failures.append((path, InvalidInput(f"download {path}: is a directory (use download_tree)",
+                                                    call="download", target=path)))
+                continue
+        resolved.append((info, local))
+    report = _download_many(client, resolved, workers=workers, progress=progress, extract=extract,
+                            call="download_files", target=f"{len(items)} file(s)", failures=failures)
+    report.requests = client.requests_made - req0
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _download_many(
+    client: VipClient,
+    pairs: list[tuple[PathInfo, Path]],
+    *,
+    workers: int | None,
+    progress: bool | None,
+    extract: bool,
+    call: str,
+    target: str,
+    failures: list[tuple[str, Exception]] | None = None,
+) -> TransferReport:
+    report = TransferReport("download")
+    failures = list(failures or [])
+    todo: list[tuple[PathInfo, Path]] = []
+    pending_extract: list[Path] = []
+    for info, local in pairs:
+        if extract:
+            done = _recover_extraction(local)
+            if done or local.is_dir():
+                report.files_skipped += 1
+                report.skipped.append(str(local))
+                continue
+        if local.is_file() and info.size is not None and local.stat().st_size == info.size:
+            report.files_skipped += 1
+            report.skipped.append(str(local))
+            if extract and tarfile.is_tarfile(local):
+                pending_extract.append(local)  # downloaded before, extraction interrupted
+            continue
+        if local.is_dir():
+            failures.append((str(local), InvalidInput(f"{call} {info.path}: {local} is a directory",
+                                                      call=call, target=info.path)))
+            continue
+        todo.append((info, local))
+
+    def partial(local: Path) -> int:
+        try:
+            return local.with_name(local.name + ".part").stat().st_size
+        except OSError:
+            return 0
+
+    total = sum(max(0, (info.size or 0) - partial(local)) for info, local in todo)
+    prog = _Progress(want_progress(client.progress if progress is None else progress),
+                     "download", total, len(todo))
+
+    def fetch(item: tuple[PathInfo, Path]) -> Path:
+        info, local = item
+        client.download(info.path, local, size=info.size, progress=prog.add_bytes)
+        prog.file_done()
+        return local
+
+    try:
+        with ThreadPoolExecutor(max_workers=_pool(client, workers), thread_name_prefix="vip-down") as ex:
+            for (info, local), fut in _map(ex, fetch, todo):
+                try:
+                    fut.result()
+                except (VipError, OSError) as exc:
+                    failures.append((info.path, exc))
+                    log.error("download %s: %s", info.path, exc)
+                    continue
+                report.files_transferred += 1
+                report.transferred.append(str(local))
+                if extract and tarfile.is_tarfile(local):
+                    pending_extract.append(local)
+    finally:
+        prog.close()
+    for archive in pending_extract:
+        try:
+            refused = extract_archive(archive)
+        except (OSError, tarfile.TarError) as exc:
+            failures.append((str(archive), exc))
+            log.error("extract %s: %s", archive, exc)
+            continue
+        report.extracted.append(str(archive))
+        report.warnings.extend(refused)
+    report.bytes_transferred = prog.bytes
+    if failures:
+        raise TransferError(call, target, sorted(failures, key=lambda x: x[0]), report)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Archives
+# --------------------------------------------------------------------------------------------
+
+
+def _extract_tmp(archive: Path) -> Path:
+    return archive.with_name("." + archive.name + ".extract.part")
+
+
+def _recover_extraction(local: Path) -> bool:
+    """A crash between removing the archive and renaming its extracted directory leaves the
+    complete directory under its temporary name: finish the rename."""
+    tmp = _extract_tmp(local)
+    if tmp.is_dir() and not local.exists():
+        os.replace(tmp, local)
+        return True
+    return False
+
+
+def extract_archive(archive: str | os.PathLike) -> list[str]:
+    """Extract a tarball into a directory named like the archive (VIP client layout: `x.tgz`
+    becomes the directory `x.tgz/`). Members that would escape it (`..`, absolute links,
+    devices...) are refused by `tarfile`'s "data" filter and reported (returned). The archive
+    is removed only after a successful extraction."""
+    archive = Path(archive)
+    tmp = _extract_tmp(archive)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    refused: list[str] = []
+
+    def data_only(member: tarfile.TarInfo, dest: str):
+        try:
+            return tarfile.data_filter(member, dest)
+        except tarfile.FilterError as exc:
+            refused.append(f"{archive.name}: refused member {member.name!r} ({exc})")
+            return None
+
+    try:
+        with tarfile.open(archive) as tf:
+            tf.extractall(tmp, filter=data_only)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for line in refused:
+        log.warning("%s", line)
+    archive.unlink()
+    os.replace(tmp, archive)
+    return refused
+
+
+__all__ = [
+    "PreflightError",
+    "TransferError",
+    "TransferReport",
+    "check_local_tree",
+    "download_files",
+    "download_tree",
+    "extract_archive",
+    "list_tree",
+    "upload_tree",
+    "want_progress",
+]

@@ -1,20 +1,228 @@
-"""`vip-smk` command line. The client verbs are added by the client module's owner;
-`serve` delegates to the local server (vip_smk.server.__main__)."""
+"""`vip-smk` command line: client verbs on VIP (or a local server) and `serve`.
+
+Global options `--url` (default `$VIP_URL` or VIP's portal) and `--api-key` (a key, a key file
+or an env var name; default `$VIP_API_KEY`) may be given before or after the verb. Errors are
+one line on stderr and a non-zero exit code (1 for VIP errors, 2 for usage, 130 on Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import sys
+import time
+from pathlib import Path, PurePosixPath
+
+
+def _add_globals(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--url", default=default,
+                   help="VIP portal URL (default: $VIP_URL or https://vip.creatis.insa-lyon.fr)")
+    p.add_argument("--api-key", default=default, metavar="KEY",
+                   help="API key, file holding it, or env var name (default: $VIP_API_KEY)")
+    p.add_argument("--workers", type=int, default=default, help="parallel transfers (default 8)")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="log requests and retries")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vip-smk", description="Run pipelines on VIP.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run a local VIP server on this machine")
-    from vip_smk.server.__main__ import add_serve_arguments
+    _add_globals(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_globals(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    add_serve_arguments(serve)
+    sub.add_parser("pipelines", parents=[common], help="list the pipelines you may run")
+    p = sub.add_parser("show", parents=[common], help="describe a pipeline and its parameters")
+    p.add_argument("pipeline_id", metavar="ID")
+    p = sub.add_parser("ls", parents=[common], help="list a VIP directory")
+    p.add_argument("path", nargs="?", default="/vip/Home", metavar="PATH")
+    p.add_argument("-l", "--long", action="store_true", help="sizes and dates")
+    p = sub.add_parser("put", parents=[common],
+                       help="upload a file into VIPDIR, or sync a directory's contents into VIPDIR")
+    p.add_argument("local", metavar="LOCAL")
+    p.add_argument("vip_dir", metavar="VIPDIR")
+    p.add_argument("--checksum", action="store_true", help="also compare md5 when sizes match")
+    p = sub.add_parser("get", parents=[common], help="download a VIP file or directory")
+    p.add_argument("vip_path", metavar="VIPPATH")
+    p.add_argument("local", metavar="LOCAL")
+    p.add_argument("--extract", action="store_true", help="extract tarballs (into NAME/)")
+    p = sub.add_parser("rm", parents=[common], help="delete a VIP file or directory")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-f", "--force", action="store_true", help="no error if it does not exist")
+    p = sub.add_parser("mkdir", parents=[common], help="create a VIP directory (and parents)")
+    p.add_argument("path", metavar="PATH")
+    p = sub.add_parser("launch", parents=[common], help="launch an execution")
+    p.add_argument("pipeline_id", metavar="ID")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
+                   help="input value (repeat a NAME for a list)")
+    p.add_argument("--results", required=True, metavar="VIPDIR", help="results location on VIP")
+    p.add_argument("--name", default="vip-smk", help="execution name")
+    p.add_argument("--wait", action="store_true", help="wait until it is over")
+    p = sub.add_parser("status", parents=[common], help="list executions, or show one")
+    p.add_argument("execution_id", nargs="?", metavar="ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("kill", parents=[common], help="kill an execution")
+    p.add_argument("execution_id", metavar="ID")
+    p = sub.add_parser("logs", parents=[common], help="print an execution's stdout and stderr")
+    p.add_argument("execution_id", metavar="ID")
+
+    serve = sub.add_parser("serve", help="run a local VIP server on this machine")
+    try:
+        from vip_smk.server.__main__ import add_serve_arguments
+    except ImportError:  # server package incomplete: the client verbs still work
+        pass
+    else:
+        add_serve_arguments(serve)
     return parser
+
+
+def _client(args):
+    from vip_smk.client import VipClient
+
+    kw = {}
+    if getattr(args, "workers", None):
+        kw["workers"] = args.workers
+    return VipClient(
+        url=args.url,
+        api_key=args.api_key if args.api_key else "VIP_API_KEY",
+        progress=False if args.quiet else None,
+        **kw,
+    )
+
+
+def _date(ms) -> str:
+    if not ms:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(ms) / 1000))
+    except (TypeError, ValueError, OverflowError):
+        return str(ms)
+
+
+def _parse_inputs(items: list[str]) -> dict:
+    values: dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--input {item!r}: expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        if name in values:
+            prev = values[name]
+            values[name] = (prev if isinstance(prev, list) else [prev]) + [value]
+        else:
+            values[name] = value
+    return values
+
+
+def _print_execution(ex) -> None:
+    print(f"{ex.identifier}  {ex.status}")
+    print(f"  name:     {ex.name}")
+    print(f"  pipeline: {ex.pipeline_identifier}")
+    print(f"  started:  {_date(ex.start_date)}   ended: {_date(ex.end_date)}")
+    if ex.input_values:
+        print("  inputs:")
+        for k, v in ex.input_values.items():
+            print(f"    {k} = {json.dumps(v) if not isinstance(v, str) else v}")
+    if ex.jobs:
+        states: dict[str, int] = {}
+        for job in ex.jobs.values():
+            st = job.get("status", "?") if isinstance(job, dict) else str(job)
+            states[st] = states.get(st, 0) + 1
+        print("  jobs:     " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+    if ex.output_paths:
+        print("  outputs:")
+        for path in ex.output_paths:
+            print(f"    {path}")
+
+
+def run(args) -> int:
+    c = _client(args)
+    cmd = args.command
+    if cmd == "pipelines":
+        for p in sorted(c.pipelines(), key=lambda p: p.identifier.lower()):
+            print(p.identifier)
+    elif cmd == "show":
+        p = c.pipeline(args.pipeline_id)
+        print(f"{p.identifier}  ({p.name} {p.version})")
+        if p.description:
+            print(f"  {p.description}")
+        for title, params in (("required", [q for q in p.parameters if q.is_required]),
+                              ("optional", [q for q in p.parameters if not q.is_required])):
+            if params:
+                print(f"{title}:")
+                for q in sorted(params, key=lambda q: q.name):
+                    default = "" if q.default_value is None else f" (default {q.default_value})"
+                    desc = f"  {q.description}" if q.description else ""
+                    print(f"  {q.name:<20} [{q.type}]{default}{desc}")
+    elif cmd == "ls":
+        for info in sorted(c.list(args.path), key=lambda i: i.path):
+            name = info.name + ("/" if info.is_directory else "")
+            if args.long:
+                when = _date((info.last_modification_date or 0) * 1000) if info.last_modification_date else "-"
+                size = "-" if info.is_directory else str(info.size)
+                print(f"{'d' if info.is_directory else '-'} {size:>12}  {when}  {name}")
+            else:
+                print(name)
+    elif cmd == "put":
+        local = Path(args.local)
+        if local.is_dir():
+            print(c.upload_tree(local, args.vip_dir, checksum=args.checksum))
+        elif local.exists():
+            target = args.vip_dir.rstrip("/") + "/" + local.name
+            c.mkdir(args.vip_dir)
+            c.upload(local, target)
+            print(f"uploaded {local} -> {target}")
+        else:
+            raise FileNotFoundError(f"{local}: no such file or directory")
+    elif cmd == "get":
+        info = c.properties(args.vip_path)
+        local = Path(args.local)
+        if info.is_directory:
+            print(c.download_tree(args.vip_path, local, extract=args.extract))
+        else:
+            if local.is_dir():
+                local = local / PurePosixPath(args.vip_path).name
+            print(c.download_files([(info if info.size is not None else args.vip_path, local)],
+                                   extract=args.extract))
+    elif cmd == "rm":
+        c.delete(args.path, missing_ok=args.force)
+        print(f"deleted {args.path}")
+    elif cmd == "mkdir":
+        c.mkdir(args.path)
+        print(f"created {args.path}")
+    elif cmd == "launch":
+        ex = c.launch(args.pipeline_id, _parse_inputs(args.input), args.results, name=args.name)
+        print(ex.identifier)
+        if args.wait:
+            ex = c.wait(ex.identifier)
+            _print_execution(ex)
+            return 0 if ex.status == "Finished" else 1
+    elif cmd == "status":
+        if args.execution_id:
+            ex = c.execution(args.execution_id)
+            if args.json:
+                print(json.dumps(ex.to_json(), indent=2))
+            else:
+                _print_execution(ex)
+        else:
+            exs = sorted(c.executions(), key=lambda e: e.start_date or 0)
+            if args.json:
+                print(json.dumps([e.to_json() for e in exs], indent=2))
+            else:
+                for e in exs:
+                    print(f"{e.identifier:<18} {str(e.status):<16} {_date(e.start_date):<20} "
+                          f"{str(e.pipeline_identifier):<20} {e.name}")
+    elif cmd == "kill":
+        c.kill(args.execution_id)
+        print(f"killed {args.execution_id}")
+    elif cmd == "logs":
+        out, err = c.stdout(args.execution_id), c.stderr(args.execution_id)
+        sys.stdout.write(out)
+        if err:
+            sys.stdout.write(("" if out.endswith("\n") or not out else "\n") + "--- stderr ---\n" + err)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +231,33 @@ def main(argv: list[str] | None = None) -> int:
         from vip_smk.server.__main__ import serve
 
         return serve(args) or 0
-    return 2
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from vip_smk.client import VipError
+
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("vip-smk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 1
+    except VipError as exc:
+        if getattr(exc, "problems", None) or getattr(exc, "failures", None):
+            # pre-flight / transfer problems: one line each, all of them matter
+            print(f"vip-smk: {type(exc).__name__}: {exc}", file=sys.stderr)
+        else:
+            print(f"vip-smk: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, TimeoutError) as exc:
+        print(f"vip-smk: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""``vip-smk serve`` / ``python -m vip_smk.server``: a local VIP server on this machine.
+
+It answers VIP's REST API (under ``<url>/rest/``, header ``apikey``) and runs Boutiques apps
+(the shipped ones plus those of ``--apps-dir``) with a bounded pool of workers. Everything
+lives under ``--data-dir``: ``vip.sqlite`` (users, executions, jobs), ``users/<name>/Home``
+and ``users/<name>/Trash`` (each user's VIP space), ``work/`` (job dirs, stdout/stderr).
+
+Restart: stopping the server loses nothing. Executions that were still running when it
+stopped (or crashed) are run again from the start of their unfinished jobs on the next start
+on the same data dir; finished jobs are not re-run.
+
+Users: ``--user NAME:KEY[:PASSWORD]`` (repeatable; PASSWORD enables ``POST
+/rest/authenticate``). With no ``--user``, a user ``local`` is created on the first start, its
+key printed once and stored in ``<data-dir>/apikey`` (mode 0600), and reused afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+log = logging.getLogger("vip_smk.server")
+
+DEFAULT_DATA_DIR = ".vip-local"
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.description = __doc__.split("\n\n", 1)[0]
+    parser.epilog = (
+        "Restart behaviour: executions that were running when the server stopped are run again "
+        "on the next start on the same --data-dir (their unfinished jobs restart from scratch). "
+        "Users: --user NAME:KEY[:PASSWORD]; without --user a user 'local' is created once and "
+        "its key kept in DATA_DIR/apikey."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (0 = pick a free one; default 8080)")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                        help=f"where everything is kept (default {DEFAULT_DATA_DIR})")
+    parser.add_argument("--apps-dir", action="append", default=[], metavar="DIR",
+                        help="extra directory of Boutiques descriptors (*.json); repeatable")
+    parser.add_argument("--user", action="append", default=[], metavar="NAME:KEY[:PASSWORD]",
+                        help="a user and its API key (and optional password); repeatable")
+    parser.add_argument("--workers", type=int, default=2, help="jobs run in parallel (default 2)")
+    parser.add_argument("--max-running", type=int, default=None,
+                        help="max running executions per user (error 2001 beyond; default unlimited)")
+    parser.add_argument("--fault-rate", type=float, default=0.0,
+                        help="fraction of /rest requests answered 503 or reset (tests; default 0)")
+    parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
+                        help="delay added to every /rest request, in ms (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault injection")
+    parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
+    return parser
+
+
+def parse_user(spec: str) -> tuple[str, str, str | None]:
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(f"--user expects NAME:KEY[:PASSWORD], got {spec.split(':', 1)[0]!r}:...")
+    name = parts[0]
+    if not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError(f"invalid user name {name!r} (letters, digits, '-', '_', '.')")
+    return name, parts[1], (parts[2] if len(parts) == 3 else None)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import Config, build_app
+    from .engine import Engine
+    from .faults import FaultInjector
+    from .pipelines import load_pipelines
+    from .store import Store, new_key
+
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    data_dir = Path(args.data_dir).resolve()
+    try:
+        users = [parse_user(u) for u in args.user]
+        pipelines = load_pipelines(args.apps_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"vip-smk serve: {e}", file=sys.stderr)
+        return 2
+    store = Store(data_dir)
+    generated = None
+    if users:
+        for name, key, password in users:
+            store.add_user(name, key, password)
+    else:
+        keyfile = data_dir / "apikey"
+        existing = store.user_by_name("local")
+        key = keyfile.read_text().strip() if keyfile.exists() else None
+        if not key:
+            key = existing.apikey if existing else new_key()
+            if not existing:
+                generated = key
+            fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+        store.add_user("local", key)
+
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(2048)
+    except OSError as e:
+        print(f"vip-smk serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        store.close()
+        return 1
+    port = sock.getsockname()[1]
+    host = args.host if ":" not in args.host else f"[{args.host}]"
+    url = f"http://{host}:{port}"
+
+    engine = Engine(store, pipelines, workers=args.workers)
+    app = build_app(store, engine, pipelines, Config(max_running=args.max_running))
+    if args.fault_rate or args.latency:
+        app = FaultInjector(app, fault_rate=args.fault_rate, latency_ms=args.latency, seed=args.seed)
+    engine.recover()
+
+    server_json = data_dir / "server.json"
+    _write_json(server_json, {"url": url, "port": port, "pid": os.getpid()})
+    print(f"VIP portal URL: {url}", flush=True)
+    if generated:
+        print(f"API key: {generated}  (user 'local', stored in {data_dir / 'apikey'})", flush=True)
+    log.info("serving %d pipeline(s) from %s with %d worker(s)", len(pipelines), data_dir, args.workers)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+                            lifespan="off")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        engine.shutdown()
+        try:
+            if json.loads(server_json.read_text()).get("pid") == os.getpid():
+                server_json.unlink()
+        except (OSError, ValueError):
+            pass
+        store.close()
+        log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_serve_arguments(argparse.ArgumentParser(prog="python -m vip_smk.server"))
+    return serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

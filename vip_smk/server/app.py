@@ -1,0 +1,620 @@
+"""Routes of the local VIP server (Starlette ASGI app, API under ``/rest``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .engine import Engine
+from .pipelines import Pipeline
+from .store import ACTIVE, ROOT, ApiError, Store, User, clean_name, forbidden, not_found, now_ms
+
+log = logging.getLogger(__name__)
+
+AUTH_HEADER = "apikey"
+CHUNK = 1 << 20
+# characters VIP accepts in input values (8009 otherwise) and in execution names (8019)
+VALUE_RE = re.compile(r"^[0-9.,A-Za-z\-+@/_():\s\[\]?&=]*$")
+NAME_RE = re.compile(r"^[0-9A-Za-z\-_ ]+$")
+
+ERROR_MESSAGES = {
+    8000: "An error has been encountered on the VIP API",
+    8001: "Not implemented",
+    8002: "Bad credentials",
+    8003: "Insufficient authentication",
+    8004: "Authentication error",
+    8005: "Invalid pipeline identifier",
+    8006: "Application not found",
+    8007: "Pipeline not found",
+    8008: "Not allowed to use pipeline",
+    8009: "Input field not valid",
+    8013: "Unauthorized data access",
+    8015: "Invalid execution id",
+    8018: "Input field missing",
+    8019: "Invalid execution name",
+    8020: "Invalid execution initialisation",
+    2000: "Max number of running executions reached on the platform",
+    2001: "Max number of running executions reached",
+}
+
+
+@dataclass
+class Config:
+    max_running: int | None = None
+
+
+def error_response(code: int, message: str, status: int = 400) -> JSONResponse:
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = f"header; header-name={AUTH_HEADER}"
+    return JSONResponse({"errorCode": code, "errorMessage": message}, status_code=status,
+                        headers=headers)
+
+
+def platform_json() -> dict:
+    return {
+        "platformName": "VIP",
+        "platformDescription": "Local VIP server emulator (vip-smk serve): runs Boutiques apps on this machine",
+        "supportedTransferProtocols": ["https", "http"],
+        "supportedModules": ["Processing", "Data", "ExecutionMonitoring"],
+        "defaultLimitListExecutions": 500,
+        "unsupportedMethods": [],
+        "supportedAPIVersion": "0.3",
+        "email": "vip-smk@localhost",
+        "APIErrorCodesAndMessages": [
+            {"errorCode": k, "errorMessage": v} for k, v in sorted(ERROR_MESSAGES.items())
+        ],
+        "maxSizeDirectTransfer": None,
+        "oidcLoginProviders": [],
+    }
+
+
+class Api:
+    def __init__(self, store: Store, engine: Engine, pipelines: dict[str, Pipeline], config: Config):
+        self.store = store
+        self.engine = engine
+        self.pipelines = pipelines
+        self.config = config
+        self.tmp_dir = store.data_dir / "tmp"
+        self.tmp_dir.mkdir(exist_ok=True)
+        for leftover in self.tmp_dir.iterdir():  # partial uploads of a previous run
+            leftover.unlink(missing_ok=True)
+        self.launch_lock = __import__("threading").Lock()
+
+    # ------------------------------------------------------------ helpers
+    def auth(self, request: Request) -> User:
+        key = request.headers.get(AUTH_HEADER)
+        if key is None or key == "":
+            raise ApiError(8003, "Insufficient authentication: send your API key in the "
+                           f"'{AUTH_HEADER}' header", 401)
+        user = self.store.user_by_key(key)
+        if user is None:
+            raise ApiError(8002, "Bad credentials", 401)
+        return user
+
+    # ------------------------------------------------------------ platform, auth
+    async def platform(self, request: Request):
+        if request.headers.get(AUTH_HEADER):
+            self.auth(request)  # a bad key is refused (8002), as VIP's filter does
+        return JSONResponse(platform_json())
+
+    async def authenticate(self, request: Request):
+        try:
+            body = json.loads(await request.body() or b"{}")
+            username, password = body["username"], body["password"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(8004, "Authentication error: send JSON {\"username\", \"password\"}", 401)
+        user = self.store.user_by_name(str(username))
+        if user is None or user.password is None or user.password != password:
+            raise ApiError(8004, "Authentication error: bad username or password", 401)
+        return JSONResponse({"httpHeader": AUTH_HEADER, "httpHeaderValue": user.apikey})
+
+    # ------------------------------------------------------------ pipelines
+    async def list_pipelines(self, request: Request):
+        self.auth(request)
+        return JSONResponse([p.to_json(with_parameters=False) for p in self.pipelines.values()])
+
+    async def get_pipeline(self, request: Request):
+        self.auth(request)
+        pid = request.path_params["pid"].strip("/")
+        return JSONResponse(self.pipeline(pid).to_json())
+
+    def pipeline(self, pid) -> Pipeline:
+        if not isinstance(pid, str) or "/" not in pid:
+            raise ApiError(8005, f"Invalid pipeline identifier '{pid}': expected name/version")
+        p = self.pipelines.get(pid)
+        if p is None:
+            raise ApiError(8007, f"Pipeline '{pid}' not found")
+        return p
+
+    # ------------------------------------------------------------ data
+    def _vip_path(self, request: Request) -> str:
+        return "/" + request.path_params.get("path", "")
+
+    async def path_get(self, request: Request):
+        user = self.auth(request)
+        vip = self._vip_path(request)
+        action = request.query_params.get("action")
+        if action is None:
+            raise ApiError(8000, "Missing 'action' query parameter (exists, list, properties, content, md5)")
+        if action == "exists":
+            try:
+                res = self.store.resolve(user.name, vip)
+            except ApiError as e:
+                if e.code == 8013:
+                    raise
+                return JSONResponse({"exists": False})
+            ok = res.local is None or res.local.exists()
+            return JSONResponse({"exists": bool(ok)})
+        res = self.store.resolve(user.name, vip)
+        if res.local is not None and not res.local.exists():
+            raise not_found(vip)
+        if action == "properties":
+            return JSONResponse(self.store.properties(user.name, res))
+        if action == "list":
+            if res.local is not None and not res.local.is_dir():
+                raise ApiError(8000, f"The path '{vip}' is not a directory")
+            return JSONResponse(await run_in_threadpool(self.store.listing, user.name, res))
+        if action in ("content", "md5"):
+            if res.local is None or res.local.is_dir():
+                raise ApiError(8000, f"The path '{vip}' is a directory: only files can be downloaded")
+            if action == "md5":
+                return JSONResponse({"md5": await run_in_threadpool(_md5, res.local)})
+            return FileResponse(res.local, media_type="application/octet-stream",
+                                filename=res.local.name, content_disposition_type="attachment")
+        raise ApiError(8000, f"Unknown action '{action}' (exists, list, properties, content, md5)")
+
+    async def path_put(self, request: Request):
+        user = self.auth(request)
+        vip = self._vip_path(request)
+        res = self.store.resolve(user.name, vip)
+        if res.local is None or res.local.parent == res.user_root:
+            raise forbidden(vip)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        length = request.headers.get("content-length")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        if ctype == "application/carmin+json":
+            return await self._put_carmin(request, user, vip, res)
+        if (length is None and not chunked) or length == "0":
+            return self._mkdir(user, vip, res)
+        return await self._put_raw(request, user, vip, res)
+
+    def _mkdir(self, user: User, vip: str, res):
+        local = res.local
+        if local.is_dir():
+            return JSONResponse(self.store.properties(user.name, res), status_code=201)
+        if local.exists():
+            raise ApiError(8000, f"Cannot create directory '{vip}': a file has that name")
+        if not local.parent.is_dir():
+            raise ApiError(8000, f"Cannot create directory '{vip}': the parent directory does not exist")
+        local.mkdir()
+        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+
+    def _upload_target(self, user: User, vip: str, res):
+        """Clean the file name as VIP does and check the target; returns (vip, Resolved)."""
+        name = clean_name(res.local.name)
+        if not name or name in (".", ".."):
+            raise ApiError(8000, f"Invalid file name in '{vip}'")
+        if name != res.local.name:
+            res = self.store.resolve(user.name, res.vip.rsplit("/", 1)[0] + "/" + name)
+        if res.local.is_dir():
+            raise ApiError(8000, f"Cannot upload to '{res.vip}': it is a directory")
+        parent = res.local.parent
+        p = parent
+        while p != res.user_root and not p.exists():
+            p = p.parent
+        if p.exists() and not p.is_dir():
+            raise ApiError(8000, f"Cannot upload to '{res.vip}': '{self.store.to_vip(user.name, p)}' is a file")
+        parent.mkdir(parents=True, exist_ok=True)
+        self.store.check_inside(parent, res.user_root, res.vip)
+        return res
+
+    async def _put_raw(self, request: Request, user: User, vip: str, res):
+        fd, tmp_name = _mkstemp(self.tmp_dir)
+        tmp = Path(tmp_name)
+        total = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                buf = bytearray()
+                async for chunk in request.stream():
+                    if not chunk:
+                        continue
+                    buf += chunk
+                    total += len(chunk)
+                    if len(buf) >= CHUNK:
+                        f.write(buf)
+                        buf.clear()
+                if buf:
+                    f.write(buf)
+            if total == 0:
+                tmp.unlink(missing_ok=True)
+                return self._mkdir(user, vip, res)
+            res = self._upload_target(user, vip, res)
+            os.replace(tmp, res.local)
+        except ClientDisconnect:
+            tmp.unlink(missing_ok=True)
+            log.info("upload of %s interrupted by the client after %d bytes", vip, total)
+            return Response(status_code=400)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+
+    async def _put_carmin(self, request: Request, user: User, vip: str, res):
+        try:
+            body = json.loads(await request.body())
+            kind = body.get("type", "File")
+            data = base64.b64decode(body["base64Content"], validate=True)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+            raise ApiError(8000, "Invalid application/carmin+json upload: expected "
+                           '{"type": "File"|"Archive", "base64Content": "<base64>"}')
+        if kind == "Archive":
+            return await run_in_threadpool(self._unzip, user, vip, res, data)
+        if kind != "File":
+            raise ApiError(8000, f"Unknown upload type '{kind}' (File or Archive)")
+        res = self._upload_target(user, vip, res)
+        fd, tmp_name = _mkstemp(self.tmp_dir)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp_name, res.local)
+        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+
+    def _unzip(self, user: User, vip: str, res, data: bytes):
+        """Archive upload: the zip is extracted into the directory ``vip`` (created)."""
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile:
+            raise ApiError(8000, "Invalid Archive upload: not a zip file")
+        if res.local.exists() and not res.local.is_dir():
+            raise ApiError(8000, f"Cannot extract into '{vip}': it is a file")
+        res.local.mkdir(parents=True, exist_ok=True)
+        with zf:
+            for info in zf.infolist():
+                target = self.store.resolve(user.name, res.vip + "/" + info.filename)
+                if info.is_dir():
+                    target.local.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.local.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target.local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+
+    async def path_delete(self, request: Request):
+        user = self.auth(request)
+        vip = self._vip_path(request)
+        res = self.store.resolve(user.name, vip)
+        if res.local is None or res.local.parent == res.user_root:
+            raise forbidden(vip)
+        if not (res.local.exists() or res.local.is_symlink()):
+            raise not_found(vip)
+        await run_in_threadpool(_remove, res.local)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ executions
+    def execution_json(self, ex: dict) -> dict:
+        jobs = {
+            str(j["idx"]): {"status": j["status"], "exitCode": j["exit_code"],
+                            "exitMessage": j["exit_message"]}
+            for j in self.store.jobs(ex["id"])
+        }
+        return {
+            "identifier": ex["id"],
+            "name": ex["name"],
+            "pipelineIdentifier": ex["pipeline"],
+            "timeout": 0,
+            "status": ex["status"],
+            "inputValues": ex["input_values"],
+            "returnedFiles": ex["returned_files"] if ex["status"] not in ACTIVE else None,
+            "studyIdentifier": None,
+            "errorCode": ex["error_code"],
+            "startDate": ex["start_ms"],
+            "endDate": ex["end_ms"],
+            "resultsLocation": ex["results_location"],
+            "jobs": jobs,
+        }
+
+    def own_execution(self, user: User, eid: str) -> dict:
+        ex = self.store.execution(eid)
+        if ex is None or ex["user"] != user.name:
+            raise ApiError(8015, f"Invalid execution id '{eid}'")
+        return ex
+
+    async def list_executions(self, request: Request):
+        user = self.auth(request)
+        return JSONResponse([self.execution_json(e) for e in self.store.executions(user.name)])
+
+    async def count_executions(self, request: Request):
+        user = self.auth(request)
+        return PlainTextResponse(str(len(self.store.executions(user.name))))
+
+    async def get_execution(self, request: Request):
+        user = self.auth(request)
+        return JSONResponse(self.execution_json(self.own_execution(user, request.path_params["eid"])))
+
+    async def results(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        out = []
+        for paths in (ex["returned_files"] or {}).values():
+            for p in paths:
+                try:
+                    res = self.store.resolve(user.name, p)
+                except ApiError:
+                    continue
+                out.append(self.store.properties(user.name, res, execution_id=ex["id"]))
+        return JSONResponse(out)
+
+    async def stdout(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        return PlainTextResponse(await run_in_threadpool(self.engine.log_text, ex["id"], "stdout"))
+
+    async def stderr(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        return PlainTextResponse(await run_in_threadpool(self.engine.log_text, ex["id"], "stderr"))
+
+    async def kill(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        if ex["status"] == "Killed":
+            return Response(status_code=204)
+        if ex["status"] not in ACTIVE:
+            raise ApiError(8000, f"Execution {ex['id']} is not running (status {ex['status']})")
+        await run_in_threadpool(self.engine.kill, ex["id"])
+        return Response(status_code=204)
+
+    async def delete_put(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        delete_files = False
+        raw = await request.body()
+        if raw.strip():
+            try:
+                delete_files = bool(json.loads(raw).get("deleteFiles", False))
+            except (ValueError, AttributeError):
+                raise ApiError(8000, 'Invalid body: expected JSON {"deleteFiles": true|false}')
+        await run_in_threadpool(self._delete_execution, user, ex, delete_files)
+        return Response(status_code=204)
+
+    async def delete_execution(self, request: Request):
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        delete_files = request.query_params.get("deleteFiles", "false").lower() == "true"
+        await run_in_threadpool(self._delete_execution, user, ex, delete_files)
+        return Response(status_code=204)
+
+    def _delete_execution(self, user: User, ex: dict, delete_files: bool) -> None:
+        if ex["status"] in ACTIVE:
+            self.engine.kill(ex["id"])
+        if delete_files:
+            try:
+                res = self.store.resolve(user.name, ex["results_dir"])
+                if res.local is not None and res.local.exists():
+                    _remove(res.local)
+            except ApiError:
+                pass
+        self.store.delete_execution(ex["id"])
+        self.engine.forget(ex["id"])
+
+    async def launch(self, request: Request):
+        user = self.auth(request)
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            raise ApiError(8020, "Invalid execution: the body must be a JSON object with "
+                           "name, pipelineIdentifier, inputValues (and resultsLocation)")
+        return await run_in_threadpool(self._launch, user, body)
+
+    def _launch(self, user: User, body: dict):
+        pid = body.get("pipelineIdentifier")
+        if pid is None:
+            raise ApiError(8005, "Missing pipelineIdentifier")
+        pipeline = self.pipeline(pid)
+        name = body.get("name")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
+        values = body.get("inputValues") or {}
+        if not isinstance(values, dict):
+            raise ApiError(8020, "inputValues must be a JSON object {parameter: value}")
+        invocation_lists = self._validate_inputs(user, pipeline, values)
+        results_location = body.get("resultsLocation") or f"{ROOT}/Home"
+        if not isinstance(results_location, str):
+            raise ApiError(8020, "resultsLocation must be a VIP path")
+        rl = self.store.resolve(user.name, results_location)
+        if rl.local is None:
+            raise forbidden(results_location)
+        if rl.local.exists() and not rl.local.is_dir():
+            raise ApiError(8020, f"resultsLocation '{results_location}' is a file")
+        # the whole check-capacity + insert is atomic
+        with self.launch_lock:
+            if self.config.max_running is not None and \
+                    self.store.count_active(user.name) >= self.config.max_running:
+                raise ApiError(2001, f"Max number of running executions reached "
+                               f"({self.config.max_running}) for user {user.name}: wait until "
+                               "one is over")
+            rl.local.mkdir(parents=True, exist_ok=True)
+            start = time.time()
+            folder = _reserve_folder(rl.local, start)
+            eid = self.store.new_execution_id()
+            combos = _cross_product(invocation_lists)
+            ex = {
+                "id": eid, "user": user.name, "name": name, "pipeline": pipeline.identifier,
+                "status": "Running", "input_values": values, "results_location": rl.vip,
+                "results_dir": f"{rl.vip}/{folder.name}", "start_ms": int(start * 1000),
+            }
+            self.store.insert_execution(ex, [{"idx": i + 1, "invocation": inv} for i, inv in enumerate(combos)])
+        log.info("execution %s of %s by %s: %d job(s)", eid, pipeline.identifier, user.name, len(combos))
+        self.engine.submit(eid)
+        return JSONResponse(self.execution_json(self.store.execution(eid)))
+
+    def _validate_inputs(self, user: User, pipeline: Pipeline, values: dict) -> dict[str, list]:
+        """Check the inputs as VIP does; return {param: [converted values]} (lists to expand)."""
+        out: dict[str, list] = {}
+        for key, value in values.items():
+            inp = pipeline.input(key)
+            if inp is None:
+                raise ApiError(8009, f"Input field '{key}' is not valid: {pipeline.identifier} has "
+                               f"no such parameter (parameters: {', '.join(i['id'] for i in pipeline.inputs)})")
+            items = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and not value:
+                raise ApiError(8009, f"Input field '{key}' is not valid: empty list")
+            conv = []
+            for v in items:
+                if isinstance(v, (dict, list)) or v is None:
+                    raise ApiError(8009, f"Input field '{key}' is not valid: {v!r}")
+                s = v if isinstance(v, str) else json.dumps(v)
+                if not VALUE_RE.match(s):
+                    bad = sorted({c for c in s if not VALUE_RE.match(c)})
+                    raise ApiError(8009, f"Input field '{key}' is not valid: forbidden character(s) "
+                                   f"{''.join(bad)!r} in {s!r}")
+                conv.append(self._convert(user, pipeline, inp, key, v))
+            if inp.get("list"):
+                out[key] = [conv]  # a Boutiques list input takes the whole list in one job
+            else:
+                out[key] = conv
+        for inp in pipeline.inputs:
+            if inp["id"] in values or inp["id"] == "results-directory":
+                continue
+            if not inp.get("optional", False) and inp.get("type") != "Flag" \
+                    and inp.get("default-value") is None:
+                raise ApiError(8018, f"Input field '{inp['id']}' is missing: it is required by "
+                               f"{pipeline.identifier}")
+        return out
+
+    def _convert(self, user: User, pipeline: Pipeline, inp: dict, key: str, v):
+        t = inp.get("type")
+        if t == "Number":
+            try:
+                num = float(v)
+                if inp.get("integer"):
+                    if num != int(num):
+                        raise ValueError
+                    num = int(num)
+            except (TypeError, ValueError):
+                kind = "an integer" if inp.get("integer") else "a number"
+                raise ApiError(8009, f"Input field '{key}' is not valid: {v!r} is not {kind}")
+            for bound, cmp in (("minimum", lambda a, b: a < b), ("maximum", lambda a, b: a > b)):
+                if bound in inp and cmp(num, inp[bound]):
+                    raise ApiError(8009, f"Input field '{key}' is not valid: {num} is out of range "
+                                   f"({bound} {inp[bound]})")
+            return num
+        if t == "Flag":
+            s = str(v).lower()
+            if s not in ("true", "false"):
+                raise ApiError(8009, f"Input field '{key}' is not valid: {v!r} is not true/false")
+            return s == "true"
+        if t == "File":
+            s = str(v)
+            res = self.store.resolve(user.name, s)
+            if res.local is None or not res.local.exists():
+                raise ApiError(8009, f"Input field '{key}' is not valid: the file '{s}' does not "
+                               "exist in your VIP space (upload it first)")
+            return res.vip
+        s = str(v)
+        choices = inp.get("value-choices")
+        if choices and s not in [str(c) for c in choices]:
+            raise ApiError(8009, f"Input field '{key}' is not valid: {s!r} not in {choices}")
+        return s
+
+
+def _cross_product(lists: dict[str, list]) -> list[dict]:
+    keys = list(lists)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))] or [{}]
+
+
+def _reserve_folder(parent: Path, start: float) -> Path:
+    """Create ``dd-mm-yyyy_HH:MM:SS`` under ``parent``; if another execution already has that
+    second, take the next free second (the name keeps VIP's format and stays unique)."""
+    t = int(start)
+    while True:
+        folder = parent / time.strftime("%d-%m-%Y_%H:%M:%S", time.localtime(t))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            t += 1
+
+
+def _mkstemp(d: Path):
+    import tempfile
+
+    return tempfile.mkstemp(prefix=".vip-upload-", dir=d)
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remove(local: Path) -> None:
+    if local.is_symlink() or not local.is_dir():
+        local.unlink()
+    else:
+        shutil.rmtree(local)
+
+
+def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], config: Config) -> Starlette:
+    api = Api(store, engine, pipelines, config)
+    routes = [
+        Route("/rest/platform", api.platform, methods=["GET", "PUT"]),
+        Route("/rest/authenticate", api.authenticate, methods=["POST"]),
+        Route("/rest/pipelines", api.list_pipelines, methods=["GET"]),
+        Route("/rest/pipelines/{pid:path}", api.get_pipeline, methods=["GET"]),
+        Route("/rest/path/{path:path}", api.path_get, methods=["GET"]),
+        Route("/rest/path/{path:path}", api.path_put, methods=["PUT"]),
+        Route("/rest/path/{path:path}", api.path_delete, methods=["DELETE"]),
+        Route("/rest/executions", api.list_executions, methods=["GET"]),
+        Route("/rest/executions", api.launch, methods=["POST"]),
+        Route("/rest/executions/count", api.count_executions, methods=["GET"]),
+        Route("/rest/executions/{eid}", api.get_execution, methods=["GET"]),
+        Route("/rest/executions/{eid}", api.delete_execution, methods=["DELETE"]),
+        Route("/rest/executions/{eid}/results", api.results, methods=["GET"]),
+        Route("/rest/executions/{eid}/stdout", api.stdout, methods=["GET"]),
+        Route("/rest/executions/{eid}/stderr", api.stderr, methods=["GET"]),
+        Route("/rest/executions/{eid}/kill", api.kill, methods=["PUT"]),
+        Route("/rest/executions/{eid}/delete", api.delete_put, methods=["PUT"]),
+    ]
+
+    async def on_api_error(request, exc: ApiError):
+        return error_response(exc.code, exc.message, exc.status)
+
+    async def on_http_error(request, exc: HTTPException):
+        if exc.status_code == 404:
+            return error_response(8000, f"No such endpoint: {request.method} {request.url.path}", 404)
+        if exc.status_code == 405:
+            return error_response(8001, f"Method {request.method} not supported on {request.url.path}", 405)
+        return error_response(8000, str(exc.detail), exc.status_code)
+
+    async def on_error(request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(8000, f"Internal server error: {type(exc).__name__}", 500)
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_error},
+    )

@@ -1,0 +1,369 @@
+"""Job engine of the local VIP server.
+
+Each job of an execution runs its app's Boutiques descriptor on this machine: the command line
+is built by ``boutiques``' executor from the job's invocation, then run by us with
+``subprocess.Popen(start_new_session=True)`` in ``<data-dir>/work/<execution>/<job>/`` (so that
+kill can signal the whole process group). stdout / stderr are captured per job; declared
+outputs are moved into the execution's results folder. A bounded pool (``--workers``) runs the
+jobs. Apps run with the server's own interpreter: ``$VIP_SMK_PYTHON`` is ``sys.executable``
+and ``python3`` / ``python`` on the job's PATH point to it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .pipelines import Pipeline
+from .store import ACTIVE, Store, now_ms
+
+log = logging.getLogger(__name__)
+
+TERMINAL_JOB = ("Completed", "Failed", "Killed")
+
+
+def _make_executor(pipeline: Pipeline, invocation: dict, workdir: Path):
+    """Boutiques executor for one job, its command line built (nothing run)."""
+    from boutiques.localExec import LocalExecutor, addDefaultValues
+
+    class _Executor(LocalExecutor):
+        # boutiques writes configuration files relative to the CWD: write them in the job dir
+        def _writeConfigurationFiles(self):
+            for out in self.outputs:
+                tmpl = out.get("file-template")
+                if tmpl is None:
+                    continue
+                se = out.get("path-template-stripped-extensions") or []
+                lines = [
+                    self._rkit(line, use_flags=False, unfound_keys="clear", stripped_extensions=se,
+                               is_output=False, escape_special_chars=True)
+                    for line in tmpl
+                ]
+                target = workdir / self.out_dict[out["id"]]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(os.linesep.join(lines))
+
+    ex = _Executor(
+        str(pipeline.descriptor_path), None, {"skipDataCollect": True, "sandbox": False, "debug": False}
+    )
+    ex.in_dict = OrderedDict(invocation)
+    addDefaultValues(ex.desc_dict, ex.in_dict)
+    ex.cmd_line = [ex._generateCmdLineFromInDict()]
+    return ex
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_group(pgid: int, grace: float = 1.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Engine:
+    def __init__(self, store: Store, pipelines: dict[str, Pipeline], workers: int = 2):
+        self.store = store
+        self.pipelines = pipelines
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vip-job")
+        self.lock = threading.RLock()
+        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+        self.stopping = False
+        self.shim_dir = store.data_dir / "bin"
+        self._make_shims()
+
+    # ------------------------------------------------------------ setup
+    def _make_shims(self) -> None:
+        self.shim_dir.mkdir(exist_ok=True)
+        for name in ("python3", "python"):
+            link = self.shim_dir / name
+            try:
+                if link.is_symlink() and os.readlink(link) == sys.executable:
+                    continue
+                if link.exists() or link.is_symlink():
+                    link.unlink()
+                link.symlink_to(sys.executable)
+            except OSError as e:  # pragma: no cover - exotic file systems
+                log.warning("cannot create %s: %s", link, e)
+
+    def job_env(self, pipeline: Pipeline, eid: str, idx: int) -> dict:
+        env = dict(os.environ)
+        env["VIP_SMK_PYTHON"] = sys.executable
+        env["VIP_SMK_APP_DIR"] = str(pipeline.descriptor_path.parent)
+        env["VIP_SMK_JOB"] = f"{eid}/{idx}"
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PATH"] = str(self.shim_dir) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        return env
+
+    def workdir(self, eid: str, idx: int | None = None) -> Path:
+        d = self.store.work_dir / eid
+        return d if idx is None else d / str(idx)
+
+    # ------------------------------------------------------------ lifecycle
+    def recover(self) -> None:
+        """Re-run the executions that were running when the server stopped."""
+        for ex in self.store.executions(status=ACTIVE):
+            for job in self.store.jobs(ex["id"]):
+                if job["status"] == "Running":
+                    self._kill_stale(ex["id"], job)
+                if job["status"] not in TERMINAL_JOB:
+                    self.store.update_job(ex["id"], job["idx"], status="Queued", pid=None)
+            log.info("re-running execution %s (was running when the server stopped)", ex["id"])
+            self.submit(ex["id"])
+
+    def _kill_stale(self, eid: str, job: dict) -> None:
+        pid = job.get("pid")
+        if not pid:
+            return
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return
+        if f"VIP_SMK_JOB={eid}/{job['idx']}".encode() in env:
+            log.info("killing leftover process group %s of %s/%s", pid, eid, job["idx"])
+            _kill_group(pid, grace=0.5)
+
+    def submit(self, eid: str) -> None:
+        for job in self.store.jobs(eid):
+            if job["status"] == "Queued":
+                self.pool.submit(self._run_job_safe, eid, job["idx"])
+        self._maybe_finish(eid)
+
+    def shutdown(self) -> None:
+        """Stop: kill running jobs but keep them Running in the database (re-run on restart)."""
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs.values())
+        for p in procs:
+            _kill_group(p.pid, grace=0.5)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------ kill
+    def kill(self, eid: str) -> None:
+        """Mark the execution Killed, cancel its queued jobs and stop its processes."""
+        with self.lock:
+            self.store.update_execution(eid, status="Killed", end_ms=now_ms())
+            for job in self.store.jobs(eid):
+                if job["status"] == "Queued":
+                    self.store.update_job(eid, job["idx"], status="Killed", exit_message="killed before start")
+            procs = [p for (e, _), p in self.procs.items() if e == eid]
+        for p in procs:
+            _kill_group(p.pid)
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        self._maybe_finish(eid)
+
+    # ------------------------------------------------------------ running
+    def _run_job_safe(self, eid: str, idx: int) -> None:
+        try:
+            self._run_job(eid, idx)
+        except Exception as e:  # never lose a job silently
+            log.exception("job %s/%s crashed in the engine", eid, idx)
+            try:
+                self.store.update_job(eid, idx, status="Failed", exit_code=None,
+                                      exit_message=f"server error: {e}")
+                self._maybe_finish(eid)
+            except Exception:
+                log.exception("cannot record the failure of %s/%s", eid, idx)
+
+    def _run_job(self, eid: str, idx: int) -> None:
+        if self.stopping:
+            return
+        ex = self.store.execution(eid)
+        if ex is None or ex["status"] not in ACTIVE:
+            return
+        job = next((j for j in self.store.jobs(eid) if j["idx"] == idx), None)
+        if job is None or job["status"] != "Queued":
+            return
+        pipeline = self.pipelines.get(ex["pipeline"])
+        wd = self.workdir(eid, idx)
+        if wd.exists():
+            shutil.rmtree(wd)
+        wd.mkdir(parents=True)
+        out_f = open(wd / "stdout.txt", "wb")
+        err_f = open(wd / "stderr.txt", "wb")
+        try:
+            if pipeline is None:
+                msg = f"pipeline {ex['pipeline']} is no longer available on this server"
+                err_f.write(msg.encode() + b"\n")
+                self.store.update_job(eid, idx, status="Failed", exit_message=msg)
+                return
+            invocation = self._stage_inputs(ex["user"], pipeline, job["invocation"], wd)
+            try:
+                executor = _make_executor(pipeline, invocation, wd)
+            except Exception as e:
+                msg = f"cannot build the command line: {e}"
+                err_f.write(msg.encode() + b"\n")
+                self.store.update_job(eid, idx, status="Failed", exit_message=msg)
+                return
+            cmd = executor.cmd_line[0]
+            shell = pipeline.descriptor.get("shell") or "/bin/sh"
+            with self.lock:
+                if self.stopping or self.store.execution(eid)["status"] not in ACTIVE:
+                    return
+                p = subprocess.Popen(
+                    [shell, "-c", cmd], cwd=wd, stdin=subprocess.DEVNULL, stdout=out_f,
+                    stderr=err_f, env=self.job_env(pipeline, eid, idx), start_new_session=True,
+                )
+                self.procs[(eid, idx)] = p
+                self.store.update_job(eid, idx, status="Running", pid=p.pid)
+            log.info("job %s/%s started (pid %s): %s", eid, idx, p.pid, cmd)
+            rc = p.wait()
+            if _group_alive(p.pid):  # stray background processes of the job
+                _kill_group(p.pid, grace=0.2)
+            with self.lock:
+                self.procs.pop((eid, idx), None)
+                if self.stopping:
+                    return  # stays Running in the database: re-run on restart
+                killed = self.store.execution(eid)["status"] == "Killed"
+            if killed:
+                self.store.update_job(eid, idx, status="Killed", exit_code=rc, exit_message="killed")
+                return
+            outputs, missing = self._collect(ex, pipeline, executor, wd, idx)
+            if rc != 0:
+                status, msg = "Failed", f"exit code {rc}"
+            elif missing:
+                status, msg = "Failed", "missing output(s): " + ", ".join(missing)
+                err_f.write((msg + "\n").encode())
+            else:
+                status, msg = "Completed", "ok"
+            self.store.update_job(eid, idx, status=status, exit_code=rc, exit_message=msg,
+                                  outputs=outputs)
+            log.info("job %s/%s: %s (%s)", eid, idx, status, msg)
+        finally:
+            out_f.close()
+            err_f.close()
+            self._maybe_finish(eid)
+
+    def _stage_inputs(self, user: str, pipeline: Pipeline, invocation: dict, wd: Path) -> dict:
+        """Link the File inputs into the job dir (as VIP copies them) and pass relative names."""
+        inv = dict(invocation)
+        used: set[str] = set()
+        k = 0
+        for pid, value in invocation.items():
+            inp = pipeline.input(pid)
+            if inp is None or inp.get("type") != "File":
+                continue
+            values = value if isinstance(value, list) else [value]
+            staged = []
+            for v in values:
+                res = self.store.resolve(user, str(v))
+                name = res.local.name
+                rel = name if name not in used else f"in{k}/{name}"
+                k += 1
+                used.add(name)
+                target = wd / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(res.local)
+                staged.append(rel)
+            inv[pid] = staged if isinstance(value, list) else staged[0]
+        return inv
+
+    def _collect(self, ex: dict, pipeline: Pipeline, executor, wd: Path, idx: int):
+        """Move the declared outputs into the results folder; return ({id: [vip]}, missing)."""
+        res = self.store.resolve(ex["user"], ex["results_dir"])
+        results = res.local
+        results.mkdir(parents=True, exist_ok=True)
+        outputs: dict[str, list[str]] = {}
+        missing = []
+        for out in pipeline.descriptor.get("output-files") or []:
+            rel = executor.out_dict.get(out["id"])
+            src = (wd / rel) if rel else None
+            if src is None or not (src.exists() or src.is_symlink()) or src.is_symlink():
+                if not out.get("optional", False):
+                    missing.append(out["id"])
+                continue
+            with self.lock:
+                taken = {
+                    Path(p).name
+                    for j in self.store.jobs(ex["id"])
+                    if j["idx"] != idx and j["outputs"]
+                    for paths in j["outputs"].values()
+                    for p in paths
+                }
+                dest = results / src.name
+                if src.name in taken:  # another job of this execution made the same name
+                    dest = results / f"job{idx}" / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(src, dest)
+            outputs.setdefault(out["id"], []).append(self.store.to_vip(ex["user"], dest))
+        return outputs, missing
+
+    def _maybe_finish(self, eid: str) -> None:
+        with self.lock:
+            if self.stopping:
+                return
+            ex = self.store.execution(eid)
+            if ex is None:
+                return
+            jobs = self.store.jobs(eid)
+            if any(j["status"] not in TERMINAL_JOB for j in jobs):
+                return
+            if ex["returned_files"] is not None and ex["end_ms"] and ex["status"] not in ACTIVE:
+                return
+            returned: dict[str, list[str]] = {}
+            for j in jobs:
+                for k, paths in (j["outputs"] or {}).items():
+                    returned.setdefault(k, []).extend(paths)
+            if ex["status"] == "Killed":
+                status = "Killed"
+            elif any(j["status"] != "Completed" for j in jobs):
+                status = "ExecutionFailed"
+            else:
+                status = "Finished"
+            self.store.update_execution(
+                eid, status=status, end_ms=ex["end_ms"] or now_ms(), returned_files=returned
+            )
+            log.info("execution %s: %s", eid, status)
+
+    # ------------------------------------------------------------ logs
+    def log_text(self, eid: str, which: str) -> str:
+        jobs = self.store.jobs(eid)
+        parts = []
+        for j in jobs:
+            f = self.workdir(eid, j["idx"]) / f"{which}.txt"
+            try:
+                text = f.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            if len(jobs) > 1:
+                parts.append(f"==> job {j['idx']} ({j['status']}) <==\n{text}")
+            else:
+                parts.append(text)
+        return "".join(parts) if len(jobs) <= 1 else "\n".join(parts)
+
+    def forget(self, eid: str) -> None:
+        shutil.rmtree(self.workdir(eid), ignore_errors=True)

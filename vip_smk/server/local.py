@@ -1,0 +1,236 @@
+"""``LocalServer``: start / stop / attach a local VIP server process from Python."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/rest/platform", timeout=timeout) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class LocalServer:
+    """A ``vip-smk serve`` process on ``data_dir`` (see docs/architecture.md section 1).
+
+    ``users``: ``["NAME:KEY[:PASSWORD]", ...]``; with none, the server's user ``local`` is
+    used (its key read from ``<data_dir>/apikey``). ``port=0`` lets the server pick a free port
+    (it binds it itself and reports it through ``server.json``: no race).
+    """
+
+    def __init__(self, data_dir, port: int = 0, users=(), workers: int = 2, max_running=None,
+                 fault_rate: float = 0.0, latency_ms: float = 0, seed=None, apps_dirs=(),
+                 detach: bool = False, log_file=None, host: str = "127.0.0.1"):
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.host = host
+        self.user_specs = list(users)
+        self.workers = workers
+        self.max_running = max_running
+        self.fault_rate = fault_rate
+        self.latency_ms = latency_ms
+        self.seed = seed
+        self.apps_dirs = [str(Path(d).resolve()) for d in apps_dirs]
+        self.detach = detach
+        self.log_file = Path(log_file) if log_file else self.data_dir / "server.log"
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._pid: int | None = None
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def users(self) -> dict[str, str]:
+        out = {}
+        for spec in self.user_specs:
+            name, key = spec.split(":", 2)[:2]
+            out[name] = key
+        if not out:
+            keyfile = self.data_dir / "apikey"
+            if keyfile.exists():
+                out["local"] = keyfile.read_text().strip()
+        return out
+
+    @property
+    def api_key(self) -> str | None:
+        users = self.users
+        return next(iter(users.values())) if users else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else self._pid
+
+    @property
+    def server_json(self) -> Path:
+        return self.data_dir / "server.json"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "vip_smk.server", "--host", self.host, "--port", str(self.port),
+               "--data-dir", str(self.data_dir), "--workers", str(self.workers)]
+        for u in self.user_specs:
+            cmd += ["--user", u]
+        for d in self.apps_dirs:
+            cmd += ["--apps-dir", d]
+        if self.max_running is not None:
+            cmd += ["--max-running", str(self.max_running)]
+        if self.fault_rate:
+            cmd += ["--fault-rate", str(self.fault_rate)]
+        if self.latency_ms:
+            cmd += ["--latency", str(self.latency_ms)]
+        if self.seed is not None:
+            cmd += ["--seed", str(self.seed)]
+        return cmd
+
+    # ---------------------------------------------------------------- start / stop
+    def start(self, timeout: float = 30) -> "LocalServer":
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        other = LocalServer.attach(self.data_dir)
+        if other is not None:
+            raise RuntimeError(f"a VIP server (pid {other.pid}) is already running on {self.data_dir} "
+                               f"at {other.url}")
+        self.server_json.unlink(missing_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_file, "ab")
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self.proc = subprocess.Popen(
+                self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                env=env, start_new_session=self.detach,
+            )
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RuntimeError(f"the VIP server exited with status {rc} at start-up; "
+                                   f"end of {self.log_file}:\n{self._log_tail()}")
+            info = self._read_server_json()
+            if info and info.get("pid") == self.proc.pid:
+                self.url = info["url"]
+                self.port = info["port"]
+                if _answers(self.url, timeout=max(0.5, deadline - time.monotonic())):
+                    log.info("local VIP server at %s (pid %s)", self.url, self.proc.pid)
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"the VIP server did not answer within {timeout:g} s; "
+                           f"end of {self.log_file}:\n{self._log_tail()}")
+
+    def _read_server_json(self) -> dict | None:
+        try:
+            return json.loads(self.server_json.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM, wait (running jobs are stopped and re-run at the next start); SIGKILL if stuck."""
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        if not self._wait(timeout):
+            self.kill()
+            return
+        self._forget()
+
+    def kill(self) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._wait(10)
+        self._forget()
+
+    def _wait(self, timeout: float) -> bool:
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(self._pid):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _forget(self) -> None:
+        self.proc = None
+        self._pid = None
+
+    def is_running(self) -> bool:
+        pid = self.pid
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return pid is not None and _pid_alive(pid)
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalServer(data_dir={str(self.data_dir)!r}, url={self.url!r}, pid={self.pid})"
+
+    # ---------------------------------------------------------------- attach
+    @classmethod
+    def attach(cls, data_dir) -> "LocalServer | None":
+        """The server already running on ``data_dir`` (server.json, alive, answering), or None."""
+        data_dir = Path(data_dir).resolve()
+        try:
+            info = json.loads((data_dir / "server.json").read_text())
+            pid, url = int(info["pid"]), str(info["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not _pid_alive(pid) or not _answers(url):
+            return None
+        srv = cls(data_dir, port=int(info.get("port", 0)))
+        srv.url = url
+        srv._pid = pid
+        return srv

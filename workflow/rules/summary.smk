@@ -1,0 +1,26 @@
+# One row per session: dataset, pipeline, parameters, status, jobs ok/failed, duration,
+# output count and size; the HTML page has a chart. Both go into `snakemake --report`.
+
+
+rule summary:
+    input:
+        expand(f"{R}/{{session}}/done.json", session=sorted(STUDY.sessions)),
+        expand(f"{R}/{{session}}/outputs", session=sorted(STUDY.sessions)),
+    output:
+        csv=report(
+            f"{R}/study_summary.csv",
+            category="Summary",
+            caption="../report/summary.rst",
+        ),
+        html=report(
+            f"{R}/study_summary.html",
+            category="Summary",
+            caption="../report/summary.rst",
+        ),
+        txt=f"{R}/study_summary.txt",
+    log:
+        f"{R}/logs/summary.log",
+    priority: -10
+    run:
+        with vs.job_log(log[0]):
+            vs.write_summary(STUDY, output.csv, output.html, output.txt)

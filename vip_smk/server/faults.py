@@ -82,7 +82,9 @@ class FaultInjector:
             return await _send_503(send)
         if kind == "reset":
             await self._drain(receive)
-            if not _abort(send):
+            if _abort(send):
+                await self._after_abort(send)
+            else:
                 await _send_503(send)
             return
         # "after": run the handler, then lose its reply
@@ -93,8 +95,19 @@ class FaultInjector:
 
         await self.app(scope, receive, swallow)
         if after_reset and _abort(send):
-            return
+            return await self._after_abort(send)
         await _send_503(send)
+
+    @staticmethod
+    async def _after_abort(send) -> None:
+        # let the server notice the lost connection, then "answer" (dropped) so that it does
+        # not log an ASGI error about a missing response
+        for _ in range(3):
+            await asyncio.sleep(0)
+        try:
+            await _send_503(send)
+        except Exception:
+            pass
 
     @staticmethod
     async def _drain(receive) -> None:

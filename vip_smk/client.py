@@ -354,6 +354,8 @@ def _vip_path(path: str | PurePosixPath) -> str:
     p = str(path)
     if not p.startswith("/"):
         raise InvalidInput(f"VIP paths are absolute (/vip/...): got {p!r}", call="path", target=p)
+    if ".." in p.split("/"):
+        raise InvalidInput(f"VIP paths may not contain '..': {p!r}", call="path", target=p)
     if len(p) > 1:
         p = p.rstrip("/")
     return p

@@ -1,0 +1,338 @@
+"""VipClient against a real local VIP server (HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vip_smk.client import (
+    AuthError,
+    CapacityError,
+    Execution,
+    InvalidInput,
+    NotFound,
+    PathInfo,
+    PermissionDenied,
+    Pipeline,
+    ServerError,
+    TransportError,
+    VipClient,
+    VipError,
+    quote_path,
+    resolve_api_key,
+)
+
+
+@pytest.fixture
+def client(vip_server):
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def home(client):
+    d = f"/vip/Home/test-client-{uuid.uuid4().hex[:8]}"
+    client.mkdir(d)
+    yield d
+    client.delete(d, missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------ key and URL
+
+
+def test_api_key_resolution(tmp_path, monkeypatch):
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text("  from-file-key\n")
+    assert resolve_api_key(str(keyfile)) == "from-file-key"
+    assert resolve_api_key(keyfile) == "from-file-key"
+    monkeypatch.setenv("MY_VIP_KEY", "from-env-key")
+    assert resolve_api_key("MY_VIP_KEY") == "from-env-key"
+    assert resolve_api_key("literal-key-123") == "literal-key-123"
+    monkeypatch.setenv("VIP_API_KEY", "default-env-key")
+    assert resolve_api_key() == "default-env-key"
+    monkeypatch.delenv("VIP_API_KEY")
+    with pytest.raises(AuthError, match="no VIP API key found"):
+        VipClient("http://127.0.0.1:9")
+
+
+def test_url_defaults_and_repr(monkeypatch):
+    monkeypatch.setenv("VIP_URL", "http://127.0.0.1:9/rest/")
+    c = VipClient(api_key="super-secret-key-xyz")
+    assert c.url == "http://127.0.0.1:9" and c.base == "http://127.0.0.1:9/rest/"
+    assert "super-secret-key-xyz" not in repr(c)
+    monkeypatch.delenv("VIP_URL")
+    assert VipClient(api_key="k").url == "https://vip.creatis.insa-lyon.fr"
+    # `:`, spaces and parentheses round-trip through percent-encoding
+    assert quote_path("/vip/ReproVIP (group)/a b/12-01-2026_10:00:00") == (
+        "/vip/ReproVIP%20%28group%29/a%20b/12-01-2026_10%3A00%3A00"
+    )
+
+
+def test_models_keep_unknown_keys():
+    data = {"identifier": "workflow-abc", "status": "Ready", "studyIdentifier": None, "timeout": 0,
+            "returnedFiles": {"a": ["/vip/Home/x"], "b": ["/vip/Home/y", "/vip/Home/z"]}}
+    ex = Execution.from_json(data)
+    assert ex.is_running and not ex.is_over  # Ready counts as running
+    assert ex.output_paths == ["/vip/Home/x", "/vip/Home/y", "/vip/Home/z"]
+    assert ex.to_json()["timeout"] == 0 and ex.extra == {"studyIdentifier": None, "timeout": 0}
+    assert Execution.from_json({"identifier": "w", "status": "Killed"}).is_over
+    p = Pipeline.from_json({"identifier": "A/1", "parameters": [{"name": "x", "futureKey": 1}]})
+    assert p.parameters[0].extra == {"futureKey": 1}
+    assert p.to_json()["parameters"][0]["futureKey"] == 1
+
+
+# ------------------------------------------------------------------------------ calls
+
+
+def test_platform_and_pipelines(client):
+    assert client.platform()["platformName"] == "VIP"
+    client.check_key()
+    ids = {p.identifier for p in client.pipelines()}
+    assert {"TextStats/1.0", "Smooth/1.0", "Sleep/1.0", "Fail/1.0"} <= ids
+    p = client.pipeline("TextStats/1.0")
+    assert p.identifier == "TextStats/1.0" and p.can_execute
+    assert p.parameter("input_file").is_required and p.parameter("input_file").type == "File"
+    assert not p.parameter("delimiter").is_required
+
+
+def test_paths_round_trip_with_awkward_names(client, home, tmp_path):
+    d = f"{home}/Group (x)/12-01-2026_10:00:00"
+    client.mkdir(d)  # parents created
+    client.mkdir(d)  # idempotent
+    assert client.exists(d) and not client.exists(f"{home}/nope")
+    data = bytes(range(256)) * 5000
+    src = tmp_path / "blob.bin"
+    src.write_bytes(data)
+    client.upload(src, f"{d}/blob.bin")
+    [entry] = client.list(d)
+    assert isinstance(entry, PathInfo)
+    assert entry.path == f"{d}/blob.bin" and entry.size == len(data) and not entry.is_directory
+    props = client.properties(f"{d}/blob.bin")
+    assert props.size == len(data) and props.exists
+    assert client.md5(f"{d}/blob.bin") == hashlib.md5(data).hexdigest()
+    out = client.download(f"{d}/blob.bin", tmp_path / "out" / "blob.bin")
+    assert out.read_bytes() == data
+    assert not (tmp_path / "out" / "blob.bin.part").exists()
+    client.delete(f"{home}/Group (x)")
+    assert not client.exists(d)
+    with pytest.raises(NotFound):
+        client.delete(f"{home}/Group (x)")
+    client.delete(f"{home}/Group (x)", missing_ok=True)
+
+
+def test_upload_refuses_empty_and_renamed_names(client, home, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.touch()
+    with pytest.raises(InvalidInput, match="empty"):
+        client.upload(empty, f"{home}/empty.txt")
+    spaced = tmp_path / "a b é.txt"
+    spaced.write_text("x")
+    with pytest.raises(InvalidInput, match="a_b_.txt"):
+        client.upload(spaced, f"{home}/a b é.txt")
+    assert client.list(home) == []
+
+
+def test_launch_wait_results_logs_and_outputs(client, home, tmp_path):
+    csv = tmp_path / "table.csv"
+    csv.write_text("a,b\n1,2\n3,5\n")
+    client.upload(csv, f"{home}/table.csv")
+    ex = client.launch("TextStats/1.0", {"input_file": f"{home}/table.csv"}, f"{home}/out", name="stats run")
+    assert ex.identifier.startswith("workflow-") and ex.pipeline_identifier == "TextStats/1.0"
+    done = client.wait(ex.identifier, poll=0.2, timeout=60)
+    assert done.status == "Finished"
+    assert any(e.identifier == ex.identifier for e in client.executions())
+    assert client.count_executions() >= 1
+    [res] = client.results(ex.identifier)
+    assert res.path.endswith("/table.csv.stats.txt") and res.path.startswith(f"{home}/out/")
+    assert done.output_paths == [res.path]
+    assert "TextStats" in client.stdout(ex.identifier)
+    assert isinstance(client.stderr(ex.identifier), str)
+    text = client.download(res.path, tmp_path / "stats.txt").read_text()
+    assert "rows" in text or "mean" in text
+    client.delete_execution(ex.identifier, delete_files=True)
+    with pytest.raises(InvalidInput) as err:  # VIP 8015 invalid execution id
+        client.execution(ex.identifier)
+    assert err.value.code == 8015 and ex.identifier in str(err.value)
+    assert not client.exists(res.path)
+
+
+def test_kill(client, home):
+    ex = client.launch("Sleep/1.0", {"duration": 30}, f"{home}/out", name="to kill")
+    client.kill(ex.identifier)
+    assert client.wait(ex.identifier, poll=0.2, timeout=30).status == "Killed"
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_error_classes_from_server_answers(client, home, tmp_path):
+    with pytest.raises(NotFound) as e:
+        client.list(f"{home}/missing dir")
+    assert e.value.code == 8000 and e.value.status == 400 and "list" in str(e.value)
+    assert f"{home}/missing dir" in str(e.value)
+    with pytest.raises(NotFound) as e:
+        client.pipeline("NoSuchApp/9.9")
+    assert e.value.code == 8007 and "NoSuchApp/9.9" in str(e.value)
+    with pytest.raises(InvalidInput) as e:
+        client.launch("NoSlash", {}, f"{home}/out", name="x")
+    assert e.value.code == 8005
+    with pytest.raises(InvalidInput) as e:
+        client.launch("TextStats/1.0", {}, f"{home}/out", name="x")
+    assert e.value.code == 8018 and "input_file" in str(e.value)
+    with pytest.raises(InvalidInput) as e:
+        client.launch("TextStats/1.0", {"input_file": f"{home}/x#y"}, f"{home}/out", name="x")
+    assert e.value.code == 8009
+    with pytest.raises(InvalidInput) as e:
+        client.launch("Sleep/1.0", {"duration": 1}, f"{home}/out", name="bad/name!")
+    assert e.value.code == 8019
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    with pytest.raises(PermissionDenied) as e:
+        client.upload(f, "/vip/Home")
+    assert e.value.code == 8013 and e.value.status == 400
+    with pytest.raises(InvalidInput):
+        client.list("/vip/Home/../../etc")  # refused before sending
+
+
+def test_bad_key_is_auth_error_without_the_key(vip_server, caplog):
+    key = "wrong-" + uuid.uuid4().hex
+    c = VipClient(vip_server.url, api_key=key, retry_budget=1)
+    with caplog.at_level(logging.DEBUG):
+        for call in (c.check_key, c.pipelines, lambda: c.list("/vip/Home")):
+            with pytest.raises(AuthError) as e:
+                call()
+            assert e.value.code == 8002 and e.value.status == 401
+            assert key not in str(e.value) and key not in repr(e.value) and key not in repr(e.value.args)
+    assert key not in caplog.text and key not in repr(c)
+
+
+def test_capacity_error(make_server, tmp_path):
+    srv = make_server(max_running=1)
+    c = VipClient(srv.url, api_key=srv.api_key, retry_budget=2)
+    c.launch("Sleep/1.0", {"duration": 30}, "/vip/Home/out", name="first")
+    with pytest.raises(CapacityError) as e:
+        c.launch("Sleep/1.0", {"duration": 30}, "/vip/Home/out", name="second")
+    assert e.value.code == 2001 and "Sleep/1.0" in str(e.value)
+    assert [x.name for x in c.executions()] == ["first"]  # not retried, not duplicated
+
+
+class _Html502(http.server.BaseHTTPRequestHandler):
+    def _answer(self):
+        self.server.hits += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+        status = 502 if "platform" in self.path or "path" in self.path else 404
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+def test_html_error_pages_are_errors(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Html502)
+    httpd.hits = 0
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        c = VipClient(url, api_key="k", retries=3, retry_budget=2, backoff=0.05)
+        with pytest.raises(ServerError) as e:
+            c.platform()
+        assert e.value.status == 502 and "platform" in str(e.value) and "HTML" in str(e.value)
+        assert "502 Bad Gateway" in str(e.value)
+        assert httpd.hits == 4  # 1 + 3 retries on 502
+        f = tmp_path / "f.txt"
+        f.write_text("data")
+        with pytest.raises(ServerError) as e:  # an HTML 502 on upload is not a success
+            c.upload(f, "/vip/Home/f.txt")
+        assert e.value.status == 502 and "/vip/Home/f.txt" in str(e.value)
+        hits = httpd.hits
+        with pytest.raises(ServerError) as e:  # HTML 404 on POST: not retried, not success
+            c.launch("A/1", {}, "/vip/Home/out", name="x")
+        assert e.value.status == 404 and httpd.hits == hits + 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_transport_errors(make_server):
+    port = _free_port()
+    c = VipClient(f"http://127.0.0.1:{port}", api_key="k", retry_budget=0.5, backoff=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(TransportError) as e:
+        c.platform()
+    assert "platform" in str(e.value) and time.monotonic() - t0 < 5
+    slow = make_server(latency_ms=1500)
+    c = VipClient(slow.url, api_key=slow.api_key, timeout=(2, 0.3), retries=1, retry_budget=1)
+    with pytest.raises(TransportError, match="no answer"):
+        c.exists("/vip/Home")
+
+
+def test_retries_and_no_duplicate_launch_under_faults(make_server, tmp_path):
+    srv = make_server(fault_rate=0.4, seed=11)
+    c = VipClient(srv.url, api_key=srv.api_key, retry_budget=30, backoff=0.02, max_backoff=0.2,
+                  retries=30, progress=False)
+    for _ in range(15):
+        assert c.exists("/vip/Home")
+    c.mkdir("/vip/Home/faults/a/b")
+    names = [f"run {i}" for i in range(8)]
+    launched = [c.launch("Sleep/1.0", {"duration": 0.05}, "/vip/Home/faults/out", name=n) for n in names]
+    assert len({x.identifier for x in launched}) == len(names)
+    all_ex = c.executions()
+    for n in names:
+        assert sum(1 for x in all_ex if x.name == n) == 1, f"{n} launched more than once"
+    c.delete("/vip/Home/faults")
+    assert not c.exists("/vip/Home/faults")
+
+
+def test_errors_are_vip_errors_with_call_and_target(client):
+    with pytest.raises(VipError) as e:
+        client.properties("/vip/Home/does/not/exist")
+    assert e.value.call == "properties" and e.value.target == "/vip/Home/does/not/exist"
+    assert isinstance(e.value, NotFound)
+
+
+def test_large_upload_is_streamed(client, home, tmp_path):
+    """A 32 MB upload then download: byte-identical (memory is measured in bench/)."""
+    big = tmp_path / "big.bin"
+    chunk = hashlib.sha256(b"x").digest() * 32768  # 1 MiB
+    with open(big, "wb") as fh:
+        for i in range(32):
+            fh.write(chunk[i:] + chunk[:i])
+    seen = []
+    client.upload(big, f"{home}/big.bin", progress=seen.append)
+    assert sum(seen) == big.stat().st_size
+    assert max(seen) <= 1 << 20
+    out = client.download(f"{home}/big.bin", tmp_path / "big.out")
+    assert _sha(out) == _sha(big)
+
+
+def _sha(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        for b in iter(lambda: fh.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()

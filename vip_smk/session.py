@@ -821,13 +821,26 @@ class VipSession:
                              f"{local}: {', '.join(renamed)}. Rename them first.")
         self._meta["finished"] = False
         self._info(f"Uploading {local} to {self.vip_input_dir} ...")
+        # Files changed since the last upload but with the same size: the tree transfer compares
+        # sizes only, so they are re-sent explicitly (local size + mtime recorded in the backup).
+        state = {str(p.relative_to(local).as_posix()): [p.stat().st_size, p.stat().st_mtime_ns]
+                 for p in sorted(local.rglob("*")) if p.is_file()}
+        before = self._meta.get("uploaded") if isinstance(self._meta.get("uploaded"), dict) else {}
+        if self._meta.get("uploaded_to") != str(self.vip_input_dir):
+            before = {}
+        touched = {rel for rel, (size, mtime) in state.items()
+                   if rel in before and before[rel] != [size, mtime] and before[rel][0] == size}
         try:
-            result = self.client.upload_tree(local, str(self.vip_input_dir))
-            sent = _attr(result, "uploaded", "transferred", "sent", default=None)
-            if sent is not None:
-                n = len(sent) if isinstance(sent, (list, tuple, set, dict)) else sent
-                self._info(f"  {n} file(s) sent (unchanged files skipped).")
-            self._info("Upload done.")
+            report = self.client.upload_tree(local, str(self.vip_input_dir),
+                                             progress=None if self.verbose else False)
+            skipped = {Path(p).resolve() for p in report.skipped}
+            resend = [rel for rel in sorted(touched) if (local / rel).resolve() in skipped]
+            for rel in resend:
+                self.client.upload(local / rel, str(self.vip_input_dir / rel))
+            self._meta["uploaded"] = state
+            self._meta["uploaded_to"] = str(self.vip_input_dir)
+            self._info(f"Upload done: {report.files_transferred + len(resend)} file(s) sent, "
+                       f"{report.files_skipped - len(resend)} unchanged file(s) skipped.")
         finally:
             self._save()
         return self
@@ -941,7 +954,8 @@ class VipSession:
             self._info(f"Monitoring {len(running)} execution(s) (refresh every {refresh_time}s"
                        f"{'' if timeout is None else f', timeout {timeout}s'}) ...")
             start = time.monotonic()
-            bar = self._progress(desc=f"{self.session_name}", unit="job", leave=True)
+            bar = self._progress(desc=f"{self.session_name}", unit="job", leave=True,
+                                 total=len(running))
             timed_out = False
             try:
                 while True:
@@ -1078,20 +1092,29 @@ class VipSession:
         if pairs:
             total = sum(int(self._size_of(p[1], expected) or 0) for p in pairs)
             self._info(f"Downloading {len(pairs)} file(s) ({_fmt_size(total)}) ...")
-            failed: list[str] = []
-            try:
-                self.client.download_files(pairs)
-            except Exception as exc:
-                self._warn(f"(!) Some downloads failed: {exc}")
+            from .client import PathInfo
+
+            items = []
             for vip, local in pairs:
                 size = self._size_of(local, expected)
+                items.append((PathInfo(path=vip, size=size) if size is not None else vip, local))
+            try:
+                self.client.download_files(items, extract=unzip,
+                                           progress=None if self.verbose else False)
+            except Exception as exc:  # reported below, per file
+                logger.debug("download_outputs %s: %s", self.session_name, exc)
+            failed: list[str] = []
+            for vip, local in pairs:
+                size = self._size_of(local, expected)
+                if local.is_dir():
+                    continue
                 if not local.is_file() or (size is not None and local.stat().st_size != size):
                     failed.append(vip)
             if failed:
                 self._warn(f"(!) {len(failed)} file(s) could not be downloaded (they will be fetched "
                            f"again on the next call): {', '.join(failed)}")
             else:
-                self._info("Download done.")
+                self._info(f"Download done: {len(pairs)} file(s).")
         else:
             self._info("All outputs are already here.")
         if unzip:

@@ -1,0 +1,581 @@
+"""VipSession against the local VIP server: the seed README's examples (run verbatim except
+for the import line, the key/URL and a short `refresh_time`), backup compatibility with VIP's
+client, and each vip-client 0.1.10 defect that VipSession fixes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from vip_smk import VipClient, VipSession
+
+KEYS = ("session_name", "pipeline_id", "local_input_dir", "local_output_dir", "vip_input_dir",
+        "vip_output_dir", "input_settings", "workflows")
+API = "/vip/Home/API"
+
+
+def _name(prefix: str = "s") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def _write_data(root: Path) -> Path:
+    data = root / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x,y\n1,2\n3,4\n5,9\n")
+    (data / "b.csv").write_text("x,y\n10,20\n30,40\n")
+    sub = data / "sub"
+    sub.mkdir()
+    (sub / "c.csv").write_text("u,v\n1,1\n2,2\n")
+    return data
+
+
+@pytest.fixture
+def vip(vip_server, monkeypatch, tmp_path):
+    """A temp CWD with a small dataset; VipSession's class configuration restored afterwards."""
+    monkeypatch.chdir(tmp_path)
+    for attr in ("_default_client", "_VERBOSE", "_AVAILABLE_PIPELINES"):
+        monkeypatch.setattr(VipSession, attr, getattr(VipSession, attr))
+    _write_data(tmp_path)
+
+    class Ctx:
+        url = vip_server.url
+        key = vip_server.api_key
+        server = vip_server
+        root = tmp_path
+        client = VipClient(vip_server.url, vip_server.api_key)
+
+    yield Ctx
+    Ctx.client.close()
+
+
+def _backup(out_dir) -> dict:
+    return json.loads((Path(out_dir) / "session_data.json").read_text())
+
+
+def _local_outputs(out_dir) -> list[Path]:
+    return sorted(p for p in Path(out_dir).rglob("*") if p.is_file() and p.name != "session_data.json")
+
+
+# ---- the seed README's examples ----------------------------------------------------------------
+
+
+def test_readme_basic_steps(vip):
+    name = _name("basic")
+    # 0. Connect with VIP
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    # 1. Create a Session
+    session = VipSession(session_name=name)
+    # 2. Upload your data on VIP servers
+    session.upload_inputs(input_dir="data")
+    # 3. Launch a pipeline on VIP
+    session.launch_pipeline(pipeline_id="TextStats/1.0", input_settings={"input_file": "data/a.csv"})
+    # 4. Monitor its progress on VIP until all executions are over
+    session.monitor_workflows(refresh_time=0.1)
+    # 5. Download the outputs from VIP servers when all executions are over
+    session.download_outputs()
+    backup = _backup(f"vip_outputs/{name}")
+    # 6. Remove the data from VIP servers (inputs and outputs)
+    session.finish()
+
+    outs = _local_outputs(f"vip_outputs/{name}")
+    assert [p.name for p in outs] == ["a.csv.stats.txt"]
+    assert "rows: 3" in outs[0].read_text()
+    # mirrors VIP: <output_dir>/<dated folder>/<file>
+    assert outs[0].parent.parent.resolve() == (vip.root / "vip_outputs" / name).resolve()
+    assert list(backup) == [*KEYS, "vip_smk"]  # VIP's keys, in VIP's order, + our extra key
+    assert backup["input_settings"] == {"input_file": f"{API}/{name}/INPUTS/a.csv"}
+    (wid, wf), = backup["workflows"].items()
+    assert wf["status"] == "Finished"
+    assert wf["outputs"][0]["path"].endswith("/a.csv.stats.txt")
+    assert set(wf["outputs"][0]) == {"path", "isDirectory", "size", "exists"}
+    final = _backup(f"vip_outputs/{name}")
+    assert final["workflows"][wid]["status"] == "Removed"
+    assert not vip.client.exists(f"{API}/{name}")
+
+
+def test_readme_shortcuts_constructor_and_one_liner(vip):
+    # VipSession(...) with every property (including the README's `ouput_dir` spelling)
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    name = _name("short")
+    session = VipSession(session_name=name, input_dir="data", pipeline_id="Smooth/1.0",
+                         input_settings={"input_file": ["data/a.csv", "data/b.csv"], "window": 2},
+                         ouput_dir="my_results")
+    session.run_session(refresh_time=0.1)
+    # Smooth returns one tarball per job: extracted into a folder bearing the archive's name
+    dirs = sorted(p for p in Path("my_results").rglob("*.tgz"))
+    assert [d.name for d in dirs] == ["a.csv--w2.tgz", "b.csv--w2.tgz"]
+    assert all(d.is_dir() and (d / "smoothed.csv").is_file() and (d / "summary.txt").is_file()
+               for d in dirs)
+    session.finish()
+    assert not vip.client.exists(f"{API}/{name}")
+
+    # init(...) returning a session, and the one-liner
+    name2 = _name("oneliner")
+    s2 = VipSession.init(api_key=vip.key, vip_portal_url=vip.url, session_name=name2,
+                         input_dir="data", pipeline_id="TextStats/1.0",
+                         input_settings={"input_file": "data/b.csv"})
+    assert isinstance(s2, VipSession) and s2.session_name == name2
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, session_name=name2, input_dir="data",
+                    pipeline_id="TextStats/1.0",
+                    input_settings={"input_file": "data/b.csv"}).run_session(refresh_time=0.1).finish()
+    outs = _local_outputs(f"vip_outputs/{name2}")
+    assert [p.name for p in outs] == ["b.csv.stats.txt"]
+    assert all(w["status"] == "Removed" for w in _backup(f"vip_outputs/{name2}")["workflows"].values())
+    assert not vip.client.exists(f"{API}/{name2}")
+
+
+def _script(body: str, vip, name: str, verbose_env: dict | None = None) -> subprocess.CompletedProcess:
+    code = "import os\nfrom vip_smk import VipSession\nURL = os.environ['VIP_URL']\n" + \
+        textwrap.dedent(body).replace("NAME", repr(name))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_")}
+    env.update(VIP_URL=vip.url, VIP_API_KEY=vip.key, **(verbose_env or {}))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=vip.root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert vip.key not in proc.stdout + proc.stderr
+    return proc
+
+
+def test_readme_resume_in_progress_new_processes_then_relaunch(vip):
+    """Each step in a NEW Python process (README 'Resume a Session in Progress'), then the
+    'Relaunch a Finished Session' example: new outputs next to the old ones."""
+    name = _name("resume")
+    p1 = _script("""
+        # Connect with VIP
+        VipSession.init(api_key="VIP_API_KEY", vip_portal_url=URL)
+        # Start a Session with a new name and upload your dataset
+        VipSession(NAME).upload_inputs(input_dir="data")
+    """, vip, name)
+    # verbose by default: the step banners on stderr (a handler on the vip_smk logger)
+    assert "=== UPLOAD INPUTS ===" in p1.stderr and p1.stdout == ""
+    _script("""
+        VipSession.init(api_key="VIP_API_KEY", vip_portal_url=URL)
+        # When the upload is over, launch the pipeline
+        VipSession(NAME).launch_pipeline(pipeline_id="TextStats/1.0",
+                                         input_settings={"input_file": "data/sub/c.csv",
+                                                         "precision": 1})
+    """, vip, name)
+    wid, = _backup(f"vip_outputs/{name}")["workflows"]
+    p3 = _script("""
+        VipSession.init(api_key="VIP_API_KEY", vip_portal_url=URL)
+        VipSession(NAME).monitor_workflows(refresh_time=0.1)
+    """, vip, name)
+    assert "=== MONITOR WORKFLOWS ===" in p3.stderr and "ended with success" in p3.stderr
+    _script("""
+        # When the execution is over, connect with VIP again and download the outputs
+        VipSession.init(api_key="VIP_API_KEY", vip_portal_url=URL, session_name=NAME).download_ouputs()
+        # When the download is over, remove your data from VIP servers
+        VipSession(NAME).finish()
+    """, vip, name)
+    outs = _local_outputs(f"vip_outputs/{name}")
+    assert [p.name for p in outs] == ["c.csv.stats.txt"]
+    assert "u: mean=1.5" in outs[0].read_text()
+    backup = _backup(f"vip_outputs/{name}")
+    assert backup["workflows"][wid]["status"] == "Removed"
+    assert vip.key not in json.dumps(backup)
+    assert not vip.client.exists(f"{API}/{name}")
+
+    # Relaunch a Finished Session (in this process)
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    VipSession(name).monitor_workflows()  # the report of a finished session
+    VipSession(name).run_session(refresh_time=0.1).finish()
+    outs = _local_outputs(f"vip_outputs/{name}")
+    assert [p.name for p in outs] == ["c.csv.stats.txt", "c.csv.stats.txt"]
+    assert outs[0].parent != outs[1].parent  # two dated folders side by side
+    wfs = _backup(f"vip_outputs/{name}")["workflows"]
+    assert len(wfs) == 2 and all(w["status"] == "Removed" for w in wfs.values())
+
+    # verbose=False: nothing at all on stdout/stderr
+    quiet = _script("""
+        VipSession.init(api_key="VIP_API_KEY", vip_portal_url=URL, verbose=False)
+        VipSession(NAME).monitor_workflows().download_outputs().display()
+    """, vip, name)
+    assert quiet.stderr == "" and quiet.stdout == ""
+
+
+def _uploaded(vip, path) -> set[str]:
+    """Relative paths of the files under a VIP directory (server side)."""
+    out = set()
+    stack = [PurePosixPath(path)]
+    while stack:
+        d = stack.pop()
+        for info in vip.client.list(str(d)):
+            if info.is_directory:
+                stack.append(PurePosixPath(info.path))
+            else:
+                out.add(str(PurePosixPath(info.path).relative_to(path)))
+    return out
+
+
+def test_readme_two_sessions_same_dataset_get_inputs(vip):
+    # Session Inputs
+    my_dataset = "./data"
+    settings_A = {"input_file": "./data/a.csv", "precision": 1}
+    settings_B = {"input_file": "./data/a.csv", "precision": 4}
+    # Connect to VIP
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    # Run Session A
+    session_a = VipSession(input_dir=my_dataset, pipeline_id="TextStats/1.0", input_settings=settings_A
+                           ).run_session(refresh_time=0.1)  # Do not run `finish()` until the entire process is over.
+    # Create Session B using the same inputs as Session A
+    session_b = VipSession(pipeline_id="TextStats/1.0", input_settings=settings_B)
+    session_b.get_inputs(session_a)
+    # Run Session B and finish
+    session_b.run_session(refresh_time=0.1).finish()
+    # Session B used A's inputs: the dataset was uploaded once, B's VIP folder had no INPUTS
+    assert session_b.vip_input_dir == session_a.vip_input_dir
+    assert _uploaded(vip, session_a.vip_input_dir) == {"a.csv", "b.csv", "sub/c.csv"}
+    assert not vip.client.exists(f"{API}/{session_b.session_name}")
+    assert _backup(session_b.output_dir)["input_settings"]["input_file"] == \
+        f"{API}/{session_a.session_name}/INPUTS/a.csv"
+    # finishing B kept A's inputs
+    assert vip.client.exists(str(session_a.vip_input_dir))
+    out_b, = _local_outputs(session_b.output_dir)
+    assert "mean=3.0000" in out_b.read_text()
+    # Finish Session A
+    session_a.finish()
+    assert not vip.client.exists(f"{API}/{session_a.session_name}")
+
+
+def test_finish_keeps_inputs_another_session_uses(vip):
+    """A finishes first while B (get_inputs) is still unfinished: A's inputs are kept; B's
+    finish then removes them. A third session sees the sharing through the backups only."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    a = VipSession(_name("owner"), input_dir="data").upload_inputs()
+    b = VipSession(_name("user"))
+    b.get_inputs(a.session_name)  # by name: found through its backup
+    assert _backup(a.output_dir)["vip_smk"]["input_users"] == [str(b.output_dir)]
+    a.finish()
+    assert vip.client.exists(str(a.vip_input_dir))  # B still uses them
+    # a fresh object resumed from A's backup agrees (state on disk, not in memory)
+    VipSession(a.session_name).finish()
+    assert vip.client.exists(str(a.vip_input_dir))
+    b.finish()  # owner finished, no other user: borrowed inputs removed
+    assert not vip.client.exists(f"{API}/{a.session_name}")
+
+    # force_remove=True: the user session removes the owner's inputs while the owner is active
+    c = VipSession(_name("owner2"), input_dir="data").upload_inputs()
+    d = VipSession(_name("user2")).get_inputs(c)
+    d.finish()
+    assert vip.client.exists(str(c.vip_input_dir))  # owner active: kept by default
+    d2 = VipSession(_name("user3")).get_inputs(c)
+    d2.finish(force_remove=True)
+    assert not vip.client.exists(str(c.vip_input_dir))
+
+
+def test_backup_in_vip_client_format_resumed(vip):
+    """A session_data.json as vip-client 0.1.10 writes it (hand-written, relative local paths,
+    a running workflow) is resumed, monitored, downloaded and finished; the file keeps VIP's
+    keys and value forms, and keys unknown to us."""
+    name = _name("legacy")
+    c = vip.client
+    # what vip-client did before: upload the dataset and launch (plain API calls)
+    c.mkdir(f"{API}/{name}/INPUTS")
+    c.upload(vip.root / "data" / "a.csv", f"{API}/{name}/INPUTS/a.csv")
+    c.mkdir(f"{API}/{name}/OUTPUTS")
+    ex = c.launch("TextStats/1.0", {"input_file": f"{API}/{name}/INPUTS/a.csv", "precision": "2"},
+                  f"{API}/{name}/OUTPUTS", name)
+    out_dir = vip.root / "vip_outputs" / name
+    out_dir.mkdir(parents=True)
+    legacy = {
+        "session_name": name,
+        "pipeline_id": "TextStats/1.0",
+        "local_input_dir": "data",
+        "local_output_dir": f"vip_outputs/{name}",
+        "vip_input_dir": f"{API}/{name}/INPUTS",
+        "vip_output_dir": f"{API}/{name}/OUTPUTS",
+        "input_settings": {"input_file": f"{API}/{name}/INPUTS/a.csv", "precision": "2"},
+        "workflows": {ex.identifier: {"status": "Running", "start": "2026/11/25 10:00:00",
+                                      "outputs": []}},
+        "custom_key": {"kept": True},
+    }
+    (out_dir / "session_data.json").write_text(json.dumps(legacy, indent=4))
+
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    s = VipSession(name)
+    assert s.pipeline_id == "TextStats/1.0"
+    assert Path(s.input_dir) == vip.root / "data"
+    assert s.input_settings == legacy["input_settings"]
+    s.monitor_workflows(refresh_time=0.1).download_outputs()
+    out, = _local_outputs(out_dir)
+    assert out.name == "a.csv.stats.txt" and "mean=3.00" in out.read_text()
+    saved = _backup(out_dir)
+    assert list(saved)[:len(KEYS)] == list(KEYS)
+    assert saved["custom_key"] == {"kept": True}
+    assert saved["input_settings"] == legacy["input_settings"]
+    wf = saved["workflows"][ex.identifier]
+    assert wf["status"] == "Finished" and isinstance(wf["start"], str)
+    assert all(set(o) == {"path", "isDirectory", "size", "exists"} for o in wf["outputs"])
+    s.finish()
+    assert _backup(out_dir)["workflows"][ex.identifier]["status"] == "Removed"
+    assert not c.exists(f"{API}/{name}")
+
+
+# ---- properties, backup, output --------------------------------------------------------------
+
+
+def test_properties_locking_defaults_and_backup_file(vip):
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession()
+    assert s.session_name.startswith("VipSession-")
+    assert s.output_dir == vip.root / "vip_outputs" / s.session_name
+    assert str(s.vip_input_dir) == f"{API}/{s.session_name}/INPUTS"
+    assert str(s.vip_output_dir) == f"{API}/{s.session_name}/OUTPUTS"
+    s.pipeline_id = "TextStats/1.0"
+    s.pipeline_id = "TextStats/1.0"  # same value: fine
+    with pytest.raises(ValueError, match="'pipeline_id' is already set"):
+        s.pipeline_id = "Smooth/1.0"
+    del s.pipeline_id
+    s.pipeline_id = "Smooth/1.0"
+    with pytest.raises(ValueError, match="not available"):
+        VipSession(pipeline_id="NoSuchApp/9.9")
+    with pytest.raises(ValueError, match="session name"):
+        VipSession("bad name!")
+    # nothing is written before a step runs; every step writes it atomically
+    assert not s.output_dir.exists()
+    s.upload_inputs(input_dir="data")
+    assert (s.output_dir / "session_data.json").is_file()
+    assert [p.name for p in s.output_dir.iterdir()] == ["session_data.json"]  # no temp file left
+    with pytest.raises(ValueError, match="already set"):
+        s.input_dir = "elsewhere"
+    # resume by output_dir gives the same session; a different name on it is refused
+    assert VipSession(output_dir=s.output_dir).session_name == s.session_name
+    with pytest.raises(ValueError, match="holds session"):
+        VipSession("other", output_dir=s.output_dir)
+    s.finish()
+
+
+def test_key_never_in_backup_or_logs(vip, caplog, capfd):
+    caplog.set_level("DEBUG")
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    s = VipSession(_name("key"), input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/b.csv"})
+    s.run_session(refresh_time=0.1).display().finish()
+    VipSession.show_pipeline("TextStats")
+    out = capfd.readouterr()
+    text = caplog.text + out.out + out.err + (s.output_dir / "session_data.json").read_text()
+    assert "=== DOWNLOAD OUTPUTS ===" in caplog.text and "=== FINISH ===" in caplog.text
+    assert "INPUT_SETTINGS" in caplog.text and "input_file" in caplog.text
+    assert vip.key not in text
+
+
+# ---- fixed defects of vip-client 0.1.10 (reference section 7) ----------------------------------
+
+
+class _VipStatusRelay:
+    """HTTP relay on 127.0.0.1 in front of a real local server that reports an execution whose
+    jobs are all still queued as ``Ready``, the way VIP maps its Queued state (reference 2.3).
+    The local server itself reports such executions as ``Running``."""
+
+    def __init__(self, target: str):
+        import http.server
+        import threading
+
+        import requests
+
+        relay = self
+        self.session = requests.Session()
+        self.seen: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection")}
+                r = relay.session.request(self.command, target + self.path, data=body or None,
+                                          headers=headers, allow_redirects=False)
+                data = r.content
+                if re.match(r"^/rest/executions(/[^/?]+)?$", self.path.split("?")[0]) and \
+                        r.headers.get("content-type", "").startswith("application/json"):
+                    doc = json.loads(data)
+                    jobs = doc.get("jobs") if isinstance(doc, dict) else None
+                    if doc.get("status") == "Running" and jobs and \
+                            all(j.get("status") == "Queued" for j in jobs.values()):
+                        doc["status"] = "Ready"
+                    if isinstance(doc, dict):
+                        relay.seen.append(str(doc.get("status")))
+                    data = json.dumps(doc).encode()
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection",
+                                         "content-encoding", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _relay
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.session.close()
+
+
+def test_defect4_queued_counts_as_running(vip, make_server):
+    """#4: a queued execution (VIP status Ready) counts as running: monitor_workflows waits for
+    it and finish() refuses to delete its data (vip-client ended monitoring and deleted)."""
+    srv = make_server(workers=1)
+    relay = _VipStatusRelay(srv.url)
+    try:
+        direct = VipClient(srv.url, srv.api_key)
+        VipSession.init(api_key=srv.api_key, vip_portal_url=relay.url, verbose=False)
+        blocker = VipSession(_name("blocker"), input_dir="data", pipeline_id="Sleep/1.0",
+                             input_settings={"duration": 1.5}).launch_pipeline()
+        time.sleep(0.3)  # the blocker occupies the only worker
+        s = VipSession(_name("queued"), input_dir="data", pipeline_id="Sleep/1.0",
+                       input_settings={"duration": 0.1})
+        s.launch_pipeline()
+        wid, = s.workflows
+        s.finish()  # refused: the queued execution may still produce data
+        assert s.workflows[wid]["status"] == "Ready"
+        assert direct.exists(str(s.vip_output_dir))
+        s.monitor_workflows(refresh_time=0.1)
+        assert s.workflows[wid]["status"] == "Finished"
+        assert "Ready" in relay.seen and "Running" in relay.seen
+        s.download_outputs()
+        assert [p.name for p in _local_outputs(s.output_dir)] == ["sleep.txt"]
+        s.finish()
+        assert not direct.exists(f"{API}/{s.session_name}")
+        blocker.monitor_workflows(refresh_time=0.1).finish()
+        direct.close()
+    finally:
+        relay.close()
+
+
+def test_defect2_invalid_characters_value_error(vip):
+    """#2: invalid characters raise ValueError naming parameter and value (not TypeError)."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    with pytest.raises(ValueError, match=r"delimiter='a;b'.*;"):
+        VipSession(input_settings={"input_file": "data/a.csv", "delimiter": "a;b"})
+    s = VipSession(_name("chars"), pipeline_id="TextStats/1.0")
+    with pytest.raises(ValueError, match=r"delimiter='\$x'"):
+        s.launch_pipeline(input_settings={"input_file": "/vip/Home/x.csv", "delimiter": "$x"})
+    with pytest.raises(ValueError, match="Missing input value"):
+        VipSession(input_settings={"input_file": ""})
+
+
+def test_validation_before_any_upload(vip):
+    """Required parameters, Boolean/Int64/Double values, unknown names and File inputs are
+    checked before anything is uploaded (nothing on VIP after each failure)."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+
+    def fresh(pid, settings):
+        return VipSession(_name("val"), input_dir="data", pipeline_id=pid, input_settings=settings)
+
+    cases = [
+        ("TextStats/1.0", {"precision": 2}, AttributeError, "Missing input parameter.*input_file"),
+        ("TextStats/1.0", {"input_file": "data/a.csv", "precison": 2}, ValueError,
+         "Unknown input parameter.*precison.*Valid parameters: delimiter, input_file, precision"),
+        ("TextStats/1.0", {"input_file": "data/a.csv", "precision": "two"}, ValueError,
+         r"precision \(Int64\): 'two'"),
+        ("TextStats/1.0", {"input_file": "data/a.csv", "precision": 2.5}, ValueError, "Int64"),
+        ("Smooth/1.0", {"input_file": "data/a.csv", "normalize": "yes"}, ValueError,
+         r"normalize \(Boolean\): 'yes'"),
+        ("Sleep/1.0", {"duration": "soon"}, ValueError, r"duration \(Double\): 'soon'"),
+        ("TextStats/1.0", {"input_file": ["data/a.csv", "data/missing.csv"]}, FileNotFoundError,
+         "missing.csv"),
+        ("TextStats/1.0", {"input_file": "/vip/Home/API/nowhere/x.csv"}, FileNotFoundError,
+         "nowhere/x.csv"),
+    ]
+    for pid, settings, exc, pattern in cases:
+        s = fresh(pid, settings)
+        with pytest.raises(exc, match=pattern):
+            s.upload_inputs()
+        assert not vip.client.exists(f"{API}/{s.session_name}"), (pid, settings)
+        assert not s.output_dir.exists() or not vip.client.exists(str(s.vip_input_dir))
+    # Python booleans and numeric strings are accepted (vip-client refused True)
+    s = fresh("Smooth/1.0", {"input_file": "data/a.csv", "normalize": True, "window": "2"})
+    assert s.input_settings["normalize"] == "true"
+    s.upload_inputs()
+    assert vip.client.exists(str(s.vip_input_dir))
+    s.finish()
+
+
+def test_file_inputs_checked_with_one_listing_per_directory(vip):
+    """#12: File inputs are checked with one `action=list` per directory, never one request per
+    file (counted on the real HTTP traffic)."""
+    data = vip.root / "many"
+    data.mkdir()
+    files = []
+    for i in range(12):
+        (data / f"f{i:02d}.csv").write_text(f"x\n{i}\n")
+        files.append(f"many/f{i:02d}.csv")
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("many"), input_dir="many").upload_inputs()
+    seen = []
+    s.client.session.hooks["response"].append(lambda r, *a, **k: seen.append(r.request.url))
+    try:
+        s.input_settings = {"input_file": files}
+        s.pipeline_id = "TextStats/1.0"
+        s._check_input_settings(location="vip")
+    finally:
+        s.client.session.hooks["response"].clear()
+    path_calls = [u for u in seen if "/rest/path/" in u]
+    assert len([u for u in path_calls if "action=list" in u]) == 1
+    assert not [u for u in path_calls if "action=exists" in u]
+    s.finish()
+
+
+def test_changed_inputs_resent_and_partial_downloads_refetched(vip):
+    """#6: a changed input file is re-sent; #5: failed (empty) or truncated downloads are
+    fetched again on the next call."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("incr"), input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": ["data/a.csv", "data/b.csv"]})
+    s.upload_inputs()
+    (vip.root / "data" / "a.csv").write_text("x,y\n100,200\n")  # same name, new content
+    s.upload_inputs()
+    s.launch_pipeline().monitor_workflows(refresh_time=0.1).download_outputs()
+    outs = {p.name: p for p in _local_outputs(s.output_dir)}
+    assert set(outs) == {"a.csv.stats.txt", "b.csv.stats.txt"}
+    good = {k: p.read_bytes() for k, p in outs.items()}
+    assert b"rows: 1" in good["a.csv.stats.txt"]  # the job saw the re-sent file
+    outs["a.csv.stats.txt"].write_bytes(b"")  # what vip-client leaves after a failure
+    outs["b.csv.stats.txt"].write_bytes(good["b.csv.stats.txt"][:5])  # truncated
+    s.download_outputs()
+    assert {k: p.read_bytes() for k, p in outs.items()} == good
+    outs["b.csv.stats.txt"].unlink()
+    VipSession(s.session_name).download_outputs()  # also after a resume
+    assert outs["b.csv.stats.txt"].read_bytes() == good["b.csv.stats.txt"]
+    s.finish()
+
+
+def test_monitor_progress_and_timeout(vip, capsys):
+    """monitor_workflows shows jobs done/total (tqdm) and returns after `timeout`."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    s = VipSession(_name("mon"), input_dir="data", pipeline_id="Sleep/1.0",
+                   input_settings={"duration": [0.2, 30]})  # two jobs, one long
+    s.launch_pipeline()
+    t0 = time.monotonic()
+    s.monitor_workflows(refresh_time=0.1, timeout=1.5)
+    elapsed = time.monotonic() - t0
+    assert 1.4 <= elapsed < 10
+    err = capsys.readouterr().err
+    assert "1/2" in err and "job" in err  # the progress bar: jobs done / total
+    wid, = s.workflows
+    assert s.workflows[wid]["status"] == "Running"
+    s.finish()  # refused while running
+    assert vip.client.exists(str(s.vip_output_dir))
+    vip.client.kill(wid)
+    s.monitor_workflows(refresh_time=0.1, timeout=20)
+    assert s.workflows[wid]["status"] == "Killed"
+    s.finish()
+    assert not vip.client.exists(f"{API}/{s.session_name}")

@@ -1,0 +1,242 @@
+"""Tree transfers (vip_smk.transfer) against real local VIP servers over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vip_smk.client import VipClient
+from vip_smk.transfer import PreflightError, TransferReport, extract_archive
+
+
+@pytest.fixture
+def client(vip_server):
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def vip_dir(client):
+    d = f"/vip/Home/test-transfer-{uuid.uuid4().hex[:8]}"
+    yield d
+    client.delete(d, missing_ok=True)
+
+
+def make_tree(root: Path, seed: int = 0, n: int = 30) -> dict[str, bytes]:
+    """Files in nested folders with awkward (but VIP-safe) names and random sizes."""
+    rng = random.Random(seed)
+    dirs = ["", "sub-01", "sub-01/ses(1)", "sub-02", "sub-02/anat:x"]
+    files = {}
+    for i in range(n):
+        rel = f"{rng.choice(dirs)}/file_{i}.dat".lstrip("/")
+        size = rng.choice([1, 17, 1000, 65537, 200_000])
+        files[rel] = rng.randbytes(size)
+    files["sub-02/big.bin"] = rng.randbytes(3 * 1024 * 1024 + 11)
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return files
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_tree_round_trip_under_faults(make_server, tmp_path):
+    srv = make_server(fault_rate=0.2, seed=1234)
+    c = VipClient(srv.url, api_key=srv.api_key, retries=30, retry_budget=60, backoff=0.02,
+                  max_backoff=0.3, workers=4, progress=False)
+    files = make_tree(tmp_path / "src", seed=1)
+    up = c.upload_tree(tmp_path / "src", "/vip/Home/study/INPUTS")
+    assert isinstance(up, TransferReport)
+    assert up.files_transferred == len(files) and up.files_skipped == 0
+    assert up.bytes_transferred == sum(map(len, files.values()))
+    down = c.download_tree("/vip/Home/study/INPUTS", tmp_path / "dst")
+    assert down.files_transferred == len(files)
+    assert read_tree(tmp_path / "dst") == files  # byte-identical, no stray .part
+    # unchanged: nothing re-sent, even through faults
+    again = c.upload_tree(tmp_path / "src", "/vip/Home/study/INPUTS")
+    assert again.files_transferred == 0 and again.bytes_transferred == 0
+    assert again.files_skipped == len(files)
+
+
+def test_resync_one_list_per_directory(client, vip_dir, tmp_path):
+    files = make_tree(tmp_path / "src", seed=2, n=40)
+    n_dirs = len({str(Path(r).parent) for r in files})
+    first = client.upload_tree(tmp_path / "src", vip_dir)
+    assert first.files_transferred == len(files)
+    second = client.upload_tree(tmp_path / "src", vip_dir)
+    assert (second.files_transferred, second.bytes_transferred) == (0, 0)
+    assert second.requests <= n_dirs  # one action=list per directory, nothing else
+    # a changed file (new size) is re-sent, and only it
+    changed = tmp_path / "src" / "sub-01" / "new.txt"
+    changed.write_text("new file")
+    (tmp_path / "src" / "sub-02" / "big.bin").write_bytes(b"shorter now")
+    third = client.upload_tree(tmp_path / "src", vip_dir)
+    assert third.files_transferred == 2 and third.bytes_transferred == len("new file") + len("shorter now")
+    # downloads: second run skips everything with one list per directory
+    d1 = client.download_tree(vip_dir, tmp_path / "dst")
+    assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")
+    d2 = client.download_tree(vip_dir, tmp_path / "dst")
+    assert d1.files_transferred == len(files) + 1
+    assert d2.files_transferred == 0 and d2.requests <= n_dirs + 1  # + the root listing
+
+
+def test_preflight_lists_every_problem_and_sends_nothing(client, vip_dir, tmp_path):
+    src = tmp_path / "src"
+    (src / "ok dir").mkdir(parents=True)
+    (src / "fine.txt").write_text("fine")
+    (src / "empty.txt").touch()
+    (src / "ok dir" / "a.txt").write_text("a")
+    (src / "café.txt").write_text("x")
+    (src / "hash#tag.txt").write_text("x")
+    unreadable = src / "secret.txt"
+    unreadable.write_text("x")
+    unreadable.chmod(0)
+    can_read_anyway = os.access(unreadable, os.R_OK)  # root
+    with pytest.raises(PreflightError) as e:
+        client.upload_tree(src, vip_dir)
+    text = str(e.value)
+    assert "empty.txt: empty file" in text
+    assert "'ok_dir'" in text  # the name VIP would give the folder
+    assert "'caf.txt'" in text
+    assert "hash#tag.txt" in text
+    if not can_read_anyway:
+        assert "secret.txt: unreadable" in text
+    assert len(e.value.problems) == 4 + (not can_read_anyway)
+    assert not client.exists(vip_dir)  # nothing sent, not even a folder
+    unreadable.chmod(0o600)
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from vip_smk.client import VipClient
+    url, vip_dir, dest, limit = sys.argv[1:5]
+    c = VipClient(url, api_key="VIP_API_KEY", workers=1, progress=False)
+    seen = [0]
+    real = c.download
+    def download(vip, local, **kw):
+        cb = kw.pop("progress")
+        def progress(n):
+            cb(n)
+            seen[0] += n
+            if seen[0] >= int(limit):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(vip, local, progress=progress, **kw)
+    c.download = download
+    c.download_tree(vip_dir, dest, workers=1)
+    """
+)
+
+
+def test_download_killed_mid_file_then_resumed(client, vip_server, vip_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    files = {"a.bin": rng.randbytes(3_000_000), "b.bin": rng.randbytes(12_000_000),
+             "c.bin": rng.randbytes(2_000_000)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    client.upload_tree(src, vip_dir)
+    dest = tmp_path / "dst"
+    # the child is SIGKILLed by itself in the middle of b.bin (sorted order: a, b, c)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, client.url, vip_dir, str(dest), str(7_000_000)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "VIP_API_KEY": vip_server.api_key},
+    )
+    assert proc.returncode == -9, proc.stderr
+    assert (dest / "a.bin").read_bytes() == files["a.bin"]
+    assert not (dest / "b.bin").exists()  # nothing that looks complete
+    part = dest / "b.bin.part"
+    assert part.exists() and 0 < part.stat().st_size < len(files["b.bin"])
+    kept = part.stat().st_size
+    report = client.download_tree(vip_dir, dest)
+    assert read_tree(dest) == files  # correct files, no stray .part
+    assert report.files_skipped == 1 and report.files_transferred == 2
+    # b.bin resumed with Range: only the missing bytes were fetched
+    assert report.bytes_transferred == len(files["b.bin"]) - kept + len(files["c.bin"])
+
+
+def _evil_tarball(path: Path, outside: Path) -> None:
+    def add(tf, name, data=b"", **kw):
+        info = tarfile.TarInfo(name)
+        for k, v in kw.items():
+            setattr(info, k, v)
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data) if data else None)
+
+    with tarfile.open(path, "w:gz") as tf:
+        add(tf, "ok/result.txt", b"good")
+        add(tf, "../escape-dotdot.txt", b"evil")
+        add(tf, str(outside / "escape-absolute.txt"), b"evil")
+        add(tf, "link-out", type=tarfile.SYMTYPE, linkname=str(outside))
+        add(tf, "link-out/escape-through-link.txt", b"evil")
+        add(tf, "rel-link-out", type=tarfile.SYMTYPE, linkname="../../..")
+        add(tf, "hard-out", type=tarfile.LNKTYPE, linkname="/etc/passwd")
+
+
+def test_malicious_tarball_writes_nothing_outside(client, vip_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = tmp_path / "src" / "evil.tgz"
+    archive.parent.mkdir()
+    _evil_tarball(archive, outside)
+    client.upload_tree(archive.parent, vip_dir)
+    dest = tmp_path / "dl" / "deep"
+    before = {p for p in tmp_path.rglob("*")}
+    report = client.download_files([(f"{vip_dir}/evil.tgz", dest / "evil.tgz")], extract=True)
+    created = {p for p in tmp_path.rglob("*")} - before
+    target = dest / "evil.tgz"
+    assert target.is_dir()  # a directory named like the archive, archive removed
+    assert (target / "ok" / "result.txt").read_bytes() == b"good"
+    for p in created:  # everything new is inside the extraction directory (or its parents)
+        assert p == target or target in p.parents or p in target.parents, p
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "dl" / "escape-dotdot.txt").exists()
+    for p in target.rglob("*"):
+        if p.is_symlink():
+            assert Path(os.path.realpath(p)).is_relative_to(target.resolve())
+    assert report.extracted == [str(target)]
+    assert any("escape-dotdot" in w for w in report.warnings)
+    assert any("link-out" in w for w in report.warnings)
+    # a second run: already extracted, nothing downloaded
+    again = client.download_files([(f"{vip_dir}/evil.tgz", target)], extract=True)
+    assert again.files_transferred == 0 and again.files_skipped == 1
+
+
+def test_pipeline_tarball_outputs_extracted(client, vip_dir, tmp_path):
+    csv = tmp_path / "in" / "signal.csv"
+    csv.parent.mkdir()
+    csv.write_text("t,v\n" + "".join(f"{i},{i * i % 7}\n" for i in range(20)))
+    client.upload_tree(csv.parent, f"{vip_dir}/INPUTS")
+    ex = client.launch("Smooth/1.0", {"input_file": f"{vip_dir}/INPUTS/signal.csv", "window": 3},
+                       f"{vip_dir}/OUTPUTS", name="smooth")
+    assert client.wait(ex.identifier, poll=0.2, timeout=60).status == "Finished"
+    results = client.results(ex.identifier)
+    pairs = [(r, tmp_path / "out" / r.name) for r in results]
+    report = client.download_files(pairs, extract=True)
+    [out] = [p for _, p in pairs]
+    assert out.is_dir() and {p.name for p in out.iterdir()} == {"smoothed.csv", "summary.txt"}
+    assert report.extracted == [str(out)] and report.files_transferred == 1
+
+
+def test_extraction_interrupted_is_finished_next_time(tmp_path):
+    archive = tmp_path / "x.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("a.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"a"))
+    assert extract_archive(archive) == []
+    assert (archive / "a.txt").read_text() == "a"

@@ -230,7 +230,12 @@ def test_readme_two_sessions_same_dataset_get_inputs(vip):
     session_b = VipSession(pipeline_id="TextStats/1.0", input_settings=settings_B)
     session_b.get_inputs(session_a)
     # Run Session B and finish
+    puts = []
+    hook = lambda r, *a, **k: puts.append(r.request.url) if r.request.method == "PUT" else None  # noqa: E731
+    session_b.client.session.hooks["response"].append(hook)
     session_b.run_session(refresh_time=0.1).finish()
+    session_b.client.session.hooks["response"].remove(hook)
+    assert not [u for u in puts if "/INPUTS" in u]  # nothing re-sent into A's inputs
     # Session B used A's inputs: the dataset was uploaded once, B's VIP folder had no INPUTS
     assert session_b.vip_input_dir == session_a.vip_input_dir
     assert _uploaded(vip, session_a.vip_input_dir) == {"a.csv", "b.csv", "sub/c.csv"}
@@ -541,13 +546,20 @@ def test_changed_inputs_resent_and_partial_downloads_refetched(vip):
     s = VipSession(_name("incr"), input_dir="data", pipeline_id="TextStats/1.0",
                    input_settings={"input_file": ["data/a.csv", "data/b.csv"]})
     s.upload_inputs()
-    (vip.root / "data" / "a.csv").write_text("x,y\n100,200\n")  # same name, new content
+    time.sleep(0.05)
+    (vip.root / "data" / "b.csv").write_text("x,y\n11,22\n33,44\n")  # same size, new content
+    s.upload_inputs()
+    remote_b = vip.root / "remote_b.csv"
+    vip.client.download(f"{s.vip_input_dir}/b.csv", remote_b)
+    assert remote_b.read_text() == "x,y\n11,22\n33,44\n"
+    (vip.root / "data" / "a.csv").write_text("x,y\n100,200\n")  # same name, new size
     s.upload_inputs()
     s.launch_pipeline().monitor_workflows(refresh_time=0.1).download_outputs()
     outs = {p.name: p for p in _local_outputs(s.output_dir)}
     assert set(outs) == {"a.csv.stats.txt", "b.csv.stats.txt"}
     good = {k: p.read_bytes() for k, p in outs.items()}
-    assert b"rows: 1" in good["a.csv.stats.txt"]  # the job saw the re-sent file
+    assert b"rows: 1" in good["a.csv.stats.txt"]  # the jobs saw the re-sent files
+    assert b"x: mean=22.000" in good["b.csv.stats.txt"]
     outs["a.csv.stats.txt"].write_bytes(b"")  # what vip-client leaves after a failure
     outs["b.csv.stats.txt"].write_bytes(good["b.csv.stats.txt"][:5])  # truncated
     s.download_outputs()
@@ -578,4 +590,48 @@ def test_monitor_progress_and_timeout(vip, capsys):
     s.monitor_workflows(refresh_time=0.1, timeout=20)
     assert s.workflows[wid]["status"] == "Killed"
     s.finish()
+    assert not vip.client.exists(f"{API}/{s.session_name}")
+
+
+def test_dataset_problems_refused_before_any_upload(vip):
+    """#6: names VIP would rename (spaces, non-ASCII) and empty files are refused before
+    anything is sent (vip-client re-sent renamed files forever and failed on empty ones)."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    for bad, content, pattern in (("my file.csv", "x\n1\n", "would rename.*my file.csv"),
+                                  ("empty.csv", "", "Empty file.*empty.csv")):
+        (vip.root / "data" / bad).write_text(content)
+        s = VipSession(_name("bad"), input_dir="data")
+        with pytest.raises(ValueError, match=pattern):
+            s.upload_inputs()
+        assert not vip.client.exists(str(s.vip_input_dir))
+        (vip.root / "data" / bad).unlink()
+
+
+def test_vip_errors_are_runtime_errors_and_hide_the_key(vip):
+    """vip-client raises RuntimeError for VIP errors: ours are RuntimeErrors too, keep their
+    type, give vip-client's hint, and never show the key (#10: 8002/401 is a bad key)."""
+    from vip_smk.client import AuthError
+
+    bad_key = "not-a-valid-key-" + uuid.uuid4().hex
+    with pytest.raises(RuntimeError, match=r"init\(\) with a valid API key") as info:
+        VipSession.init(api_key=bad_key, vip_portal_url=vip.url)
+    assert isinstance(info.value, AuthError)
+    assert bad_key not in str(info.value)
+
+
+def test_resume_from_another_directory(vip, tmp_path_factory, monkeypatch):
+    """#11: the backup holds absolute local paths and no temp file lands in the CWD: a session
+    resumes from another working directory by its output_dir."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("cwd"), input_dir="data").upload_inputs()
+    backup = _backup(s.output_dir)
+    assert Path(backup["local_input_dir"]).is_absolute()
+    assert Path(backup["local_output_dir"]).is_absolute()
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)
+    r = VipSession(output_dir=s.output_dir)
+    assert r.session_name == s.session_name and r.input_dir == s.input_dir
+    r.upload_inputs()  # nothing changed: nothing sent, still works from here
+    assert list(elsewhere.iterdir()) == []
+    r.finish()
     assert not vip.client.exists(f"{API}/{s.session_name}")

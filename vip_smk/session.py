@@ -25,6 +25,7 @@ Differences with vip-client (all deliberate fixes, see the project notes):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -190,6 +191,50 @@ def _backup_is_finished(data: dict) -> bool:
     )
 
 
+def _as_runtime_error(exc: Exception, cls_name: str) -> Exception:
+    """A VipError re-raised so that it is also a RuntimeError (what vip-client raises for every
+    VIP error), keeping its class (``except AuthError`` still works) and attributes, with
+    vip-client's hints for bad keys and capacity."""
+    from .client import AuthError, CapacityError
+
+    hint = ""
+    if isinstance(exc, AuthError):
+        hint = f" Unable to communicate with VIP: run {cls_name}.init() with a valid API key."
+    elif isinstance(exc, CapacityError):
+        hint = (" Maximum number of executions reached: wait until some are over, or ask "
+                "vip-support@creatis.insa-lyon.fr to raise your limit.")
+    base = type(exc)
+    both = type(base.__name__, (base, RuntimeError), {"__module__": base.__module__,
+                                                       "__doc__": base.__doc__})
+    new = both.__new__(both)
+    new.__dict__.update(exc.__dict__)
+    message = f"{getattr(exc, 'message', str(exc))}{hint}"
+    new.args = (message,)
+    if hasattr(exc, "message"):
+        new.message = message
+    return new
+
+
+def _vip_errors(method):
+    """Decorator: VIP errors raised by a public step are also RuntimeErrors (vip-client)."""
+
+    @functools.wraps(method)
+    def wrapper(self_or_cls, *args, **kwargs):
+        try:
+            return method(self_or_cls, *args, **kwargs)
+        except RuntimeError:
+            raise
+        except Exception as exc:
+            from .client import VipError
+
+            if not isinstance(exc, VipError):
+                raise
+            cls = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
+            raise _as_runtime_error(exc, cls.__name__) from exc
+
+    return wrapper
+
+
 class VipSession:
     """A VIP session: 1 pipeline, 1 dataset, 1 parameter set (drop-in for vip-client's class).
 
@@ -283,6 +328,7 @@ class VipSession:
 
     # ---- init / class helpers ----------------------------------------------------------------
     @classmethod
+    @_vip_errors
     def init(cls, api_key: str = "VIP_API_KEY", vip_portal_url: str | None = None,
              verbose: bool = True, *, client=None, backup_location: str = "local",
              **kwargs) -> "VipSession":
@@ -670,11 +716,18 @@ class VipSession:
 
     def _refresh(self, ids: Iterable[str]) -> dict[str, Any]:
         """GET each execution; update the inventory; return {id: Execution}."""
+        from .client import NotFound
+
         execs = {}
         for wid in ids:
-            ex = self.client.execution(wid)
-            execs[wid] = ex
             wf = self._workflows.setdefault(wid, {"status": None, "start": None, "outputs": []})
+            try:
+                ex = self.client.execution(wid)
+            except NotFound:
+                self._warn(f"(!) Execution {wid} is unknown to VIP (deleted?): status Unknown.")
+                wf["status"] = "Unknown"
+                continue
+            execs[wid] = ex
             wf["status"] = ex.status
             start = _start_string(_attr(ex, "start_date", "startDate"))
             if start:
@@ -786,6 +839,7 @@ class VipSession:
         return out
 
     # ---- steps -------------------------------------------------------------------------------
+    @_vip_errors
     def upload_inputs(self, input_dir: str | os.PathLike | None = None,
                       update_files: bool = True) -> "VipSession":
         """Upload the local input directory to ``vip_input_dir`` (incremental: new and changed
@@ -845,6 +899,7 @@ class VipSession:
             self._save()
         return self
 
+    @_vip_errors
     def get_inputs(self, session: "VipSession | str | os.PathLike", get_pipeline: bool = False,
                    get_settings: bool = False) -> "VipSession":
         """Reuse the inputs another session uploaded (replaces :meth:`upload_inputs`).
@@ -901,6 +956,7 @@ class VipSession:
         self._save()
         return self
 
+    @_vip_errors
     def launch_pipeline(self, pipeline_id: str | None = None, input_settings: dict | None = None,
                         nb_runs: int = 1) -> "VipSession":
         """Validate the settings, then launch ``nb_runs`` execution(s) of the pipeline."""
@@ -938,6 +994,7 @@ class VipSession:
         self._save()
         return self
 
+    @_vip_errors
     def monitor_workflows(self, refresh_time: float = 30, timeout: float | None = None) -> "VipSession":
         """Wait until every execution is over (Initializing, Ready and Running all count as
         running), showing jobs done / total; return early after ``timeout`` seconds."""
@@ -1033,6 +1090,7 @@ class VipSession:
                 lines.append(f"\t{wid} | Started on: {self._workflows[wid].get('start')}")
         self._info("\n".join(lines))
 
+    @_vip_errors
     def download_outputs(self, unzip: bool = True, get_status: Iterable[str] = ("Finished",),
                          init_timeout: float | None = None) -> "VipSession":
         """Download the outputs of the executions whose status is in ``get_status`` into
@@ -1162,6 +1220,7 @@ class VipSession:
             shutil.rmtree(tmp, ignore_errors=True)
             self._warn(f"(!) Could not extract {archive}: {exc}")
 
+    @_vip_errors
     def run_session(self, update_files: bool = True, nb_runs: int = 1, refresh_time: float = 30,
                     unzip: bool = True, get_status: Iterable[str] = ("Finished",),
                     timeout: float | None = None) -> "VipSession":
@@ -1215,6 +1274,7 @@ class VipSession:
             pause = min(2.0, pause * 2)
         self._info(f"\t{path}: removed.")
 
+    @_vip_errors
     def finish(self, timeout: float = 300, keep_input: bool = False, keep_output: bool = False,
                force_remove: bool = False) -> "VipSession":
         """Remove the session's data from VIP, once no execution can produce data any more.
@@ -1284,6 +1344,7 @@ class VipSession:
 
     # ---- display -----------------------------------------------------------------------------
     @classmethod
+    @_vip_errors
     def show_pipeline(cls, pipeline_id: str | None = None) -> None:
         """Log the available pipelines (no argument or a partial name) or one pipeline's
         parameters (a unique match)."""

@@ -655,7 +655,7 @@ class VipSession:
             "workflows": self._workflows,
         }
 
-    def _save(self) -> None:
+    def _save(self, announce: bool = False) -> None:
         path = self._backup_path
         existing = _read_json(path) or {}
         saved_name = existing.get("session_name")
@@ -676,7 +676,10 @@ class VipSession:
         if meta:
             data[_META_KEY] = meta
         _atomic_write_json(path, data)
-        self._info(f">> Session saved in: {path}")
+        if announce:
+            self._info(f">> Session saved in: {path}")
+        else:
+            logger.debug("session %s saved in %s", self.session_name, path)
 
     def _load_backup(self, out_dir: Path, name_given: str | None) -> None:
         path = Path(out_dir) / self._SAVE_FILE
@@ -896,7 +899,7 @@ class VipSession:
             self._info(f"Upload done: {report.files_transferred + len(resend)} file(s) sent, "
                        f"{report.files_skipped - len(resend)} unchanged file(s) skipped.")
         finally:
-            self._save()
+            self._save(announce=True)
         return self
 
     @_vip_errors
@@ -953,7 +956,7 @@ class VipSession:
                 _atomic_write_json(other_backup, data)
         self._info(f"Session '{self.session_name}' uses the inputs of '{session.session_name}': "
                    f"{self.vip_input_dir}")
-        self._save()
+        self._save(announce=True)
         return self
 
     @_vip_errors
@@ -991,7 +994,7 @@ class VipSession:
             self._save()
             raise
         self._info("Launch done. Monitor with monitor_workflows().")
-        self._save()
+        self._save(announce=True)
         return self
 
     @_vip_errors
@@ -1011,8 +1014,9 @@ class VipSession:
             self._info(f"Monitoring {len(running)} execution(s) (refresh every {refresh_time}s"
                        f"{'' if timeout is None else f', timeout {timeout}s'}) ...")
             start = time.monotonic()
-            bar = self._progress(desc=f"{self.session_name}", unit="job", leave=True,
-                                 total=len(running))
+            done, total, unit = self._counts({w: execs.get(w) for w in running})
+            bar = self._progress(desc=f"{self.session_name}", unit=unit, leave=True,
+                                 total=total, initial=done)
             timed_out = False
             try:
                 while True:
@@ -1027,7 +1031,10 @@ class VipSession:
                     if timeout is not None:
                         pause = min(pause, max(0.0, timeout - elapsed))
                     time.sleep(pause)
+                    before = [self._workflows[w]["status"] for w in running]
                     execs = self._refresh(running)
+                    if [self._workflows[w]["status"] for w in running] != before:
+                        self._save()  # nothing lost if this process dies during a long wait
             except BaseException:
                 bar.close()
                 self._warn("(!) Monitoring interrupted; the session was saved.")
@@ -1041,20 +1048,20 @@ class VipSession:
             else:
                 self._info("All executions are over.")
         self._report()
-        self._save()
+        self._save(announce=True)
         return self
 
-    def _update_bar(self, bar: tqdm, execs: dict[str, Any]) -> None:
+    def _counts(self, execs: dict[str, Any]) -> tuple[int, int, str]:
+        """(done, total, unit): jobs when the server reports them, else executions."""
         counts = [(_job_counts(_attr(ex, "jobs")) if ex is not None else None) for ex in execs.values()]
         if counts and all(c is not None for c in counts):
-            done, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
-            bar.unit = "job"
-        else:
-            total = len(execs)
-            done = sum(not _is_running(self._workflows[w]["status"]) for w in execs)
-            bar.unit = "execution"
-        bar.total = total
-        bar.n = done
+            return sum(c[0] for c in counts), sum(c[1] for c in counts), "job"
+        done = sum(not _is_running(self._workflows[w]["status"]) for w in execs)
+        return done, len(execs), "execution"
+
+    def _update_bar(self, bar: tqdm, execs: dict[str, Any]) -> None:
+        done, total, unit = self._counts(execs)
+        bar.unit, bar.total, bar.n = unit, total, done
         statuses: dict[str, int] = {}
         for w in execs:
             st = str(self._workflows[w]["status"])
@@ -1179,7 +1186,7 @@ class VipSession:
             for local, _ in expected:
                 if local.is_file():
                     self._extract(local)
-        self._save()
+        self._save(announce=True)
         return self
 
     # the spelling used in VIP's own README example
@@ -1338,7 +1345,7 @@ class VipSession:
                 self._workflows[wid]["status"] = "Removed"
         # a session that keeps its inputs still claims them (other sessions will not delete them)
         self._meta["finished"] = not keep_input
-        self._save()
+        self._save(announce=True)
         self._report()
         return self
 

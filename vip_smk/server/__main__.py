@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -136,6 +137,10 @@ def serve(args: argparse.Namespace) -> int:
     log.info("serving %d pipeline(s) from %s with %d worker(s)", len(pipelines), data_dir, args.workers)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             lifespan="off")
+    # uvicorn restores these handlers and re-raises the signal it caught once it has stopped:
+    # make that a no-op so that the clean-up below runs (jobs stopped, server.json removed)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -98,6 +98,15 @@ class Engine:
         self.stopping = False
         self.shim_dir = store.data_dir / "bin"
         self._make_shims()
+        # import boutiques' executor now (~0.2 s) rather than in the first job
+        threading.Thread(target=self._preload, name="boutiques-import", daemon=True).start()
+
+    @staticmethod
+    def _preload() -> None:
+        try:
+            import boutiques.localExec  # noqa: F401
+        except Exception:  # reported when a job needs it
+            pass
 
     # ------------------------------------------------------------ setup
     def _make_shims(self) -> None:

@@ -51,6 +51,7 @@ class LocalServer:
                  detach: bool = False, log_file=None, host: str = "127.0.0.1"):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.requested_port = port
         self.host = host
         self.user_specs = list(users)
         self.workers = workers
@@ -92,7 +93,7 @@ class LocalServer:
         return self.data_dir / "server.json"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "vip_smk.server", "--host", self.host, "--port", str(self.port),
+        cmd = [sys.executable, "-m", "vip_smk.server", "--host", self.host, "--port", str(self.requested_port),
                "--data-dir", str(self.data_dir), "--workers", str(self.workers)]
         for u in self.user_specs:
             cmd += ["--user", u]

@@ -1,0 +1,201 @@
+"""Local VIP server as a process: restart persistence, CLI, LocalServer, fault injection, latency."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import requests
+
+from vip_smk.server import LocalServer
+
+T = 30
+
+
+class Api:
+    def __init__(self, url, key):
+        self.base = url + "/rest"
+        self.s = requests.Session()
+        self.s.headers["apikey"] = key
+
+    def get(self, path, **kw):
+        return self.s.get(self.base + path, timeout=T, **kw)
+
+    def put(self, path, **kw):
+        return self.s.put(self.base + path, timeout=T, **kw)
+
+    def post(self, path, **kw):
+        return self.s.post(self.base + path, timeout=T, **kw)
+
+    def launch(self, pipeline, inputs, name="test"):
+        r = self.post("/executions", json={"name": name, "pipelineIdentifier": pipeline,
+                                            "inputValues": inputs})
+        assert r.status_code == 200, r.text
+        return r.json()["identifier"]
+
+    def wait(self, eid, timeout=30, until=lambda e: e["status"] != "Running"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            e = self.get(f"/executions/{eid}").json()
+            if until(e):
+                return e
+            time.sleep(0.05)
+        raise AssertionError(f"{eid}: {e}")
+
+
+def test_restart_keeps_files_and_reruns_running_executions(make_server):
+    srv = make_server(workers=1)
+    users = srv.user_specs
+    a = Api(srv.url, srv.users["alice"])
+    assert a.put("/path/vip/Home/keep").status_code == 201
+    assert a.put("/path/vip/Home/keep/f.txt", data=b"persistent").status_code == 201
+    done = a.launch("Sleep/1.0", {"duration": 0}, name="before")
+    a.wait(done)
+    running = a.launch("Sleep/1.0", {"duration": 1.5, "message": "survived"}, name="interrupted")
+    queued = a.launch("Sleep/1.0", {"duration": 0}, name="queued")  # waits for the single worker
+    a.wait(running, until=lambda e: e["jobs"]["1"]["status"] == "Running")
+    data_dir = srv.data_dir
+    srv.stop()
+    assert not (data_dir / "server.json").exists()
+
+    srv2 = make_server(data_dir=data_dir, users=users, workers=1)
+    b = Api(srv2.url, srv2.users["alice"])
+    assert b.get("/path/vip/Home/keep/f.txt?action=content").content == b"persistent"
+    ex = b.get(f"/executions/{done}").json()
+    assert ex["status"] == "Finished" and ex["name"] == "before"
+    assert {e["identifier"] for e in b.get("/executions").json()} >= {done, running, queued}
+    ex = b.wait(running)
+    assert ex["status"] == "Finished", ex
+    (log,) = ex["returnedFiles"]["log"]
+    assert b.get(f"/path{log}?action=content").text.startswith("survived")
+    assert b.wait(queued)["status"] == "Finished"
+
+
+def test_cli_default_user_and_server_json(tmp_path):
+    data = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "vip_smk.server", "--port", "0", "--data-dir", str(data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url_line = proc.stdout.readline()
+        key_line = proc.stdout.readline()
+        m = re.fullmatch(r"VIP portal URL: (http://127\.0\.0\.1:(\d+))\n", url_line)
+        assert m, url_line
+        key = re.match(r"API key: (\S+)", key_line).group(1)
+        assert (data / "apikey").read_text().strip() == key
+        assert oct((data / "apikey").stat().st_mode & 0o777) == "0o600"
+        info = json.loads((data / "server.json").read_text())
+        assert info == {"url": m.group(1), "port": int(m.group(2)), "pid": proc.pid}
+        r = requests.put(m.group(1) + "/rest/platform", headers={"apikey": key}, timeout=T)
+        assert r.status_code == 200
+        attached = LocalServer.attach(data)
+        assert attached is not None and attached.url == m.group(1) and attached.pid == proc.pid
+        assert attached.api_key == key
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert not (data / "server.json").exists()
+    assert LocalServer.attach(data) is None
+    # second start: same key, not printed again
+    with LocalServer(data) as srv:
+        assert srv.api_key == key and srv.users == {"local": key}
+        assert requests.get(srv.url + "/rest/pipelines", headers={"apikey": key}, timeout=T).status_code == 200
+    log = (data / "server.log").read_text()
+    assert "VIP portal URL" in log and "API key" not in log
+
+
+def test_vip_smk_serve_help():
+    out = subprocess.run([sys.executable, "-m", "vip_smk.cli", "serve", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    for opt in ("--host", "--port", "--data-dir", "--apps-dir", "--user", "--workers", "--max-running",
+                "--fault-rate", "--latency", "--seed"):
+        assert opt in out.stdout
+    assert "re-run" in out.stdout.replace("\n", " ") or "run again" in out.stdout.replace("\n", " ")
+
+
+def test_start_failure_reports_log_tail(tmp_path):
+    srv = LocalServer(tmp_path / "bad", users=["broken-user-spec"])
+    with pytest.raises(RuntimeError, match="NAME:KEY"):
+        srv.start(timeout=30)
+
+
+def test_second_server_on_same_data_dir_refused(make_server):
+    srv = make_server()
+    with pytest.raises(RuntimeError, match="already running"):
+        LocalServer(srv.data_dir, users=srv.user_specs).start()
+
+
+def test_fault_injection_statistics(make_server):
+    rate, n = 0.3, 200
+    srv = make_server(fault_rate=rate, seed=7)
+    a = Api(srv.url, srv.users["alice"])
+    got = Counter()
+    for _ in range(n):
+        try:
+            r = requests.get(srv.url + "/rest/path/vip/Home?action=exists",
+                             headers={"apikey": srv.users["alice"]}, timeout=T)
+            got[r.status_code] += 1
+            if r.status_code == 503:
+                assert list(r.json()) == ["errorCode", "errorMessage"]
+        except requests.ConnectionError:
+            got["reset"] += 1
+    faults = n - got[200]
+    assert got[200] + got[503] + got["reset"] == n
+    assert 0.18 * n <= faults <= 0.42 * n, got
+    assert got[503] > 0 and got["reset"] > 0, got
+    # non-GET: some replies are lost although the action happened
+    lost_but_done = 0
+    for i in range(60):
+        path = f"/vip/Home/fault-{i}"
+        try:
+            ok = requests.put(srv.url + f"/rest/path{path}", headers={"apikey": srv.users["alice"]},
+                              timeout=T).status_code == 201
+        except requests.ConnectionError:
+            ok = False
+        if not ok:
+            for _ in range(20):  # the check itself may hit a fault
+                try:
+                    r = a.get(f"/path{path}?action=exists")
+                    if r.status_code == 200:
+                        lost_but_done += r.json()["exists"]
+                        break
+                except requests.ConnectionError:
+                    pass
+    assert lost_but_done > 0
+    # same seed, same decisions
+    srv2 = make_server(fault_rate=rate, seed=7)
+    seq = []
+    for _ in range(30):
+        try:
+            seq.append(requests.get(srv2.url + "/rest/platform", timeout=T).status_code)
+        except requests.ConnectionError:
+            seq.append("reset")
+    srv3 = make_server(fault_rate=rate, seed=7)
+    seq3 = []
+    for _ in range(30):
+        try:
+            seq3.append(requests.get(srv3.url + "/rest/platform", timeout=T).status_code)
+        except requests.ConnectionError:
+            seq3.append("reset")
+    assert seq == seq3 and set(seq) != {200}
+
+
+def test_latency(make_server):
+    srv = make_server(latency_ms=150)
+    t0 = time.monotonic()
+    for _ in range(3):
+        assert requests.get(srv.url + "/rest/platform", timeout=T).status_code == 200
+    assert time.monotonic() - t0 >= 0.45
+
+
+def test_no_faults_by_default(vip_server):
+    h = {"apikey": vip_server.api_key}
+    codes = {requests.get(vip_server.url + "/rest/platform", headers=h, timeout=T).status_code
+             for _ in range(50)}
+    assert codes == {200}

@@ -1182,3 +1182,46 @@ def load_study_or_fail(config: Mapping[str, Any], workdir: str | os.PathLike | N
         return load_study(config, workdir)
     except StudyConfigError as exc:
         raise WorkflowError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points of the rules' `run:` blocks (one short call each; logs to the rule's log file)
+# --------------------------------------------------------------------------------------------
+
+
+def rule_upload(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        upload_dataset(study, wildcards.dataset, output[0])
+
+
+def rule_launch(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        launch_session(study, wildcards.session, output[0], uploaded=input[0])
+
+
+def rule_wait(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        wait_session(study, wildcards.session, input[0], output[0])
+
+
+def rule_download(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        download_session(study, wildcards.session, input[0], output[0])
+
+
+def rule_finish_session(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        finish_session(study, wildcards.session, output[0])
+
+
+def rule_finish_dataset(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        finish_dataset(study, wildcards.dataset, output[0])
+
+
+def rule_summary(study: Study, wildcards, input, output, log) -> None:
+    with job_log(log[0]):
+        rows = write_summary(study, output.csv, output.html, output.txt)
+        log_summary = logging.getLogger(__name__)
+        ok = sum(1 for r in rows if r["status"] == _TERMINAL_OK)
+        log_summary.info("study %s: %d/%d session(s) finished; summary in %s", study.name, ok, len(rows), output.html)

@@ -22,5 +22,4 @@ rule summary:
         f"{R}/logs/summary.log",
     priority: -10
     run:
-        with vs.job_log(log[0]):
-            vs.write_summary(STUDY, output.csv, output.html, output.txt)
+        vs.rule_summary(STUDY, wildcards, input, output, log)

@@ -12,8 +12,7 @@ rule upload_dataset:
         f"{R}/logs/upload_dataset/{{dataset}}.log",
     priority: 30
     run:
-        with vs.job_log(log[0]):
-            vs.upload_dataset(STUDY, wildcards.dataset, output[0])
+        vs.rule_upload(STUDY, wildcards, input, output, log)
 
 
 rule launch_session:
@@ -27,10 +26,7 @@ rule launch_session:
     params:
         launch=launch_params,
     run:
-        with vs.job_log(log[0]):
-            vs.launch_session(
-                STUDY, wildcards.session, output[0], uploaded=input[0]
-            )
+        vs.rule_launch(STUDY, wildcards, input, output, log)
 
 
 rule wait_session:
@@ -42,8 +38,7 @@ rule wait_session:
         f"{R}/logs/wait_session/{{session}}.log",
     priority: 0
     run:
-        with vs.job_log(log[0]):
-            vs.wait_session(STUDY, wildcards.session, input[0], output[0])
+        vs.rule_wait(STUDY, wildcards, input, output, log)
 
 
 rule download_outputs:
@@ -55,8 +50,7 @@ rule download_outputs:
         f"{R}/logs/download_outputs/{{session}}.log",
     priority: 10
     run:
-        with vs.job_log(log[0]):
-            vs.download_session(STUDY, wildcards.session, input[0], output[0])
+        vs.rule_download(STUDY, wildcards, input, output, log)
 
 
 rule finish_session:
@@ -68,8 +62,7 @@ rule finish_session:
         f"{R}/logs/finish_session/{{session}}.log",
     priority: 5
     run:
-        with vs.job_log(log[0]):
-            vs.finish_session(STUDY, wildcards.session, output[0])
+        vs.rule_finish_session(STUDY, wildcards, input, output, log)
 
 
 rule finish_dataset:
@@ -81,5 +74,4 @@ rule finish_dataset:
         f"{R}/logs/finish_dataset/{{dataset}}.log",
     priority: 5
     run:
-        with vs.job_log(log[0]):
-            vs.finish_dataset(STUDY, wildcards.dataset, output[0])
+        vs.rule_finish_dataset(STUDY, wildcards, input, output, log)

@@ -1,0 +1,287 @@
+"""The Snakemake study workflow, run as users run it (`snakemake` in a subprocess) on a temp
+copy of workflow/ + a small config, against real local VIP servers over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vip_smk.client import VipClient
+from vip_smk.server import LocalServer
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def make_project(tmp_path: Path, config: dict) -> Path:
+    """tmp_path/{workflow, config/config.yaml, config/data/demo}: a study project."""
+    shutil.copytree(REPO / "workflow", tmp_path / "workflow")
+    shutil.copytree(REPO / "config" / "data", tmp_path / "config" / "data")
+    write_config(tmp_path, config)
+    return tmp_path
+
+
+def write_config(project: Path, config: dict) -> None:
+    (project / "config").mkdir(exist_ok=True)
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def study_config(server: LocalServer | None, sessions: dict, **vip) -> dict:
+    pipelines = {
+        "stats": {"id": "TextStats/1.0", "settings": {"input_file": "*.csv"}},
+        "smooth": {"id": "Smooth/1.0", "settings": {"input_file": "*.csv"}},
+        "sleep": {"id": "Sleep/1.0"},
+        "fail": {"id": "Fail/1.0"},
+    }
+    settings = {"url": server.url if server else "local", "poll_seconds": 0.2, **vip}
+    return {
+        "name": "t",
+        "vip": settings,
+        "datasets": {"demo": "config/data/demo"},
+        "pipelines": pipelines,
+        "sessions": sessions,
+    }
+
+
+def run_smk(project: Path, *args: str, key: str | None = None, timeout: float = 120,
+            check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("VIP_API_KEY", None)
+    if key is not None:
+        env["VIP_API_KEY"] = key
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--cores", "1", *args], cwd=project, env=env, capture_output=True,
+        text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def summary(project: Path) -> dict[str, dict]:
+    with open(project / "results" / "study_summary.csv") as fh:
+        return {row["session"]: row for row in csv.DictReader(fh)}
+
+
+def client_for(server: LocalServer) -> VipClient:
+    return VipClient(server.url, api_key=server.api_key, retries=1, retry_budget=5)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_demo_study_embedded_local_server(tmp_path):
+    """The shipped demo config, `url: local`: the server starts in .vip-local, is reused by
+    the next run, the study completes, the key never shows up in output or results."""
+    project = tmp_path / "p"
+    project.mkdir()
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["vip"]["poll_seconds"] = 0.2
+    make_project(project, cfg)
+    local = project / ".vip-local"
+    try:
+        first = run_smk(project)
+        srv = LocalServer.attach(local)
+        assert srv is not None, "the embedded server should keep running for the next run"
+        key = (local / "apikey").read_text().strip()
+        assert len(key) >= 16
+
+        rows = summary(project)
+        sessions = set(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sessions"])
+        assert len(rows) >= 4 and sessions <= set(rows)
+        pipelines = {r["pipeline_id"] for r in rows.values()}
+        assert {"TextStats/1.0", "Smooth/1.0"} <= pipelines
+        for name, row in rows.items():
+            assert row["status"] == "Finished", row
+            assert int(row["jobs_ok"]) == 3 and int(row["jobs_failed"]) == 0  # glob: 3 files
+            assert int(row["outputs"]) >= 3 and int(row["output_bytes"]) > 0
+        # tarballs were extracted, without the opaque timestamp folder
+        smooth = next(n for n, r in rows.items() if r["pipeline_id"] == "Smooth/1.0")
+        extracted = sorted(p.name for p in (project / "results" / smooth / "outputs").iterdir() if p.is_dir())
+        assert len(extracted) == 3 and all((project / "results" / smooth / "outputs" / d / "smoothed.csv").is_file() for d in extracted)
+        html = (project / "results" / "study_summary.html").read_text()
+        assert "<svg" in html and all(n in html for n in rows)
+        with client_for(srv) as c:
+            assert c.count_executions() == len(rows)
+
+        # second run: same server (attached, not restarted), nothing to do
+        pid = srv.pid
+        again = run_smk(project)
+        assert "Nothing to be done" in again.stdout + again.stderr
+        assert LocalServer.attach(local).pid == pid
+        with client_for(srv) as c:
+            assert c.count_executions() == len(rows)
+
+        # snakemake --report includes the summary
+        run_smk(project, "--report", "report.html", timeout=120)
+        assert (project / "report.html").stat().st_size > 1000
+
+        # the key is nowhere but in .vip-local
+        for text in (first.stdout, first.stderr, again.stdout, again.stderr):
+            assert key not in text
+        for root in (project / "results", project / ".snakemake"):
+            for p in root.rglob("*"):
+                if p.is_file():
+                    assert key.encode() not in p.read_bytes(), p
+    finally:
+        srv = LocalServer.attach(local)
+        if srv is not None:
+            srv.stop()
+
+
+def test_kill9_during_wait_then_resume(tmp_path, make_server):
+    """kill -9 of snakemake while it waits: the next `snakemake --cores 1` (no --unlock)
+    finishes the study; the server's execution count is unchanged."""
+    srv = make_server()
+    sessions = {
+        "nap-a": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 3}},
+        "nap-b": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 3, "message": "b"}},
+    }
+    project = make_project(tmp_path, study_config(srv, sessions))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    res = project / "results"
+    try:
+        deadline = time.monotonic() + 60
+        while not all((res / s / "launched.json").exists() for s in sessions):
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "sessions were not launched in time"
+            time.sleep(0.1)
+        time.sleep(0.5)  # inside wait_session now
+        assert not any((res / s / "done.json").exists() for s in sessions)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with client_for(srv) as c:
+        assert c.count_executions() == 2
+    out = run_smk(project, key=srv.api_key)
+    assert "removed the lock left by an interrupted run" in out.stderr
+    rows = summary(project)
+    assert {r["status"] for r in rows.values()} == {"Finished"}
+    with client_for(srv) as c:
+        assert c.count_executions() == 2
+    for s in sessions:
+        assert (res / s / "outputs" / "sleep.txt").is_file()
+        assert json.loads((res / s / "launched.json").read_text())["adopted"] is False
+
+
+def test_changed_parameter_reruns_only_that_session(tmp_path, make_server):
+    srv = make_server()
+    sessions = {
+        "p2": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": 2}},
+        "p5": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": 5}},
+    }
+    project = make_project(tmp_path, study_config(srv, sessions))
+    run_smk(project, key=srv.api_key)
+    res = project / "results"
+    before = {s: json.loads((res / s / "launched.json").read_text())["executions"] for s in sessions}
+    untouched = {p: p.stat().st_mtime_ns for p in (res / "p2").rglob("*") if p.is_file()}
+    with client_for(srv) as c:
+        assert c.count_executions() == 2
+
+    sessions["p5"]["settings"]["precision"] = 1
+    write_config(project, study_config(srv, sessions))
+    dry = run_smk(project, "-n", key=srv.api_key)
+    assert "output: results/p5/launched.json" in dry.stdout
+    assert "output: results/p2/" not in dry.stdout  # the other session is untouched
+    run_smk(project, key=srv.api_key)
+    with client_for(srv) as c:
+        assert c.count_executions() == 3
+    after = {s: json.loads((res / s / "launched.json").read_text())["executions"] for s in sessions}
+    assert after["p2"] == before["p2"] and after["p5"] != before["p5"]
+    assert {p: p.stat().st_mtime_ns for p in (res / "p2").rglob("*") if p.is_file()} == untouched
+    stats = next((res / "p5" / "outputs").glob("*.stats.txt")).read_text()
+    assert summary(project)["p5"]["parameters"] == "precision=1" and stats
+
+
+def test_bad_config_fails_dry_run_naming_session_and_key(tmp_path, make_server):
+    srv = make_server()
+    sessions = {
+        "good": {"dataset": "demo", "pipeline": "stats"},
+        "typo": {"dataset": "demo", "pipeline": "smooth", "settings": {"windw": 4}},
+        "noglob": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "*.nii.gz"}},
+    }
+    project = make_project(tmp_path, study_config(srv, sessions))
+    for args in (("-n",), ()):
+        out = run_smk(project, *args, key=srv.api_key, check=False)
+        assert out.returncode != 0
+        err = out.stdout + out.stderr
+        assert "session 'typo'" in err and "sessions.typo.settings.windw" in err
+        assert "session 'noglob'" in err and "sessions.noglob.settings.input_file" in err
+        assert "Traceback" not in err
+    # schema error: names the key
+    cfg = study_config(srv, {"good": {"dataset": "demo", "pipeline": "stats"}}, max_running=0)
+    write_config(project, cfg)
+    out = run_smk(project, key=srv.api_key, check=False)
+    assert out.returncode != 0 and "max_running" in out.stdout + out.stderr
+    # nothing reached the server
+    with client_for(srv) as c:
+        assert c.count_executions() == 0
+        assert not c.exists("/vip/Home/API")
+    assert not (project / "results").exists()
+
+
+def test_capacity_failures_and_cleanup(tmp_path, make_server):
+    """VIP's cap (error 2001, server max_running=1): launches wait for a slot instead of
+    failing; a failing app is reported, not fatal; vip.cleanup removes remote data."""
+    srv = make_server(max_running=1)
+    sessions = {
+        "s1": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 0.5}},
+        "s2": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 0.5, "message": "two"}},
+        "bad": {"dataset": "demo", "pipeline": "fail", "settings": {"input_file": "subject01.csv"}},
+    }
+    project = make_project(tmp_path, study_config(srv, sessions, cleanup=True))
+    out = run_smk(project, key=srv.api_key)
+    assert "waiting for a slot" in out.stderr
+    rows = summary(project)
+    assert rows["s1"]["status"] == rows["s2"]["status"] == "Finished"
+    assert rows["bad"]["status"] != "Finished" and int(rows["bad"]["jobs_failed"]) == 1
+    res = project / "results"
+    with client_for(srv) as c:
+        execs = [c.execution(e.identifier) for e in c.executions()]
+        assert len(execs) == 3
+        spans = sorted((e.start_date, e.end_date) for e in execs)
+        assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
+        for s in sessions:
+            assert (res / s / "finished").is_file()
+            assert not c.exists(f"/vip/Home/API/t/{s}")
+        assert (res / "datasets" / "demo" / "finished").is_file()
+        assert not c.exists("/vip/Home/API/t/datasets/demo")
+
+
+def test_max_running_caps_executions_in_flight(tmp_path, make_server):
+    srv = make_server()
+    sessions = {f"n{i}": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 0.4, "message": f"m{i}"}}
+                for i in range(3)}
+    project = make_project(tmp_path, study_config(srv, sessions, max_running=1))
+    out = run_smk(project, key=srv.api_key)
+    assert "vip.max_running" in out.stderr
+    with client_for(srv) as c:
+        execs = [c.execution(e.identifier) for e in c.executions()]
+    spans = sorted((e.start_date, e.end_date) for e in execs)
+    assert len(spans) == 3
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
+
+
+def test_snakefmt_and_lint(tmp_path, make_server):
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "workflow")],
+                         capture_output=True, text=True, timeout=60)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    srv = make_server()
+    project = make_project(tmp_path, study_config(srv, {"a": {"dataset": "demo", "pipeline": "stats"}}))
+    lint = run_smk(project, "--lint", key=srv.api_key, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr

@@ -272,8 +272,15 @@ def test_finish_keeps_inputs_another_session_uses(vip):
     d = VipSession(_name("user2")).get_inputs(c)
     d.finish()
     assert vip.client.exists(str(c.vip_input_dir))  # owner active: kept by default
+    # the owner's backup is gone (its local output dir deleted): not ours to delete either
+    import shutil
+
+    shutil.rmtree(c.output_dir)
     d2 = VipSession(_name("user3")).get_inputs(c)
-    d2.finish(force_remove=True)
+    d2.finish()
+    assert vip.client.exists(str(c.vip_input_dir))
+    d3 = VipSession(_name("user4")).get_inputs(c)
+    d3.finish(force_remove=True)
     assert not vip.client.exists(str(c.vip_input_dir))
 
 

@@ -1254,6 +1254,9 @@ class VipSession:
             if root.is_dir():
                 candidates.update(root.glob(f"*/{self._SAVE_FILE}"))
         users = []
+        owner_seen = False
+        root = PurePosixPath(self._SERVER_DEFAULT_PATH)
+        owner_name = self.vip_input_dir.parent.name if self.vip_input_dir.parent.parent == root else None
         for path in sorted(candidates):
             if not path.is_file() or path.resolve() == own:
                 continue
@@ -1262,8 +1265,13 @@ class VipSession:
                 continue
             if PurePosixPath(str(data["vip_input_dir"])) != self.vip_input_dir:
                 continue
+            name = str(data.get("session_name") or path.parent.name)
+            owner_seen = owner_seen or name == owner_name
             if not _backup_is_finished(data):
-                users.append(str(data.get("session_name") or path.parent.name))
+                users.append(name)
+        if not owner_seen and owner_name not in (None, self.session_name):
+            # borrowed inputs whose owner session cannot be found: they are not ours to delete
+            users.append(f"{owner_name} (owner; its backup was not found)")
         return sorted(set(users))
 
     def _delete(self, path: PurePosixPath, deadline: float) -> None:

@@ -1199,14 +1199,10 @@ def rule_launch(study: Study, wildcards, input, output, log) -> None:
         launch_session(study, wildcards.session, output[0], uploaded=input[0])
 
 
-def rule_wait(study: Study, wildcards, input, output, log) -> None:
+def rule_wait_and_download(study: Study, wildcards, input, output, log) -> None:
     with job_log(log[0]):
-        wait_session(study, wildcards.session, input[0], output[0])
-
-
-def rule_download(study: Study, wildcards, input, output, log) -> None:
-    with job_log(log[0]):
-        download_session(study, wildcards.session, input[0], output[0])
+        wait_session(study, wildcards.session, input[0], output.done)
+        download_session(study, wildcards.session, output.done, output.outputs)
 
 
 def rule_finish_session(study: Study, wildcards, input, output, log) -> None:

@@ -1,6 +1,8 @@
-# Upload -> launch -> wait -> download (-> finish), one file target per step.
+# Upload -> launch -> wait + download (-> finish): a file target per step.
 # Priorities: with --cores 1 every upload and launch runs before any waiting, so the remote
-# executions run side by side; a finished session is downloaded before waiting on the next.
+# executions run side by side. Waiting and downloading share one job per session (done.json
+# is written when the executions are over, outputs/ when the files are in): a finished session
+# is downloaded before waiting on the next, and a 500-session study has 2 jobs per session.
 
 
 rule upload_dataset:
@@ -29,28 +31,17 @@ rule launch_session:
         vs.rule_launch(STUDY, wildcards, input, output, log)
 
 
-rule wait_session:
+rule wait_and_download:
     input:
         f"{R}/{{session}}/launched.json",
     output:
-        f"{R}/{{session}}/done.json",
+        done=f"{R}/{{session}}/done.json",
+        outputs=directory(f"{R}/{{session}}/outputs"),
     log:
-        f"{R}/logs/wait_session/{{session}}.log",
-    priority: 0
-    run:
-        vs.rule_wait(STUDY, wildcards, input, output, log)
-
-
-rule download_outputs:
-    input:
-        f"{R}/{{session}}/done.json",
-    output:
-        directory(f"{R}/{{session}}/outputs"),
-    log:
-        f"{R}/logs/download_outputs/{{session}}.log",
+        f"{R}/logs/wait_and_download/{{session}}.log",
     priority: 10
     run:
-        vs.rule_download(STUDY, wildcards, input, output, log)
+        vs.rule_wait_and_download(STUDY, wildcards, input, output, log)
 
 
 rule finish_session:

@@ -642,3 +642,35 @@ def test_resume_from_another_directory(vip, tmp_path_factory, monkeypatch):
     assert list(elsewhere.iterdir()) == []
     r.finish()
     assert not vip.client.exists(f"{API}/{s.session_name}")
+
+
+@pytest.mark.skipif(not os.environ.get("VIP_CLIENT_PYTHON"),
+                    reason="set VIP_CLIENT_PYTHON to a Python with vip-client 0.1.10 installed")
+def test_cross_resume_with_vip_client(vip):
+    """With VIP's own client (vip-client 0.1.10, in another interpreter): a session started by
+    VipSession is downloaded and finished by vip-client, and one started by vip-client is
+    monitored, downloaded and finished by VipSession."""
+    ours, theirs = _name("ours"), _name("theirs")
+    settings = {"input_file": "data/a.csv", "precision": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_")}
+
+    def vip_client(code: str) -> None:
+        head = (f"from vip_client import VipSession\n"
+                f"VipSession.init(api_key={vip.key!r}, vip_portal_url={vip.url!r}, verbose=False)\n")
+        proc = subprocess.run([os.environ["VIP_CLIENT_PYTHON"], "-c", head + textwrap.dedent(code)],
+                              cwd=vip.root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    VipSession(ours, input_dir="data", pipeline_id="TextStats/1.0", input_settings=settings
+               ).upload_inputs().launch_pipeline().monitor_workflows(refresh_time=0.1)
+    vip_client(f"VipSession({ours!r}).download_outputs().finish()")
+    assert [p.name for p in _local_outputs(f"vip_outputs/{ours}")] == ["a.csv.stats.txt"]
+    assert _backup(f"vip_outputs/{ours}")["vip_smk"]  # our extra key survived vip-client's saves
+    assert not vip.client.exists(f"{API}/{ours}")
+
+    vip_client(f"VipSession({theirs!r}, input_dir='data', pipeline_id='TextStats/1.0', "
+               f"input_settings={settings!r}).upload_inputs().launch_pipeline()")
+    VipSession(theirs).monitor_workflows(refresh_time=0.1).download_outputs().finish()
+    assert [p.name for p in _local_outputs(f"vip_outputs/{theirs}")] == ["a.csv.stats.txt"]
+    assert not vip.client.exists(f"{API}/{theirs}")

@@ -183,8 +183,9 @@ def _read_json(path: Path) -> dict | None:
 def _backup_is_finished(data: dict) -> bool:
     """Whether the session saved in ``data`` no longer needs its VIP inputs."""
     meta = data.get(_META_KEY)
-    if isinstance(meta, dict) and "finished" in meta:
-        return bool(meta["finished"])
+    if isinstance(meta, dict) and meta.get("finished"):
+        return True
+    # vip-client's finish() marks every workflow Removed (and does not know our flag)
     workflows = data.get("workflows") or {}
     return bool(workflows) and all(
         isinstance(w, dict) and w.get("status") == "Removed" for w in workflows.values()

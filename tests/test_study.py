@@ -1,0 +1,206 @@
+"""vip_smk.study: config -> sessions, validation messages, launch adoption, markers, locks.
+Against the shared local VIP server (real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from snakemake.utils import validate
+
+from vip_smk import study as vs
+from vip_smk.client import VipClient
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture
+def project(tmp_path):
+    data = tmp_path / "data" / "mri"
+    data.mkdir(parents=True)
+    for i in range(3):
+        (data / f"sub{i}.csv").write_text(f"a,b\n{i},{i + 1}\n{i + 2},{i * 3}\n")
+    (data / "notes.txt").write_text("not a csv\n")
+    return tmp_path
+
+
+@pytest.fixture
+def key_env(monkeypatch, vip_server):
+    monkeypatch.setenv("VIP_API_KEY", vip_server.api_key)
+    return vip_server
+
+
+def base_config(url: str, name: str | None = None) -> dict:
+    return {
+        "name": name or f"t{uuid.uuid4().hex[:8]}",
+        "vip": {"url": url, "poll_seconds": 0.2},
+        "datasets": {"mri": "data/mri"},
+        "pipelines": {
+            "stats": {"id": "TextStats/1.0", "settings": {"input_file": "*.csv"}},
+            "smooth": {"id": "Smooth/1.0", "settings": {"input_file": "*.csv"}},
+            "sleep": {"id": "Sleep/1.0"},
+        },
+        "study": [{"datasets": ["mri"], "pipelines": ["smooth"], "grid": {"window": [3, 5], "normalize": [True, False]}}],
+        "sessions": {"one": {"dataset": "mri", "pipeline": "stats", "settings": {"input_file": "sub1.csv", "precision": 2}}},
+    }
+
+
+def load(config: dict, workdir: Path) -> vs.Study:
+    config = copy.deepcopy(config)
+    validate(config, SCHEMA, set_default=True)
+    return vs.load_study(config, workdir)
+
+
+def test_expansion_names_values_and_defaults(project, key_env):
+    st = load(base_config(key_env.url, "exp"), project)
+    assert st.vip["max_running"] is None and st.vip["api_key_env"] == "VIP_API_KEY"  # defaults filled
+    assert sorted(st.sessions) == sorted(
+        ["mri-smooth-window3-normalizetrue", "mri-smooth-window3-normalizefalse",
+         "mri-smooth-window5-normalizetrue", "mri-smooth-window5-normalizefalse", "one"]
+    )
+    s = st.sessions["mri-smooth-window5-normalizefalse"]
+    assert s.input_values == {
+        "input_file": [f"/vip/Home/API/exp/datasets/mri/sub{i}.csv" for i in range(3)],  # glob -> list
+        "window": 5,
+        "normalize": False,
+    }
+    assert s.parameters == {"window": 5, "normalize": False}
+    assert st.sessions["one"].input_values == {"input_file": "/vip/Home/API/exp/datasets/mri/sub1.csv", "precision": 2}
+    assert st.results_location("one") == "/vip/Home/API/exp/one/OUTPUTS"
+    assert st.sessions_of_dataset("mri") == sorted(st.sessions)
+
+    cfg = base_config(key_env.url, "exp")
+    cfg["study"][0]["name"] = "w{window}-{normalize}"
+    assert sorted(load(cfg, project).sessions) == ["one", "w3-False", "w3-True", "w5-False", "w5-True"]
+
+
+BAD = [
+    # (mutation, substrings expected in the message)
+    (lambda c: c["study"][0].update(datasets=["mri", "ct"]), ["session 'ct-smooth-window3-normalizetrue' (study[0])", "study[0].datasets", "unknown dataset 'ct'"]),
+    (lambda c: c["sessions"]["one"].update(pipeline="stat"), ["session 'one'", "sessions.one.pipeline", "unknown pipeline 'stat'"]),
+    (lambda c: c["pipelines"]["stats"].update(id="TextStats/9.9"), ["pipelines.stats.id", "'TextStats/9.9' not found", "one"]),
+    (lambda c: c["sessions"]["one"]["settings"].update(precison=3), ["session 'one'", "sessions.one.settings.precison", "unknown parameter of TextStats/1.0"]),
+    (lambda c: c["study"][0]["grid"].update(windw=[1]), ["study[0].grid.windw", "unknown parameter of Smooth/1.0", "and 3 more session(s)"]),
+    (lambda c: c["pipelines"]["smooth"]["settings"].update(input_file="*.nii.gz"), ["pipelines.smooth.settings.input_file", "glob '*.nii.gz' matches no file in dataset 'mri'"]),
+    (lambda c: c["sessions"]["one"]["settings"].update(input_file="sub9.csv"), ["sessions.one.settings.input_file", "'sub9.csv' is not a file of dataset 'mri'"]),
+    (lambda c: c["sessions"]["one"]["settings"].update(input_file="../secret.csv"), ["sessions.one.settings.input_file", "relative to dataset 'mri'"]),
+    (lambda c: c["sessions"].update(nap={"dataset": "mri", "pipeline": "sleep"}), ["session 'nap'", "sessions.nap.settings.duration", "missing required parameter of Sleep/1.0"]),
+    (lambda c: c["study"][0]["grid"].update(window=["big"]), ["study[0].grid.window", "expects an integer, got 'big'"]),
+    (lambda c: c["sessions"].update(nap={"dataset": "mri", "pipeline": "sleep", "settings": {"duration": 1, "message": "a;b"}}), ["sessions.nap.settings.message", "characters VIP refuses"]),
+    (lambda c: c["study"][0].update(name="same"), ["session 'same'", "same name as a session of study[0]"]),
+    (lambda c: c["datasets"].update(mri="data/nowhere"), ["datasets.mri", "is not a directory"]),
+]
+
+
+@pytest.mark.parametrize("mutate,expected", BAD, ids=[e[1][1] for e in BAD])
+def test_config_mistakes_name_session_and_key(project, key_env, mutate, expected):
+    cfg = base_config(key_env.url)
+    mutate(cfg)
+    with pytest.raises(vs.StudyConfigError) as err:
+        load(cfg, project)
+    msg = str(err.value)
+    for part in expected:
+        assert part in msg, msg
+    assert key_env.api_key not in msg
+
+
+def test_all_mistakes_reported_at_once(project, key_env):
+    cfg = base_config(key_env.url)
+    cfg["sessions"]["one"]["settings"]["precison"] = 1
+    cfg["pipelines"]["smooth"]["settings"]["input_file"] = "*.nii"
+    with pytest.raises(vs.StudyConfigError, match=r"\(2 errors\)"):
+        load(cfg, project)
+
+
+def test_real_url_needs_the_key_env_var(project, monkeypatch, vip_server):
+    monkeypatch.delenv("MY_VIP_KEY", raising=False)
+    cfg = base_config(vip_server.url)
+    cfg["vip"]["api_key_env"] = "MY_VIP_KEY"
+    with pytest.raises(vs.StudyConfigError, match="vip.api_key_env: environment variable MY_VIP_KEY is not set"):
+        load(cfg, project)
+    monkeypatch.setenv("MY_VIP_KEY", vip_server.api_key)
+    assert "one" in load(cfg, project).sessions
+
+
+def test_launch_adopts_an_execution_already_on_vip(project, key_env, tmp_path):
+    """A POST that reached VIP but whose marker was never written (crash right after it):
+    the next launch finds it by name + pipeline + inputs and does not launch again; a changed
+    session (other inputs) or a superseded execution is not adopted."""
+    cfg = base_config(key_env.url)
+    cfg["study"] = []
+    cfg["sessions"] = {"nap": {"dataset": "mri", "pipeline": "sleep", "settings": {"duration": 0.2}}}
+    st = load(cfg, project)
+    res = project / "results"
+    with VipClient(key_env.url, api_key=key_env.api_key) as c:
+        vs.upload_dataset(st, "mri", res / "datasets" / "mri" / "uploaded.json", client=c)
+        s = st.sessions["nap"]
+        lost = c.launch(s.pipeline_id, s.input_values, st.results_location("nap"), name="nap")
+        n0 = c.count_executions()
+        info = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
+        assert info["executions"] == [lost.identifier] and info["adopted"] is True
+        assert c.count_executions() == n0
+        assert json.loads((res / "nap" / "launched.json").read_text())["executions"] == [lost.identifier]
+
+        # same name, other inputs: a new execution
+        cfg["sessions"]["nap"]["settings"]["duration"] = 0.3
+        st2 = load(cfg, project)
+        info2 = vs.launch_session(st2, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
+        assert info2["adopted"] is False and info2["executions"] != [lost.identifier]
+        assert c.count_executions() == n0 + 1
+
+        # back to the first inputs, but the data changed since: the old execution is superseded
+        (project / "data" / "mri" / "sub0.csv").write_text("a,b\n9,9\n")
+        vs.upload_dataset(st, "mri", res / "datasets" / "mri" / "uploaded.json", client=c)
+        info3 = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
+        assert info3["adopted"] is False and info3["executions"] != [lost.identifier]
+        assert c.count_executions() == n0 + 2
+        history = json.loads((res / "nap" / "launch-history.json").read_text())
+        assert [h["executions"][0] for h in history] == [lost.identifier, info2["executions"][0], info3["executions"][0]]
+
+        done = vs.wait_session(st, "nap", res / "nap" / "launched.json", res / "nap" / "done.json", client=c)
+        assert done["status"] == "Finished" and done["jobs_ok"] == 1
+        out = vs.download_session(st, "nap", res / "nap" / "done.json", res / "nap" / "outputs", client=c)
+        assert out["files"] == 1 and (res / "nap" / "outputs" / "sleep.txt").is_file()
+        assert not (res / "nap" / "outputs.partial").exists()
+
+
+def test_write_json_atomic(tmp_path):
+    target = tmp_path / "m" / "x.json"
+    vs.write_json_atomic(target, {"a": 1})
+    vs.write_json_atomic(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_stale_snakemake_lock_is_cleared_only_for_a_dead_run(tmp_path):
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    record = tmp_path / ".snakemake" / "vip-smk-run.json"
+
+    def setup(pid, host=None):
+        (locks / "0.input.lock").write_text("x")
+        record.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname()}))
+
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        setup(live.pid)
+        assert vs.clear_stale_lock(tmp_path) is False and (locks / "0.input.lock").exists()
+        setup(live.pid + 10**7, host="another-node")  # another host's run: never touched
+        assert vs.clear_stale_lock(tmp_path) is False and (locks / "0.input.lock").exists()
+    finally:
+        live.kill()
+        live.wait()
+    setup(live.pid)  # that process is gone now
+    assert vs.clear_stale_lock(tmp_path) is True
+    assert not any(locks.iterdir()) and not record.exists()
+    # record_run / forget_run round trip
+    vs.record_run(tmp_path)
+    assert json.loads(record.read_text())["pid"] > 0
+    vs.forget_run(tmp_path)
+    assert not record.exists()

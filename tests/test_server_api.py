@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import secrets
+import time
 import zipfile
 
 import pytest
@@ -143,6 +144,18 @@ def test_apps_dir_adds_descriptor(make_server, tmp_path):
     assert "Echo Tool/0.1" in {p["identifier"] for p in a.get("/pipelines").json()}
     p = a.get("/pipelines/Echo Tool/0.1").json()
     assert p["parameters"][0]["name"] == "word"
+    r = a.post("/executions", json={"name": "echo", "pipelineIdentifier": "Echo Tool/0.1",
+                                    "inputValues": {"word": "hello there"}})
+    assert r.status_code == 200, r.text
+    eid = r.json()["identifier"]
+    for _ in range(200):
+        ex = a.get(f"/executions/{eid}").json()
+        if ex["status"] != "Running":
+            break
+        time.sleep(0.05)
+    assert ex["status"] == "Finished", ex
+    (out,) = ex["returnedFiles"]["out"]
+    assert a.get(f"/path{out}?action=content").text == "hello there\n"
 
 
 # ------------------------------------------------------------------ /rest/path

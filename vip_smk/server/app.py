@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import zipfile
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ class Api:
         self.tmp_dir.mkdir(exist_ok=True)
         for leftover in self.tmp_dir.iterdir():  # partial uploads of a previous run
             leftover.unlink(missing_ok=True)
-        self.launch_lock = __import__("threading").Lock()
+        self.launch_lock = threading.Lock()
 
     # ------------------------------------------------------------ helpers
     def auth(self, request: Request) -> User:

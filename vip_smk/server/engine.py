@@ -239,7 +239,8 @@ class Engine:
             cmd = executor.cmd_line[0]
             shell = pipeline.descriptor.get("shell") or "/bin/sh"
             with self.lock:
-                if self.stopping or self.store.execution(eid)["status"] not in ACTIVE:
+                now = self.store.execution(eid)
+                if self.stopping or now is None or now["status"] not in ACTIVE:
                     return
                 p = subprocess.Popen(
                     [shell, "-c", cmd], cwd=wd, stdin=subprocess.DEVNULL, stdout=out_f,
@@ -255,7 +256,8 @@ class Engine:
                 self.procs.pop((eid, idx), None)
                 if self.stopping:
                     return  # stays Running in the database: re-run on restart
-                killed = self.store.execution(eid)["status"] == "Killed"
+                now = self.store.execution(eid)
+                killed = now is None or now["status"] == "Killed"
             if killed:
                 self.store.update_job(eid, idx, status="Killed", exit_code=rc, exit_message="killed")
                 return

@@ -720,7 +720,7 @@ def launch_session(
     """Launch the session's execution, or adopt the one already on VIP. Waits for a free slot
     (vip.max_running, VIP error 2001) inside this job. `marker` is written atomically right
     after the POST."""
-    from vip_smk.client import CapacityError, TransportError
+    from vip_smk.client import CapacityError, ServerError, TransportError
 
     session = study.sessions[name]
     marker = Path(marker)
@@ -763,7 +763,8 @@ def launch_session(
                     waited_since = time.monotonic()
                 log.info("session %s: VIP is at capacity (%s): waiting for a slot", name, exc.code or exc)
                 time.sleep(poll)
-            except TransportError as exc:
+            except (TransportError, ServerError) as exc:
+                # The POST may or may not have reached VIP: the next round looks it up first.
                 log.warning("session %s: launch failed (%s): checking VIP before retrying", name, exc)
                 time.sleep(poll)
         info = {
@@ -807,10 +808,33 @@ def _job_counts(ex) -> tuple[int, int]:
     return ok, failed
 
 
+def _poll(client, name: str, ids: list[str]) -> dict:
+    """Statuses of `ids`: one `GET executions` for all of them (a direct GET only for one the
+    listing does not show, VIP listing a limited number)."""
+    from vip_smk.client import NotFound
+
+    listed = {e.identifier: e for e in client.executions() if e.identifier in ids}
+    current = {}
+    for eid in ids:
+        e = listed.get(eid)
+        if e is None:
+            try:
+                e = client.execution(eid)
+            except NotFound:
+                raise StudyError(
+                    f"session {name}: execution {eid} no longer exists on VIP; delete "
+                    f"results/{name}/launched.json (or the session folder) to launch it again"
+                ) from None
+        current[eid] = e
+    return current
+
+
 def wait_session(
     study: Study, name: str, launched: str | os.PathLike, marker: str | os.PathLike, client=None
 ) -> dict:
     """Wait for the session's executions: one `GET executions` per round for all of them."""
+    from vip_smk.client import ServerError, TransportError
+
     info = read_json(launched)
     ids = list(info["executions"])
     poll = float(study.vip["poll_seconds"])
@@ -821,18 +845,19 @@ def wait_session(
     last: dict[str, str | None] = {}
     try:
         while True:
-            listed = {e.identifier: e for e in client.executions() if e.identifier in ids}
-            current = {}
-            for eid in ids:
-                e = listed.get(eid)
-                if e is None:  # not in the listing (VIP lists a limited number): ask directly
-                    e = client.execution(eid)
-                current[eid] = e
-                if last.get(eid) != e.status:
-                    log.info("session %s: execution %s is %s", name, eid, e.status)
-                    last[eid] = e.status
-            if all(e.is_over for e in current.values()):
-                break
+            try:
+                current = _poll(client, name, ids)
+            except (TransportError, ServerError) as exc:
+                # Runs last days: a network or VIP outage is waited out, not fatal.
+                log.warning("session %s: cannot reach VIP (%s): trying again in %.0f s", name, exc, poll)
+                current = None
+            if current is not None:
+                for eid, e in current.items():
+                    if last.get(eid) != e.status:
+                        log.info("session %s: execution %s is %s", name, eid, e.status)
+                        last[eid] = e.status
+                if all(e.is_over for e in current.values()):
+                    break
             if deadline and time.monotonic() > deadline:
                 raise StudyError(f"session {name}: still running after vip.max_wait_hours={max_wait}; run again to keep waiting")
             time.sleep(poll)

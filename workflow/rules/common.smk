@@ -33,10 +33,22 @@ def uploaded_marker(wildcards):
     return f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json"
 
 
+def upload_params(wildcards):
+    # Another VIP (or study folder) means another upload.
+    return f"{STUDY.vip['url']} {STUDY.remote_dataset_dir(wildcards.dataset)}"
+
+
 def launch_params(wildcards):
+    # Snakemake reruns a launch whose parameters changed (and only that session).
     s = STUDY.sessions[wildcards.session]
     return vs.json.dumps(
-        {"pipeline": s.pipeline_id, "inputs": s.input_values}, sort_keys=True
+        {
+            "vip": STUDY.vip["url"],
+            "results": STUDY.results_location(s.name),
+            "pipeline": s.pipeline_id,
+            "inputs": s.input_values,
+        },
+        sort_keys=True,
     )
 
 

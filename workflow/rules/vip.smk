@@ -13,6 +13,8 @@ rule upload_dataset:
     log:
         f"{R}/logs/upload_dataset/{{dataset}}.log",
     priority: 30
+    params:
+        remote=upload_params,
     run:
         vs.rule_upload(STUDY, wildcards, input, output, log)
 

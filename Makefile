@@ -20,11 +20,17 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The demo study (config/config.yaml) on the embedded local VIP server; run it again to resume.
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores 1
 	@echo
-	@cat results/study_summary.txt 2>/dev/null || true
+	@cat results/study_summary.txt
 	@echo "Summary: $(CURDIR)/results/study_summary.csv and $(CURDIR)/results/study_summary.html"
+	@echo "(the local VIP server keeps running for the next run, data in .vip-local/: 'make demo-stop' stops it)"
+
+.PHONY: demo-stop
+demo-stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -c "from vip_smk.server import LocalServer as S; s = S.attach('.vip-local'); s and s.stop(); print('local VIP server', 'stopped' if s else 'not running')"; fi
 
 test: $(VENV)/.installed-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
@@ -32,5 +38,5 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/transfer.py
 
-clean:
+clean: demo-stop
 	rm -rf results .vip-local .snakemake

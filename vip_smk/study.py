@@ -1089,9 +1089,9 @@ def summary_text(rows: list[dict[str, Any]]) -> str:
     heads = ["session", "pipeline", "parameters", "status", "ok", "failed", "time (s)", "files", "size"]
     table = [[str(r[c]) if c != "output_bytes" else _human(int(r[c])) for c in cols] for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table]
     return "\n".join(lines) + "\n"
 
 

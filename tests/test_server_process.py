@@ -199,3 +199,23 @@ def test_no_faults_by_default(vip_server):
     codes = {requests.get(vip_server.url + "/rest/platform", headers=h, timeout=T).status_code
              for _ in range(50)}
     assert codes == {200}
+
+
+def test_apps_run_with_the_server_interpreter_without_python_on_path(make_server, tmp_path, monkeypatch):
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "which.json").write_text(json.dumps({
+        "name": "WhichPython", "tool-version": "1", "schema-version": "0.5", "description": "d",
+        "command-line": "python3 -c 'import sys; print(sys.prefix)' > [OUT]",
+        "inputs": [], "output-files": [{"id": "out", "name": "o", "path-template": "prefix.txt",
+                                        "value-key": "[OUT]"}]}))
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no python3 at all for the server and its jobs
+    srv = make_server(apps_dirs=[apps])
+    a = Api(srv.url, srv.users["alice"])
+    for pipeline, inputs in (("Sleep/1.0", {"duration": 0}), ("WhichPython/1", {})):
+        ex = a.wait(a.launch(pipeline, inputs))
+        assert ex["status"] == "Finished", (ex, a.get(f"/executions/{ex['identifier']}/stderr").text)
+    (out,) = ex["returnedFiles"]["out"]
+    assert a.get(f"/path{out}?action=content").text.strip() == sys.prefix

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -110,17 +111,19 @@ class Engine:
 
     # ------------------------------------------------------------ setup
     def _make_shims(self) -> None:
+        """``python3`` / ``python`` on the jobs' PATH run the server's interpreter (small sh
+        scripts rather than symlinks, so that a venv interpreter keeps its site-packages)."""
         self.shim_dir.mkdir(exist_ok=True)
+        script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'
         for name in ("python3", "python"):
-            link = self.shim_dir / name
+            shim = self.shim_dir / name
             try:
-                if link.is_symlink() and os.readlink(link) == sys.executable:
-                    continue
-                if link.exists() or link.is_symlink():
-                    link.unlink()
-                link.symlink_to(sys.executable)
+                if shim.is_symlink() or not shim.exists() or shim.read_text() != script:
+                    shim.unlink(missing_ok=True)
+                    shim.write_text(script)
+                    shim.chmod(0o755)
             except OSError as e:  # pragma: no cover - exotic file systems
-                log.warning("cannot create %s: %s", link, e)
+                log.warning("cannot create %s: %s", shim, e)
 
     def job_env(self, pipeline: Pipeline, eid: str, idx: int) -> dict:
         env = dict(os.environ)

@@ -377,6 +377,7 @@ def test_key_never_in_backup_or_logs(vip, caplog, capfd):
     text = caplog.text + out.out + out.err + (s.output_dir / "session_data.json").read_text()
     assert "=== DOWNLOAD OUTPUTS ===" in caplog.text and "=== FINISH ===" in caplog.text
     assert "INPUT_SETTINGS" in caplog.text and "input_file" in caplog.text
+    assert "Downloading 1 file(s) (0.1kB)" in caplog.text  # #16: the size is known
     assert vip.key not in text
 
 
@@ -467,6 +468,13 @@ def test_defect4_queued_counts_as_running(vip, make_server):
         s.finish()
         assert not direct.exists(f"{API}/{s.session_name}")
         blocker.monitor_workflows(refresh_time=0.1).finish()
+        # #11: no global state: a session with its own client talks to another server while
+        # the class default (set by init) still points to this one
+        other = VipSession(_name("other"), input_dir="data", client=vip.client).upload_inputs()
+        assert vip.client.exists(str(other.vip_input_dir))
+        assert not direct.exists(str(other.vip_input_dir))
+        assert VipSession._default_client.url == relay.url
+        other.finish()
         direct.close()
     finally:
         relay.close()
@@ -674,3 +682,25 @@ def test_cross_resume_with_vip_client(vip):
     VipSession(theirs).monitor_workflows(refresh_time=0.1).download_outputs().finish()
     assert [p.name for p in _local_outputs(f"vip_outputs/{theirs}")] == ["a.csv.stats.txt"]
     assert not vip.client.exists(f"{API}/{theirs}")
+
+
+def test_finish_keep_input_keep_output(vip):
+    """#3 (vip-client's VipLauncher inverted keep_output): keep_output keeps exactly the outputs,
+    keep_input exactly the inputs; both keep everything; local files are never touched."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("keep"), input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/b.csv"})
+    s.run_session(refresh_time=0.1)
+    vin, vout = str(s.vip_input_dir), str(s.vip_output_dir)
+    s.finish(keep_input=True, keep_output=True)
+    assert vip.client.exists(vin) and vip.client.exists(vout)
+    s.finish(keep_output=True)
+    assert not vip.client.exists(vin) and vip.client.exists(vout)
+    assert all(w["status"] == "Finished" for w in s.workflows.values())  # outputs still there
+    s.upload_inputs()
+    s.finish(keep_input=True)
+    assert vip.client.exists(vin) and not vip.client.exists(vout)
+    assert all(w["status"] == "Removed" for w in s.workflows.values())
+    s.finish()
+    assert not vip.client.exists(f"{API}/{s.session_name}")
+    assert [p.name for p in _local_outputs(s.output_dir)] == ["b.csv.stats.txt"]

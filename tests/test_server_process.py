@@ -219,3 +219,23 @@ def test_apps_run_with_the_server_interpreter_without_python_on_path(make_server
         assert ex["status"] == "Finished", (ex, a.get(f"/executions/{ex['identifier']}/stderr").text)
     (out,) = ex["returnedFiles"]["out"]
     assert a.get(f"/path{out}?action=content").text.strip() == sys.prefix
+
+
+def test_keys_not_in_process_list_nor_in_jobs(make_server, tmp_path):
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "env.json").write_text(json.dumps({
+        "name": "Env", "tool-version": "1", "schema-version": "0.5", "description": "d",
+        "command-line": "env > [OUT]", "inputs": [],
+        "output-files": [{"id": "out", "name": "o", "path-template": "env.txt", "value-key": "[OUT]"}]}))
+    srv = make_server(apps_dirs=[apps])
+    keys = list(srv.users.values())
+    cmdline = open(f"/proc/{srv.pid}/cmdline", "rb").read().decode()
+    assert not any(k in cmdline for k in keys)
+    a = Api(srv.url, srv.users["alice"])
+    ex = a.wait(a.launch("Env/1", {}))
+    assert ex["status"] == "Finished"
+    env = a.get(f"/path{ex['returnedFiles']['out'][0]}?action=content").text
+    assert "VIP_SMK_JOB=" in env and not any(k in env for k in keys)
+    log = (srv.data_dir / "server.log").read_text()
+    assert not any(k in log for k in keys)

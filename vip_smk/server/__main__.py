@@ -10,7 +10,8 @@ stopped (or crashed) are run again from the start of their unfinished jobs on th
 on the same data dir; finished jobs are not re-run.
 
 Users: ``--user NAME:KEY[:PASSWORD]`` (repeatable; PASSWORD enables ``POST
-/rest/authenticate``). With no ``--user``, a user ``local`` is created on the first start, its
+/rest/authenticate``), or the same specs one per line in ``$VIP_SMK_SERVE_USERS`` (keeps the
+keys out of the process list on shared machines; ``LocalServer`` uses it). With no ``--user``, a user ``local`` is created on the first start, its
 key printed once and stored in ``<data-dir>/apikey`` (mode 0600), and reused afterwards.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 log = logging.getLogger("vip_smk.server")
 
 DEFAULT_DATA_DIR = ".vip-local"
+USERS_ENV = "VIP_SMK_SERVE_USERS"
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -35,8 +37,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.epilog = (
         "Restart behaviour: executions that were running when the server stopped are run again "
         "on the next start on the same --data-dir (their unfinished jobs restart from scratch). "
-        "Users: --user NAME:KEY[:PASSWORD]; without --user a user 'local' is created once and "
-        "its key kept in DATA_DIR/apikey."
+        "Users: --user NAME:KEY[:PASSWORD] or, to keep keys out of `ps`, one spec per line in "
+        "$VIP_SMK_SERVE_USERS; with neither, a user 'local' is created once and its key kept in "
+        "DATA_DIR/apikey."
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (0 = pick a free one; default 8080)")
@@ -86,8 +89,12 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     data_dir = Path(args.data_dir).resolve()
+    # users may also come from the environment (one NAME:KEY[:PASSWORD] per line): unlike
+    # arguments, the environment is not visible to other users of the machine (ps); it is
+    # removed here so that jobs do not inherit it
+    env_users = [u for u in os.environ.pop(USERS_ENV, "").splitlines() if u.strip()]
     try:
-        users = [parse_user(u) for u in args.user]
+        users = [parse_user(u) for u in [*args.user, *env_users]]
         pipelines = load_pipelines(args.apps_dir)
     except (ValueError, FileNotFoundError) as e:
         print(f"vip-smk serve: {e}", file=sys.stderr)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+USERS_ENV = "VIP_SMK_SERVE_USERS"  # same name as in vip_smk.server.__main__
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -95,8 +97,6 @@ class LocalServer:
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "vip_smk.server", "--host", self.host, "--port", str(self.requested_port),
                "--data-dir", str(self.data_dir), "--workers", str(self.workers)]
-        for u in self.user_specs:
-            cmd += ["--user", u]
         for d in self.apps_dirs:
             cmd += ["--apps-dir", d]
         if self.max_running is not None:
@@ -123,6 +123,9 @@ class LocalServer:
         logf = open(self.log_file, "ab")
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
+        env.pop(USERS_ENV, None)
+        if self.user_specs:  # through the environment: keys never in the process list
+            env[USERS_ENV] = "\n".join(self.user_specs)
         try:
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,

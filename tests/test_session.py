@@ -352,6 +352,13 @@ def test_properties_locking_defaults_and_backup_file(vip):
         VipSession(pipeline_id="NoSuchApp/9.9")
     with pytest.raises(ValueError, match="session name"):
         VipSession("bad name!")
+    # values naming local files of the dataset become VIP paths; others are sent as given, even
+    # when a file of that name exists outside the dataset
+    (vip.root / "other").mkdir()
+    s.input_settings = {"input_file": "data/sub/c.csv", "delimiter": "other"}
+    s.input_dir = "data"
+    assert s.input_settings == {"input_file": f"{s.vip_input_dir}/sub/c.csv", "delimiter": "other"}
+    del s.input_settings, s.input_dir
     # nothing is written before a step runs; every step writes it atomically
     assert not s.output_dir.exists()
     s.upload_inputs(input_dir="data")

@@ -272,6 +272,7 @@ class VipSession:
         self._client = client
         self._values: dict[str, Any] = dict.fromkeys(self._LOCKED)
         self._settings_raw: dict | None = None
+        self._abs_paths: dict[str, str] = {}  # local path values as given -> absolute paths
         self._workflows: dict[str, dict] = {}
         self._meta: dict[str, Any] = {}
         self._pipeline_cache = None
@@ -583,8 +584,8 @@ class VipSession:
                     v = os.fspath(v)
                 if isinstance(v, str) and v and not v.startswith(self._SERVER_PATH_PREFIX + "/"):
                     p = Path(v).expanduser()
-                    if p.exists():
-                        v = str(p.absolute())
+                    if p.exists():  # remember where it is (the CWD may change); value kept as given
+                        self._abs_paths[v] = str(p.absolute())
                 if v is None or (isinstance(v, str) and not v.strip()):
                     continue
                 if not isinstance(v, (str, int, float)):
@@ -600,7 +601,8 @@ class VipSession:
         # characters that VIP refuses (local paths still to be mapped to VIP are checked later)
         prefix = self._SERVER_PATH_PREFIX + "/"
         bad = [(n, v) for n, value in self._vip_settings(out).items() for v in _flatten(value)
-               if not (isinstance(v, str) and not v.startswith(prefix) and Path(v).is_absolute())]
+               if not (isinstance(v, str) and not v.startswith(prefix)
+                       and (v in self._abs_paths or Path(v).is_absolute()))]
         self._check_chars(bad)
         return out
 
@@ -622,7 +624,7 @@ class VipSession:
         local_dir, vip_dir = self.local_input_dir, self.vip_input_dir
         if local_dir is None or vip_dir is None:
             return v
-        p = Path(v)
+        p = Path(self._abs_paths.get(v, v))
         if not p.is_absolute():
             return v
         try:
@@ -823,7 +825,8 @@ class VipSession:
             for v in _flatten(value):
                 v = str(v)
                 if not v.startswith(self._SERVER_PATH_PREFIX + "/"):
-                    where = "is not in the input directory" if Path(v).exists() else "does not exist"
+                    where = ("is not in the input directory" if Path(self._abs_paths.get(v, v)).exists()
+                             else "does not exist")
                     absent.append(f"{name}: {v} ({where})")
                     continue
                 vp = PurePosixPath(v)

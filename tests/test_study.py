@@ -204,3 +204,10 @@ def test_stale_snakemake_lock_is_cleared_only_for_a_dead_run(tmp_path):
     assert json.loads(record.read_text())["pid"] > 0
     vs.forget_run(tmp_path)
     assert not record.exists()
+
+
+def test_dataset_that_cannot_be_uploaded_is_a_config_error(project, key_env):
+    (project / "data" / "mri" / "empty.csv").write_text("")
+    with pytest.raises(vs.StudyConfigError) as err:
+        load(base_config(key_env.url), project)
+    assert "dataset 'mri': datasets.mri: empty.csv: empty file" in str(err.value)

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
+from tqdm.auto import tqdm
+
 log = logging.getLogger(__name__)
 
 # What VIP accepts in input values (error 8009 otherwise) and in execution names (8019).
@@ -361,6 +363,17 @@ def _coerce(value: Any, ptype: str, where: str, key: str, errors: _Errors) -> An
     return value
 
 
+def _dataset_problems(root: Path) -> list[str]:
+    """What would make the dataset's upload fail (names VIP refuses, empty files, unreadable
+    entries), found without any network so that the dry run reports it."""
+    from vip_smk.transfer import check_local_tree
+
+    files, problems = check_local_tree(root)
+    if not files:
+        problems = [*problems, f"{root} holds no file"]
+    return problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+
+
 def load_study(
     config: Mapping[str, Any],
     workdir: str | os.PathLike | None = None,
@@ -405,6 +418,10 @@ def load_study(
             other = seen[spec["name"]]
             errors.add(where, "name", f"same name as a session of {other['origin']}: give one a name (study[i].name template or sessions:)")
         seen.setdefault(spec["name"], spec)
+    for ds in sorted({s["dataset"] for s in specs if s["dataset"] in datasets}):
+        if datasets[ds].is_dir():
+            for problem in _dataset_problems(datasets[ds]):
+                errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
     errors.raise_if_any()  # structural errors first: no server contacted for those
 
     if descriptors is None:
@@ -808,6 +825,24 @@ def _job_counts(ex) -> tuple[int, int]:
     return ok, failed
 
 
+_JOB_ACTIVE = {"initializing", "ready", "queued", "running", "submitted", "pending", "waiting"}
+
+
+def _progress(bar, executions) -> None:
+    """Jobs done / total over the session's executions (when VIP reports its jobs)."""
+    total = done = 0
+    for e in executions:
+        for j in (e.jobs or {}).values():
+            total += 1
+            status = str(j.get("status", "") if isinstance(j, Mapping) else j).lower()
+            done += status not in _JOB_ACTIVE
+    if total:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+
 def _poll(client, name: str, ids: list[str]) -> dict:
     """Statuses of `ids`: one `GET executions` for all of them (a direct GET only for one the
     listing does not show, VIP listing a limited number)."""
@@ -843,6 +878,7 @@ def wait_session(
     own = client is None
     client = client or connect(study)
     last: dict[str, str | None] = {}
+    bar = tqdm(desc=f"{name}: jobs done", unit="job", total=None, disable=None, leave=False)
     try:
         while True:
             try:
@@ -856,6 +892,7 @@ def wait_session(
                     if last.get(eid) != e.status:
                         log.info("session %s: execution %s is %s", name, eid, e.status)
                         last[eid] = e.status
+                _progress(bar, current.values())
                 if all(e.is_over for e in current.values()):
                     break
             if deadline and time.monotonic() > deadline:
@@ -881,6 +918,7 @@ def wait_session(
                 }
             )
     finally:
+        bar.close()
         if own:
             client.close()
     statuses = {d["status"] for d in details}

@@ -265,6 +265,7 @@ def test_launch_validation_codes(api):
     msg = assert_error(post({**ok, "inputValues": {"input_file": f, "delimiter": "$"}}), 8009)
     assert "delimiter" in msg
     assert_error(post({**ok, "inputValues": {"input_file": f + "|rm"}}), 8009)
+    assert_error(post({**ok, "inputValues": {"input_file": f, "delimiter": "a\nb"}}), 8009)
     msg = assert_error(post({**ok, "inputValues": {"input_file": d + "/absent.csv"}}), 8009)
     assert "absent.csv" in msg and "does not exist" in msg
     assert_error(post({**ok, "inputValues": {"input_file": f, "precision": "2.5"}}), 8009)

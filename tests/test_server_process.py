@@ -168,6 +168,8 @@ def test_fault_injection_statistics(make_server):
                 except requests.ConnectionError:
                     pass
     assert lost_but_done > 0
+    attached = LocalServer.attach(srv.data_dir)  # answers despite the faults
+    assert attached is not None and attached.pid == srv.pid
     # same seed, same decisions
     srv2 = make_server(fault_rate=rate, seed=7)
     seq = []

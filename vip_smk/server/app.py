@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 AUTH_HEADER = "apikey"
 CHUNK = 1 << 20
 # characters VIP accepts in input values (8009 otherwise) and in execution names (8019)
-VALUE_RE = re.compile(r"^[0-9.,A-Za-z\-+@/_():\s\[\]?&=]*$")
+VALUE_RE = re.compile(r"^[0-9.,A-Za-z\-+@/_(): \[\]?&=]*$")
 NAME_RE = re.compile(r"^[0-9A-Za-z\-_ ]+$")
 
 ERROR_MESSAGES = {

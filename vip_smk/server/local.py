@@ -32,12 +32,17 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _answers(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/rest/platform", timeout=timeout) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+def _answers(url: str, timeout: float = 2.0, tries: int = 1) -> bool:
+    """Does a VIP server answer at ``url``? Any HTTP reply counts (an injected 503 too)."""
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url + "/rest/platform", timeout=timeout) as r:
+                return r.status == 200
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return False
 
 
 class LocalServer:
@@ -232,7 +237,7 @@ class LocalServer:
             pid, url = int(info["pid"]), str(info["url"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _pid_alive(pid) or not _answers(url):
+        if not _pid_alive(pid) or not _answers(url, tries=5):
             return None
         srv = cls(data_dir, port=int(info.get("port", 0)))
         srv.url = url

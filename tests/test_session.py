@@ -711,3 +711,25 @@ def test_finish_keep_input_keep_output(vip):
     s.finish()
     assert not vip.client.exists(f"{API}/{s.session_name}")
     assert [p.name for p in _local_outputs(s.output_dir)] == ["b.csv.stats.txt"]
+
+
+def test_download_unzip_later_and_failed_workflow(vip):
+    """Tarballs kept with unzip=False are extracted by a later download_outputs(); a failed
+    execution is reported with its status and has nothing to download."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("tgz"), input_dir="data", pipeline_id="Smooth/1.0",
+                   input_settings={"input_file": "data/a.csv"})
+    s.run_session(refresh_time=0.1, unzip=False)
+    tgz, = _local_outputs(s.output_dir)
+    assert tgz.name == "a.csv--w3.tgz" and tgz.is_file()
+    s.download_outputs()
+    assert tgz.is_dir() and (tgz / "smoothed.csv").is_file()
+    s.finish()
+    f = VipSession(_name("fail"), input_dir="data", pipeline_id="Fail/1.0",
+                   input_settings={"message": "boom"})
+    f.upload_inputs().launch_pipeline().monitor_workflows(refresh_time=0.1)
+    assert [w["status"] for w in f.workflows.values()] == ["ExecutionFailed"]
+    f.download_outputs()
+    assert _local_outputs(f.output_dir) == []
+    f.finish()
+    assert not vip.client.exists(f"{API}/{f.session_name}")

@@ -31,7 +31,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -1215,21 +1214,23 @@ class VipSession:
         return Path(self.local_output_dir, *parts)
 
     def _extract(self, archive: Path) -> None:
+        """Extract a downloaded tarball left unextracted (e.g. by an interrupted call) into a
+        directory bearing its name, as VIP's client does (safe "data" filter)."""
         try:
             if not tarfile.is_tarfile(archive):
                 return
         except OSError:
             return
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=archive.parent))
+        from .transfer import extract_archive
+
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(tmp, filter="data")
-            archive.unlink()
-            os.replace(tmp, archive)  # a directory bearing the archive's name
-            self._info(f"\tExtracted: {archive.name}")
-        except Exception as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            refused = extract_archive(archive)
+        except (OSError, tarfile.TarError) as exc:
             self._warn(f"(!) Could not extract {archive}: {exc}")
+            return
+        for line in refused:
+            self._warn(f"(!) {line}")
+        self._info(f"\tExtracted: {archive.name}")
 
     @_vip_errors
     def run_session(self, update_files: bool = True, nb_runs: int = 1, refresh_time: float = 30,

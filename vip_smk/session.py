@@ -723,11 +723,27 @@ class VipSession:
         """GET each execution; update the inventory; return {id: Execution}."""
         from .client import NotFound
 
+        ids = list(ids)
+        fetched: dict[str, Any] = {}
+        if len(ids) > 1:  # many workflows: GET them in parallel on the client's pool
+            from concurrent.futures import ThreadPoolExecutor
+
+            def get(wid):
+                try:
+                    return self.client.execution(wid)
+                except NotFound as exc:
+                    return exc
+
+            workers = max(1, min(len(ids), int(getattr(self.client, "workers", 4) or 4)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="vip-session") as pool:
+                fetched = dict(zip(ids, pool.map(get, ids)))
         execs = {}
         for wid in ids:
             wf = self._workflows.setdefault(wid, {"status": None, "start": None, "outputs": []})
             try:
-                ex = self.client.execution(wid)
+                ex = fetched.get(wid) or self.client.execution(wid)
+                if isinstance(ex, NotFound):
+                    raise ex
             except NotFound:
                 self._warn(f"(!) Execution {wid} is unknown to VIP (deleted?): status Unknown.")
                 wf["status"] = "Unknown"

@@ -241,3 +241,51 @@ def test_keys_not_in_process_list_nor_in_jobs(make_server, tmp_path):
     assert "VIP_SMK_JOB=" in env and not any(k in env for k in keys)
     log = (srv.data_dir / "server.log").read_text()
     assert not any(k in log for k in keys)
+
+
+def _job_pids(eid):
+    marker = f"VIP_SMK_JOB={eid}/".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                env = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+                state = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and any(v.startswith(marker) for v in env):
+                pids.append(int(entry))
+    return pids
+
+
+def test_crash_recovery_kills_orphans_and_reruns(make_server):
+    srv = make_server(workers=1)
+    a = Api(srv.url, srv.users["alice"])
+    eid = a.launch("Sleep/1.0", {"duration": 20, "message": "after crash"})
+    a.wait(eid, until=lambda e: e["jobs"]["1"]["status"] == "Running")
+    deadline = time.monotonic() + 10
+    while not _job_pids(eid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    orphans = _job_pids(eid)
+    srv.kill()  # SIGKILL: no clean-up at all
+    assert all(os.path.exists(f"/proc/{p}") for p in orphans)  # the job outlived the server
+    srv2 = make_server(data_dir=srv.data_dir, users=srv.user_specs, workers=1)
+    b = Api(srv2.url, srv2.users["alice"])
+    deadline = time.monotonic() + 10
+    while any(p in _job_pids(eid) for p in orphans):
+        assert time.monotonic() < deadline, "the orphaned job was not killed"
+        time.sleep(0.05)
+    ex = b.wait(eid, until=lambda e: e["jobs"]["1"]["status"] == "Running")
+    assert ex["status"] == "Running"
+    assert b.put(f"/executions/{eid}/kill").status_code == 204
+    assert _job_pids(eid) == []
+
+
+def test_second_server_process_on_same_data_dir_exits(make_server):
+    srv = make_server()
+    out = subprocess.run([sys.executable, "-m", "vip_smk.server", "--port", "0", "--data-dir", str(srv.data_dir)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "already running" in out.stderr
+    assert requests.get(srv.url + "/rest/platform", timeout=T).status_code == 200
+    assert json.loads((srv.data_dir / "server.json").read_text())["pid"] == srv.pid

@@ -18,6 +18,7 @@ key printed once and stored in ``<data-dir>/apikey`` (mode 0600), and reused aft
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -99,6 +100,14 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"vip-smk serve: {e}", file=sys.stderr)
         return 2
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # one server per data dir: the lock is held as long as this process lives
+    lock_file = open(data_dir / "server.lock", "w")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"vip-smk serve: another server is already running on {data_dir}", file=sys.stderr)
+        return 1
     store = Store(data_dir)
     generated = None
     if users:

@@ -288,3 +288,27 @@ def test_users_are_isolated(vip_server, api):
     assert_error(bob.get(f"/path{d}.txt?action=content"), 8000)
     assert bob.put(f"/path{d}.txt", data=b"bob's").status_code == 201
     assert api.get(f"/path{d}.txt?action=content").content == b"alice only"
+
+
+def test_bad_upload_refused_before_the_body(vip_server, api):
+    """With Content-Length and "Expect: 100-continue", a bad target is refused without the body."""
+    import http.client
+    from urllib.parse import quote, urlsplit
+
+    d = uniq("early")
+    assert api.put(f"/path{d}.txt", data=b"x").status_code == 201
+    u = urlsplit(vip_server.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.putrequest("PUT", quote(f"/rest/path{d}.txt/inner.bin"))
+        conn.putheader("apikey", vip_server.api_key)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(10**9))
+        conn.putheader("Expect", "100-continue")
+        conn.endheaders()  # no body sent at all
+        r = conn.getresponse()
+        assert r.status == 400
+        assert r.getheader("content-type").startswith("application/json")
+        assert b'"errorCode":8000' in r.read()
+    finally:
+        conn.close()

@@ -230,6 +230,10 @@ class Api:
         return res
 
     async def _put_raw(self, request: Request, user: User, vip: str, res):
+        if request.headers.get("content-length"):
+            # a known, non-empty upload: check the target before receiving any byte (with
+            # "Expect: 100-continue" the client does not even send the body)
+            res = self._upload_target(user, vip, res)
         fd, tmp_name = _mkstemp(self.tmp_dir)
         tmp = Path(tmp_name)
         total = 0

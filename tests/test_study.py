@@ -4,6 +4,8 @@ Against the shared local VIP server (real HTTP on 127.0.0.1)."""
 from __future__ import annotations
 
 import copy
+import shutil
+import time
 import json
 import socket
 import subprocess
@@ -211,3 +213,43 @@ def test_dataset_that_cannot_be_uploaded_is_a_config_error(project, key_env):
     with pytest.raises(vs.StudyConfigError) as err:
         load(base_config(key_env.url), project)
     assert "dataset 'mri': datasets.mri: empty.csv: empty file" in str(err.value)
+
+
+def test_results_deleted_and_data_changed_then_no_stale_execution_reused(project, key_env):
+    """Without any local history (results/ deleted), a finished execution with the same
+    inputs is reused only if it ran on the input files as they are on VIP now."""
+    cfg = base_config(key_env.url)
+    cfg["study"] = []
+    cfg["sessions"] = {"st": {"dataset": "mri", "pipeline": "stats", "settings": {"input_file": "sub0.csv"}}}
+    st = load(cfg, project)
+    res = project / "results"
+    with VipClient(key_env.url, api_key=key_env.api_key) as c:
+        up = res / "datasets" / "mri" / "uploaded.json"
+        vs.upload_dataset(st, "mri", up, client=c)
+        first = vs.launch_session(st, "st", res / "st" / "launched.json", uploaded=up, client=c)
+        vs.wait_session(st, "st", res / "st" / "launched.json", res / "st" / "done.json", client=c)
+        shutil.rmtree(res)
+        again = vs.launch_session(st, "st", res / "st" / "launched.json", client=c)
+        assert again["adopted"] is True and again["executions"] == first["executions"]  # same data: reused
+        shutil.rmtree(res)
+        time.sleep(1.1)  # VIP's modification times are in seconds
+        (project / "data" / "mri" / "sub0.csv").write_text("a,b\n7,7\n")
+        vs.upload_dataset(st, "mri", up, client=c)
+        fresh = vs.launch_session(st, "st", res / "st" / "launched.json", uploaded=up, client=c)
+        assert fresh["adopted"] is False and fresh["executions"] != first["executions"]
+
+
+def test_dataset_file_changed_with_same_size_is_uploaded_again(project, key_env, tmp_path, caplog):
+    cfg = base_config(key_env.url)
+    st = load(cfg, project)
+    up = project / "results" / "datasets" / "mri" / "uploaded.json"
+    f = project / "data" / "mri" / "sub1.csv"
+    with VipClient(key_env.url, api_key=key_env.api_key) as c:
+        vs.upload_dataset(st, "mri", up, client=c)
+        up.unlink()  # as Snakemake does before rerunning the job
+        f.write_text(f.read_text().replace("1", "7"))  # same size, other content
+        with caplog.at_level("INFO", logger="vip_smk.study"):
+            vs.upload_dataset(st, "mri", up, client=c)
+        assert "sub1.csv changed (same size): sending it again" in caplog.text
+        c.download(f"{st.remote_dataset_dir('mri')}/sub1.csv", tmp_path / "back.csv")
+    assert (tmp_path / "back.csv").read_text() == f.read_text()

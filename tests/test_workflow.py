@@ -65,6 +65,8 @@ def run_smk(project: Path, *args: str, key: str | None = None, timeout: float = 
     )
     if check and proc.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    if key is not None:
+        assert key not in proc.stdout + proc.stderr, "the API key leaked into Snakemake's output"
     return proc
 
 

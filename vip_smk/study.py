@@ -600,7 +600,8 @@ def job_log(path: str | os.PathLike | None, level: int = logging.INFO) -> Iterat
     for h in handlers:
         h.setFormatter(fmt)
         h.setLevel(level)
-        h.addFilter(lambda record: record.thread == ident)
+        # this job's thread, and the transfer worker threads it starts (named vip-*)
+        h.addFilter(lambda record: record.thread == ident or record.threadName.startswith("vip-"))
         logger.addHandler(h)
     old_level = logger.level
     if logger.level == logging.NOTSET or logger.level > level:
@@ -633,12 +634,24 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
     local = study.datasets[dataset]
     remote = study.remote_dataset_dir(dataset)
     inventory = _dataset_inventory(local)
+    # The inventory of the last upload survives Snakemake's removal of the marker before a
+    # rerun: a file changed since then is sent again even if its size did not change.
+    last_file = Path(marker).parent / "inventory.json"
+    last = {f["path"]: f for f in read_json(last_file)["files"]} if last_file.exists() else None
     own = client is None
     client = client or connect(study)
     try:
         log.info("uploading dataset %s: %d file(s) from %s to %s", dataset, len(inventory), local, remote)
         client.mkdir(remote, parents=True)
-        client.upload_tree(local, remote)
+        # Without a previous inventory, files already on VIP are compared by checksum where
+        # VIP offers one (by size otherwise).
+        report = client.upload_tree(local, remote, checksum=last is None)
+        skipped = {str(Path(p).resolve()) for p in getattr(report, "skipped", [])}
+        for f in inventory:
+            before = (last or {}).get(f["path"])
+            if before and before != f and str((local / f["path"]).resolve()) in skipped:
+                log.info("dataset %s: %s changed (same size): sending it again", dataset, f["path"])
+                client.upload(local / f["path"], f"{remote}/{f['path']}")
     finally:
         if own:
             client.close()
@@ -655,6 +668,7 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
         "sessions": study.sessions_of_dataset(dataset),
     }
     write_json_atomic(marker, info)
+    write_json_atomic(last_file, {"dataset": dataset, "files": inventory})
     return info
 
 
@@ -709,9 +723,39 @@ def _running_in_study(study: Study, executions) -> int:
     return sum(1 for e in executions if e.name in names and e.is_running)
 
 
-def find_launched(study: Study, session: Session, executions, client, excluded: set[str]):
+def _input_files(session: Session) -> list[str]:
+    out = []
+    for v in session.input_values.values():
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, str) and x.startswith("/vip/"):
+                out.append(x)
+    return out
+
+
+def _newest_input_ms(client, session: Session) -> int | None:
+    """Server-side modification time (ms) of the session's newest input file: one listing per
+    folder. None when unknown."""
+    from vip_smk.client import VipError
+
+    wanted = set(_input_files(session))
+    newest = None
+    for parent in sorted({str(PurePosixPath(p).parent) for p in wanted}):
+        try:
+            infos = client.list(parent)
+        except VipError:
+            continue
+        for info in infos:
+            if info.path.rstrip("/") in wanted and info.last_modification_date:
+                ms = int(info.last_modification_date) * 1000
+                newest = ms if newest is None else max(newest, ms)
+    return newest
+
+
+def find_launched(study: Study, session: Session, executions, client, excluded: set[str],
+                  trusted: set[str] = frozenset()):
     """An execution already on VIP for this session: same name, pipeline and input values,
-    not failed/killed, not superseded. Newest first."""
+    not failed/killed, not superseded, and (unless recorded by this session's history with
+    the current data) started after its input files were last uploaded. Newest first."""
     found = []
     for e in executions:
         if e.name != session.name or e.identifier in excluded:
@@ -727,6 +771,13 @@ def find_launched(study: Study, session: Session, executions, client, excluded: 
         if e.is_running or e.status == _TERMINAL_OK:
             found.append(e)
     found.sort(key=lambda e: e.start_date or 0, reverse=True)
+    if found and found[0].identifier not in trusted:
+        newest = _newest_input_ms(client, session)
+        if newest is not None:
+            stale = [e for e in found if e.identifier not in trusted and (e.start_date or 0) < newest]
+            for e in stale:
+                log.info("session %s: execution %s ran on older input files: not reused", session.name, e.identifier)
+            found = [e for e in found if e not in stale]
     return found[0] if found else None
 
 
@@ -746,6 +797,7 @@ def launch_session(
     history_file = _history_path(marker)
     history = read_json(history_file) if history_file.exists() else []
     superseded = {eid for h in history if h.get("fingerprint") != fp for eid in h.get("executions", [])}
+    trusted = {eid for h in history if h.get("fingerprint") == fp for eid in h.get("executions", [])}
     own = client is None
     client = client or connect(study)
     poll = float(study.vip["poll_seconds"])
@@ -761,7 +813,7 @@ def launch_session(
         waited_since = None
         while True:
             executions = client.executions()
-            ex = find_launched(study, session, executions, client, superseded)
+            ex = find_launched(study, session, executions, client, superseded, trusted)
             if ex is not None:
                 adopted = True
                 log.info("session %s: execution %s already on VIP (%s): not launching again", name, ex.identifier, ex.status)

@@ -765,6 +765,11 @@ class VipSession:
     def _active_ids(self) -> list[str]:
         return [wid for wid, wf in self._workflows.items() if wf.get("status") != "Removed"]
 
+    def _pending_ids(self) -> list[str]:
+        """Workflows whose status may still change (terminal statuses are final on VIP)."""
+        return [wid for wid, wf in self._workflows.items()
+                if wf.get("status") is None or _is_running(wf.get("status"))]
+
     def _exists(self, path) -> bool:
         return bool(self.client.exists(str(path)))
 
@@ -1024,7 +1029,7 @@ class VipSession:
         if not self._workflows:
             self._info("This session has not yet launched any execution.")
             return self
-        ids = self._active_ids()
+        ids = self._pending_ids()
         execs = self._refresh(ids)
         self._save()
         running = [w for w in ids if _is_running(self._workflows[w]["status"])]
@@ -1132,14 +1137,16 @@ class VipSession:
             return self
         if init_timeout != 0:
             self._info("Updating workflows status ...")
-            ids = self._active_ids()
-            self._refresh(ids)
-            for wid in ids:
+            self._refresh(self._pending_ids())
+            for wid in self._active_ids():
                 wf = self._workflows[wid]
                 if wf["status"] not in get_status and not wf.get("outputs"):
                     continue
                 if _is_running(wf["status"]):
                     continue
+                outs = wf.get("outputs") or []
+                if outs and all("size" in o and "exists" in o for o in outs):
+                    continue  # the outputs of an execution that is over were already listed
                 try:
                     results = self.client.results(wid)
                 except Exception as exc:  # a workflow without results must not stop the others
@@ -1295,20 +1302,22 @@ class VipSession:
             users.append(f"{owner_name} (owner; its backup was not found)")
         return sorted(set(users))
 
-    def _delete(self, path: PurePosixPath, deadline: float) -> None:
+    def _delete(self, path: PurePosixPath, deadline: float) -> bool:
+        """Delete a VIP path and wait until it is gone; False if it is still there at the
+        deadline."""
         if not self._exists(path):
             self._info(f"\t{path}: already removed.")
-            return
-        self.client.delete(str(path), missing_ok=True,
-                           wait=max(0.0, min(30.0, deadline - time.monotonic())))
-        pause = 0.1
+            return True
+        self.client.delete(str(path), missing_ok=True, wait=0)
+        pause = 0.05
         while self._exists(path):
             if time.monotonic() >= deadline:
                 self._warn(f"(!) Timeout reached while removing {path}: it may still be on VIP.")
-                return
+                return False
             time.sleep(pause)
             pause = min(2.0, pause * 2)
         self._info(f"\t{path}: removed.")
+        return True
 
     @_vip_errors
     def finish(self, timeout: float = 300, keep_input: bool = False, keep_output: bool = False,
@@ -1319,7 +1328,7 @@ class VipSession:
         ``force_remove=True``.
         """
         self._info("\n=== FINISH ===\n")
-        ids = self._active_ids()
+        ids = self._pending_ids()
         if ids:
             self._refresh(ids)
             running = [w for w in ids if _is_running(self._workflows[w]["status"])]
@@ -1353,8 +1362,7 @@ class VipSession:
         if not keep_input and not keep_output and not users and under(vin, root) and under(vout, root):
             targets = [root]  # the whole session folder, as VIP's client does
         self._info("Removing session data\n----------------")
-        for target in targets:
-            self._delete(target, deadline)
+        kept = [t for t in targets if not self._delete(t, deadline)]
         if not keep_input and not users and vin is not None and not own_inputs:
             # borrowed inputs removed: drop the owner's session folder if now empty
             parent = vin.parent
@@ -1368,9 +1376,11 @@ class VipSession:
                 if not self.client.list(str(root)):
                     self._delete(root, deadline)
         self._info("----------------\nUpdating workflows status")
+        removed = [t for t in targets if t not in kept]
         for wid in self._active_ids():
             outs = self._workflows[wid].get("outputs") or []
-            if not outs or not self._exists(PurePosixPath(outs[0]["path"]).parent):
+            parent = PurePosixPath(outs[0]["path"]).parent if outs else None
+            if parent is None or any(under(parent, t) for t in removed) or not self._exists(parent):
                 self._workflows[wid]["status"] = "Removed"
         # a session that keeps its inputs still claims them (other sessions will not delete them)
         self._meta["finished"] = not keep_input

@@ -733,3 +733,24 @@ def test_download_unzip_later_and_failed_workflow(vip):
     assert _local_outputs(f.output_dir) == []
     f.finish()
     assert not vip.client.exists(f"{API}/{f.session_name}")
+
+
+def test_get_inputs_rules(vip):
+    """get_inputs as in vip-client: copies pipeline/settings on request, no-op when already
+    shared, FileExistsError if the session has its own inputs on VIP, FileNotFoundError if the
+    other session's inputs are gone."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    a = VipSession(_name("a"), input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/a.csv"}).upload_inputs()
+    b = VipSession(_name("b")).get_inputs(a, get_pipeline=True, get_settings=True)
+    assert b.pipeline_id == a.pipeline_id and b.input_settings == a.input_settings
+    assert b.get_inputs(a) is b  # already shared: no-op
+    c = VipSession(_name("c"), input_dir="data").upload_inputs()
+    with pytest.raises(FileExistsError):
+        c.get_inputs(a)
+    c.finish()
+    b.finish()
+    a.finish()
+    with pytest.raises(FileNotFoundError):
+        VipSession(_name("d")).get_inputs(a)
+    assert not vip.client.exists(f"{API}/{a.session_name}")

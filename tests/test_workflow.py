@@ -98,6 +98,13 @@ def test_demo_study_embedded_local_server(tmp_path):
         key = (local / "apikey").read_text().strip()
         assert len(key) >= 16
 
+        # one core: every upload and launch before any waiting (rule priorities)
+        log = first.stdout + first.stderr
+        launches = [i for i in range(len(log)) if log.startswith("rule launch_session:", i)]
+        waits = [i for i in range(len(log)) if log.startswith("rule wait_and_download:", i)]
+        assert len(launches) == len(waits) >= 4 and max(launches) < min(waits)
+        assert log.index("rule upload_dataset:") < min(launches)
+
         rows = summary(project)
         sessions = set(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["sessions"])
         assert len(rows) >= 4 and sessions <= set(rows)

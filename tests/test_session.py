@@ -223,6 +223,18 @@ def test_readme_two_sessions_same_dataset_get_inputs(vip):
     settings_B = {"input_file": "./data/a.csv", "precision": 4}
     # Connect to VIP
     VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    # Without get_inputs: each session uploads (and removes) the dataset
+    # Run Session A with settings A and finish
+    session_a = VipSession(input_dir=my_dataset, pipeline_id="TextStats/1.0", input_settings=settings_A
+                           ).run_session(refresh_time=0.1).finish()
+    # Run Session B with settings B and finish
+    session_b = VipSession(input_dir=my_dataset, pipeline_id="TextStats/1.0", input_settings=settings_B
+                           ).run_session(refresh_time=0.1).finish()
+    for s in (session_a, session_b):
+        assert len(_local_outputs(s.output_dir)) == 1
+        assert not vip.client.exists(f"{API}/{s.session_name}")
+
+    # With get_inputs
     # Run Session A
     session_a = VipSession(input_dir=my_dataset, pipeline_id="TextStats/1.0", input_settings=settings_A
                            ).run_session(refresh_time=0.1)  # Do not run `finish()` until the entire process is over.

@@ -63,13 +63,28 @@ def _make_executor(pipeline: Pipeline, invocation: dict, workdir: Path):
 
 
 def _group_alive(pgid: int) -> bool:
+    """Is any non-zombie process left in the process group ``pgid``?"""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # zombies count as gone (their parent may be slow to reap them)
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def _kill_group(pgid: int, grace: float = 1.0) -> None:
@@ -194,6 +209,9 @@ class Engine:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
+        for p in procs:  # the whole group is gone (not just the shell) before we answer
+            while _group_alive(p.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
         self._maybe_finish(eid)
 
     # ------------------------------------------------------------ running

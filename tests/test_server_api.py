@@ -312,3 +312,11 @@ def test_bad_upload_refused_before_the_body(vip_server, api):
         assert b'"errorCode":8000' in r.read()
     finally:
         conn.close()
+
+
+def test_file_system_errors_are_vip_errors(api):
+    r = api.put(f"/path/vip/Home/{'n' * 300}.txt", data=b"x")  # name too long for the file system
+    assert_error(r, 8000)
+    assert "too long" in r.json()["errorMessage"].lower()
+    assert "/users/" not in r.json()["errorMessage"]  # no server-side path
+    assert api.get(f"/path/vip/Home/{'n' * 300}?action=exists").json() == {"exists": False}

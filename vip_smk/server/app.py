@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import io
 import itertools
@@ -164,7 +165,10 @@ class Api:
                 if e.code == 8013:
                     raise
                 return JSONResponse({"exists": False})
-            ok = res.local is None or res.local.exists()
+            try:
+                ok = res.local is None or res.local.exists()
+            except OSError:  # e.g. a name too long to exist
+                ok = False
             return JSONResponse({"exists": bool(ok)})
         res = self.store.resolve(user.name, vip)
         if res.local is not None and not res.local.exists():
@@ -615,11 +619,19 @@ def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], conf
             return error_response(8001, f"Method {request.method} not supported on {request.url.path}", 405)
         return error_response(8000, str(exc.detail), exc.status_code)
 
+    async def on_os_error(request, exc: OSError):
+        # e.g. a name too long for the file system, a full disk: the request's fault or the
+        # disk's, not a server crash (no local path in the message)
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 400
+        return error_response(8000, f"File system error: {exc.strerror or type(exc).__name__}", status)
+
     async def on_error(request, exc: Exception):
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(8000, f"Internal server error: {type(exc).__name__}", 500)
 
     return Starlette(
         routes=routes,
-        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error, Exception: on_error},
+        exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
+                            OSError: on_os_error, Exception: on_error},
     )

@@ -122,22 +122,37 @@ _done(time.perf_counter() - t0)
 # ------------------------------------------------------------------------------ helpers
 
 
+TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+
+
 def run_child(cmd: list[str], env: dict) -> dict:
-    """Run a side; return its JSON line, plus wall time and the peak RSS of its process."""
+    """Run a side; return its JSON line (Python children) plus wall time and peak RSS.
+
+    Peak RSS: a Python child reports its own VmHWM; curl is run under /usr/bin/time (%M), as
+    the rusage of a child forked from this (bigger) process would count the parent's pages."""
+    measured = list(cmd)
+    rss_file = None
+    if cmd[0] == "curl" and TIME_BIN:
+        fd, rss_file = tempfile.mkstemp(prefix="rss-")
+        os.close(fd)
+        measured = [TIME_BIN, "-f", "%M", "-o", rss_file] + cmd
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
+    p = subprocess.run(measured, capture_output=True, env=env, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} {' '.join(cmd[3:] if cmd[1] == '-c' else cmd[1:])} failed ({p.returncode}):\n{err[-2000:]}")
-    line = [x for x in out.splitlines() if x.startswith("{")]
+        shown = " ".join(cmd[3:] if cmd[1] == "-c" else cmd[1:])
+        raise RuntimeError(f"{cmd[0]} {shown} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    line = [x for x in p.stdout.splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {}
     res.setdefault("seconds", wall)
     res["wall"] = wall
-    res["rss_mb"] = usage.ru_maxrss / 1024
+    if "hwm_kb" in res:
+        res["rss_mb"] = res["hwm_kb"] / 1024
+    elif rss_file:
+        res["rss_mb"] = int(Path(rss_file).read_text().split()[-1]) / 1024
+        os.unlink(rss_file)
+    else:
+        res["rss_mb"] = float("nan")
     return res
 
 
@@ -183,7 +198,11 @@ def ensure_vip_client(work: Path) -> Path:
 
 
 def fmt_s(x: float | None) -> str:
-    return "-" if x is None else f"{x:8.2f}s"
+    return "-" if x is None else f"{x:.2f}s"
+
+
+def fmt_x(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------ main
@@ -191,11 +210,15 @@ def fmt_s(x: float | None) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="200 files, 100 MB (a few seconds)")
+    ap.add_argument("--quick", action="store_true", help="200 files, 100 MB (about a minute)")
     ap.add_argument("--files", type=int, default=None)
     ap.add_argument("--file-kb", type=int, default=10)
     ap.add_argument("--big-mb", type=int, default=None)
     ap.add_argument("--workers", type=int, default=8, help="vip-smk workers (default: the client default, 8)")
+    ap.add_argument("--tuned-workers", type=int, default=32,
+                    help="also run (a) with this many workers (0: skip)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="(b) runs per side for vip-smk and curl, best time kept (default 3)")
     ap.add_argument("--workdir", default=None, help="keep the venv and data here (reused)")
     ap.add_argument("--keep", action="store_true", help="do not delete the work dir")
     ap.add_argument("--no-latency", action="store_true", help="skip the --latency 30 server")
@@ -220,17 +243,17 @@ def main() -> int:
     big_sha = sha256(big)
     n_dirs = len({p.parent for p in small.rglob("*.dat")})
     print(f"data: {n_files} x {args.file_kb} KB in {n_dirs} folders; 1 x {big_mb} MB; "
-          f"work dir {work}", flush=True)
+          f"work dir {work}; load average {os.getloadavg()[0]:.1f}", flush=True)
 
     key = secrets.token_urlsafe(18)
     env = {**os.environ, "VIP_API_KEY": key, "PYTHONPATH": str(HERE.parent)}
     curl_hdr = work / "curl-headers"
     curl_hdr.write_text(f"apikey: {key}\n")
     curl_hdr.chmod(0o600)
-    rows: list[tuple] = []
+    table: list[list[str]] = []
+    resync: list[list[str]] = []
     verdicts: list[str] = []
-    latencies = [0] if args.no_latency else [0, 30]
-    for lat in latencies:
+    for lat in ([0] if args.no_latency else [0, 30]):
         label = "bare" if lat == 0 else f"latency {lat}ms"
         srv_dir = work / f"server-{lat}"
         shutil.rmtree(srv_dir, ignore_errors=True)
@@ -240,22 +263,35 @@ def main() -> int:
             smk = [sys.executable, "-c", SMK_CHILD]
             vc = [str(vc_py), "-c", VC_CHILD] if vc_py else None
             res: dict[str, dict] = {}
-
-            def side(name, cmd, *argv):
-                r = run_child(cmd + [str(a) for a in argv], env)
-                res[name] = r
-                print(f"  [{label}] {name:<22} {r['seconds']:7.2f}s  requests {r.get('requests', '-'):>5}"
-                      f"  sent {r.get('bytes_sent', 0) / 1e6:9.2f} MB  rss {r['rss_mb']:7.1f} MB", flush=True)
-                return r
-
-            # (a) small files up and down, then (c) re-sync
             out = work / "out"
             shutil.rmtree(out, ignore_errors=True)
-            side("smk a-up", smk, "up_tree", url, small, "/vip/Home/smk/small", args.workers)
-            side("smk a-down", smk, "down_tree", url, "/vip/Home/smk/small", out / "smk-small", args.workers)
-            assert tree_digest(out / "smk-small") == small_digest, "vip-smk small tree differs"
-            side("smk c-up", smk, "up_tree", url, small, "/vip/Home/smk/small", args.workers)
-            side("smk c-down", smk, "down_tree", url, "/vip/Home/smk/small", out / "smk-small", args.workers)
+
+            def side(name, cmd, *argv, repeat=1, before=None):
+                best = None
+                for _ in range(repeat):
+                    if before:
+                        before()
+                    r = run_child(cmd + [str(a) for a in argv], env)
+                    if best is None or r["seconds"] < best["seconds"]:
+                        r["rss_mb"] = max(r["rss_mb"], best["rss_mb"]) if best else r["rss_mb"]
+                        best = r
+                res[name] = best
+                print(f"  [{label}] {name:<16} {best['seconds']:7.2f}s  requests {best.get('requests', '-'):>5}"
+                      f"  sent {best.get('bytes_sent', 0) / 1e6:9.2f} MB  peak RSS {best['rss_mb']:7.1f} MB",
+                      flush=True)
+                return best
+
+            # (a) small files up and down, then (c) re-sync, for vip-smk (default and tuned workers)
+            variants = [("smk", args.workers)]
+            if args.tuned_workers and args.tuned_workers != args.workers:
+                variants.append((f"smk-w{args.tuned_workers}", args.tuned_workers))
+            for tag, w in variants:
+                remote = f"/vip/Home/{tag}/small"
+                side(f"{tag} a-up", smk, "up_tree", url, small, remote, w)
+                side(f"{tag} a-down", smk, "down_tree", url, remote, out / f"{tag}-small", w)
+                assert tree_digest(out / f"{tag}-small") == small_digest, f"{tag}: small tree differs"
+                side(f"{tag} c-up", smk, "up_tree", url, small, remote, w)
+                side(f"{tag} c-down", smk, "down_tree", url, remote, out / f"{tag}-small", w)
             if vc:
                 side("vc a-up", vc, "up_tree", url, small, out / "vc-session", "bench")
                 vc_dir = "/vip/Home/API/bench/INPUTS"
@@ -264,17 +300,22 @@ def main() -> int:
                 side("vc c-up", vc, "up_tree", url, small, out / "vc-session", "bench")
                 side("vc c-down", vc, "down_tree", url, vc_dir, out / "vc-small", "-")
             # (b) one big file up and down
-            side("smk b-up", smk, "up_file", url, big, "/vip/Home/smk/big/big.bin", args.workers)
-            side("smk b-down", smk, "down_file", url, "/vip/Home/smk/big/big.bin", out / "smk-big.bin", args.workers)
+            rm = lambda p: (lambda: Path(p).unlink(missing_ok=True))  # noqa: E731
+            side("smk b-up", smk, "up_file", url, big, "/vip/Home/smk/big/big.bin", args.workers,
+                 repeat=args.repeat)
+            side("smk b-down", smk, "down_file", url, "/vip/Home/smk/big/big.bin", out / "smk-big.bin",
+                 args.workers, repeat=args.repeat, before=rm(out / "smk-big.bin"))
             assert sha256(out / "smk-big.bin") == big_sha, "vip-smk big file differs"
             (out / "smk-big.bin").unlink()
             base = f"{url}/rest/path/vip/Home/curl"
             subprocess.run(["curl", "-sf", "-X", "PUT", "-H", f"@{curl_hdr}", "-H", "Content-Length: 0",
                             f"{base}/"], check=True, capture_output=True)
             side("curl b-up", ["curl", "-sS", "-f", "-o", "/dev/null", "-H", f"@{curl_hdr}", "-H",
-                               "Content-Type: application/octet-stream", "-T", str(big), f"{base}/big.bin"])
+                               "Content-Type: application/octet-stream", "-T", str(big), f"{base}/big.bin"],
+                 repeat=args.repeat)
             side("curl b-down", ["curl", "-sS", "-f", "-H", f"@{curl_hdr}", "-o", str(out / "curl-big.bin"),
-                                 f"{base}/big.bin?action=content"])
+                                 f"{base}/big.bin?action=content"], repeat=args.repeat,
+                 before=rm(out / "curl-big.bin"))
             assert sha256(out / "curl-big.bin") == big_sha, "curl big file differs"
             (out / "curl-big.bin").unlink()
             if vc:
@@ -287,65 +328,63 @@ def main() -> int:
         def t(name):
             return res[name]["seconds"] if name in res else None
 
-        def ratio(a, b):
-            return None if a is None or b is None or a == 0 else b / a
+        def div(a, b):
+            return None if a is None or b is None or b == 0 else a / b
 
-        a_smk = t("smk a-up") + t("smk a-down")
-        a_vc = (t("vc a-up") + t("vc a-down")) if vc_py else None
-        rows.append((label, "(a) up", t("smk a-up"), t("vc a-up"), None, ratio(t("smk a-up"), t("vc a-up")), None))
-        rows.append((label, "(a) down", t("smk a-down"), t("vc a-down"), None, ratio(t("smk a-down"), t("vc a-down")), None))
-        rows.append((label, "(a) up+down", a_smk, a_vc, None, ratio(a_smk, a_vc), None))
+        for tag, w in variants:
+            up_down = t(f"{tag} a-up") + t(f"{tag} a-down")
+            vc_ud = (t("vc a-up") + t("vc a-down")) if vc_py else None
+            for case, s_, v_ in (("up", t(f"{tag} a-up"), t("vc a-up")),
+                                 ("down", t(f"{tag} a-down"), t("vc a-down")),
+                                 ("up+down", up_down, vc_ud)):
+                table.append([label, f"(a) {case}", f"w={w}", fmt_s(s_), fmt_s(v_), "-",
+                              fmt_x(div(v_, s_)) + "x" if v_ else "-", "-", "-", "-", "-"])
+            if vc_ud:
+                r = vc_ud / up_down
+                verdicts.append(f"[{label}] (a) w={w}: vip-client/vip-smk up+down = {r:.1f}x (goal >= 10x): "
+                                f"{'OK' if r >= 10 else 'MISSED'}")
         for d in ("up", "down"):
-            rows.append((label, f"(b) {d}", t(f"smk b-{d}"), t(f"vc b-{d}"), t(f"curl b-{d}"),
-                         ratio(t(f"smk b-{d}"), t(f"vc b-{d}")),
-                         (t(f"smk b-{d}") / t(f"curl b-{d}")),
-                         res[f"smk b-{d}"]["rss_mb"], res.get(f"vc b-{d}", {}).get("rss_mb"),
-                         res[f"curl b-{d}"]["rss_mb"]))
-        resync = {k: res[k] for k in ("smk c-up", "smk c-down", "vc c-up", "vc c-down") if k in res}
-        # verdicts
-        if a_vc:
-            verdicts.append(f"[{label}] (a) up+down vip-client/vip-smk = {a_vc / a_smk:.1f}x "
-                            f"(goal >= 10x): {'OK' if a_vc / a_smk >= 10 else 'MISSED'}")
-        for d in ("up", "down"):
-            r = t(f"smk b-{d}") / t(f"curl b-{d}")
-            rss = res[f"smk b-{d}"]["rss_mb"]
-            verdicts.append(f"[{label}] (b) {d}: vip-smk/curl = {r:.2f} (goal <= 1.3): "
-                            f"{'OK' if r <= 1.3 else 'MISSED'}; peak RSS {rss:.0f} MB (goal <= 100): "
-                            f"{'OK' if rss <= 100 else 'MISSED'}")
-        for k in ("smk c-up", "smk c-down"):
-            r = res[k]
-            verdicts.append(f"[{label}] (c) {k[6:]}: {r['bytes_sent']} bytes sent, {r['requests']} requests "
-                            f"for {n_dirs} folders (+1 root) (goal 0 bytes, <= 1 per folder): "
-                            f"{'OK' if r['bytes_sent'] == 0 and r['requests'] <= n_dirs + 1 else 'MISSED'}")
-        rows.append((label, "resync", resync))
+            s_, v_, c_ = t(f"smk b-{d}"), t(f"vc b-{d}"), t(f"curl b-{d}")
+            rs = res[f"smk b-{d}"]["rss_mb"]
+            table.append([label, f"(b) {d}", f"w={args.workers}", fmt_s(s_), fmt_s(v_), fmt_s(c_),
+                          fmt_x(div(v_, s_)) + "x" if v_ else "-", fmt_x(div(s_, c_), 2),
+                          f"{rs:.0f}M", f"{res[f'vc b-{d}']['rss_mb']:.0f}M" if v_ else "-",
+                          f"{res[f'curl b-{d}']['rss_mb']:.0f}M"])
+            r = s_ / c_
+            verdicts.append(f"[{label}] (b) {d}: vip-smk/curl = {r:.2f} (goal <= 1.3): {'OK' if r <= 1.3 else 'MISSED'};"
+                            f" vip-smk peak RSS {rs:.0f} MB (goal <= 100): {'OK' if rs <= 100 else 'MISSED'}")
+        for k in [f"{tag} c-{d}" for tag, _ in variants for d in ("up", "down")] + ["vc c-up", "vc c-down"]:
+            if k in res:
+                r = res[k]
+                resync.append([label, k, fmt_s(r["seconds"]), str(r["requests"]), str(r["bytes_sent"])])
+                if k.startswith("smk "):
+                    ok = r["bytes_sent"] == 0 and r["requests"] <= n_dirs + 1
+                    verdicts.append(f"[{label}] (c) {k[4:]}: {r['bytes_sent']} bytes sent, {r['requests']} "
+                                    f"requests for {n_dirs} folders + the root (goal 0 bytes, <= 1 request "
+                                    f"per folder): {'OK' if ok else 'MISSED'}")
 
     # ---------------------------------------------------------------- table
     print()
-    print(f"(a) {n_files} files x {args.file_kb} KB in {n_dirs} folders; (b) 1 file of {big_mb} MB; "
-          f"vip-smk workers={args.workers}")
-    hdr = f"{'server':<15} {'case':<12} {'vip-smk':>9} {'vip-client':>10} {'curl':>9} {'vc/smk':>7} {'smk/curl':>8} " \
-          f"{'RSS smk':>8} {'RSS vc':>8} {'RSS curl':>8}"
-    print(hdr)
-    print("-" * len(hdr))
-    for row in rows:
-        if row[1] == "resync":
-            continue
-        label, case, s, v, c, r_vc, r_curl, *rss = row + (None,) * (10 - len(row))
-        rss_txt = " ".join(f"{x:7.0f}M" if x is not None else f"{'-':>8}" for x in rss[:3]) if rss and rss[0] else ""
-        print(f"{label:<15} {case:<12} {fmt_s(s):>9} {fmt_s(v):>10} {fmt_s(c):>9} "
-              f"{(f'{r_vc:6.1f}x' if r_vc else '-'):>7} {(f'{r_curl:7.2f}' if r_curl else '-'):>8} {rss_txt}")
+    print(f"(a) {n_files} files x {args.file_kb} KB in {n_dirs} folders; (b) 1 file of {big_mb} MB "
+          f"(best of {args.repeat} for vip-smk and curl); times measured inside each client process")
+    head = ["server", "case", "smk", "vip-smk", "vip-client", "curl", "vc/smk", "smk/curl",
+            "RSS smk", "RSS vc", "RSS curl"]
+    widths = [max(len(head[i]), *(len(r[i]) for r in table)) for i in range(len(head))]
+    print("  ".join(h.ljust(w) if i < 3 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
+    print("-" * (sum(widths) + 2 * len(widths)))
+    for row in table:
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     print()
     print(f"(c) re-sync of (a), unchanged ({n_dirs} folders):")
-    print(f"{'server':<15} {'side':<14} {'time':>9} {'requests':>9} {'bytes sent':>11}")
-    for row in rows:
-        if row[1] != "resync":
-            continue
-        for k, r in row[2].items():
-            print(f"{row[0]:<15} {k:<14} {fmt_s(r['seconds']):>9} {r['requests']:>9} {r['bytes_sent']:>11}")
+    head = ["server", "side", "time", "requests", "bytes sent"]
+    widths = [max(len(head[i]), *(len(r[i]) for r in resync)) for i in range(len(head))]
+    print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
+    for row in resync:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
     print()
     for v in verdicts:
         print(v)
-    print(f"\ntotal bench time {time.perf_counter() - t_start:.0f} s")
+    print(f"\ntotal bench time {time.perf_counter() - t_start:.0f} s; load average {os.getloadavg()[0]:.1f}")
     if not args.keep and not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

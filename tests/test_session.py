@@ -241,6 +241,10 @@ def test_readme_two_sessions_same_dataset_get_inputs(vip):
     # Create Session B using the same inputs as Session A
     session_b = VipSession(pipeline_id="TextStats/1.0", input_settings=settings_B)
     session_b.get_inputs(session_a)
+    # server side: the files of A's inputs in the server's storage, untouched by B's run
+    stored = Path(vip.server.data_dir, "users", "alice", "Home", "API", session_a.session_name, "INPUTS")
+    before = {p: p.stat().st_mtime_ns for p in stored.rglob("*") if p.is_file()}
+    assert len(before) == 3
     # Run Session B and finish
     puts = []
     hook = lambda r, *a, **k: puts.append(r.request.url) if r.request.method == "PUT" else None  # noqa: E731
@@ -248,6 +252,7 @@ def test_readme_two_sessions_same_dataset_get_inputs(vip):
     session_b.run_session(refresh_time=0.1).finish()
     session_b.client.session.hooks["response"].remove(hook)
     assert not [u for u in puts if "/INPUTS" in u]  # nothing re-sent into A's inputs
+    assert {p: p.stat().st_mtime_ns for p in stored.rglob("*") if p.is_file()} == before
     # Session B used A's inputs: the dataset was uploaded once, B's VIP folder had no INPUTS
     assert session_b.vip_input_dir == session_a.vip_input_dir
     assert _uploaded(vip, session_a.vip_input_dir) == {"a.csv", "b.csv", "sub/c.csv"}

@@ -877,7 +877,7 @@ class VipSession:
         if self.local_input_dir is None:
             raise ValueError("No input directory: upload_inputs(input_dir=...).")
         local = Path(self.local_input_dir)
-        if self._exists(self.vip_input_dir) and not update_files:
+        if not update_files and self._exists(self.vip_input_dir):
             self._info("Skipped: there are already input data on VIP.")
             return self
         if not local.is_dir():

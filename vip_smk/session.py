@@ -1163,7 +1163,7 @@ class VipSession:
             self._info(f"No execution with status {', '.join(get_status)}.")
             return self
         pairs: list[tuple[str, Path]] = []
-        expected: list[tuple[Path, Any]] = []
+        expected: dict[Path, Any] = {}  # local path -> expected size
         for i, wid in enumerate(selected, 1):
             wf = self._workflows[wid]
             self._info(f"[{i}/{len(selected)}] Outputs from: {wid} | Started on: {wf.get('start')} "
@@ -1173,7 +1173,7 @@ class VipSession:
                     continue
                 local = self._local_output_path(out["path"])
                 size = out.get("size")
-                expected.append((local, size))
+                expected[local] = size
                 if local.is_dir():
                     continue  # an extracted tarball
                 if local.is_file() and (size is None or local.stat().st_size == size):
@@ -1181,13 +1181,13 @@ class VipSession:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 pairs.append((out["path"], local))
         if pairs:
-            total = sum(int(self._size_of(p[1], expected) or 0) for p in pairs)
+            total = sum(int(expected[local] or 0) for _, local in pairs)
             self._info(f"Downloading {len(pairs)} file(s) ({_fmt_size(total)}) ...")
             from .client import PathInfo
 
             items = []
             for vip, local in pairs:
-                size = self._size_of(local, expected)
+                size = expected[local]
                 items.append((PathInfo(path=vip, size=size) if size is not None else vip, local))
             try:
                 self.client.download_files(items, extract=unzip,
@@ -1196,7 +1196,7 @@ class VipSession:
                 logger.debug("download_outputs %s: %s", self.session_name, exc)
             failed: list[str] = []
             for vip, local in pairs:
-                size = self._size_of(local, expected)
+                size = expected[local]
                 if local.is_dir():
                     continue
                 if not local.is_file() or (size is not None and local.stat().st_size != size):
@@ -1209,7 +1209,7 @@ class VipSession:
         else:
             self._info("All outputs are already here.")
         if unzip:
-            for local, _ in expected:
+            for local in expected:
                 if local.is_file():
                     self._extract(local)
         self._save(announce=True)
@@ -1217,13 +1217,6 @@ class VipSession:
 
     # the spelling used in VIP's own README example
     download_ouputs = download_outputs
-
-    @staticmethod
-    def _size_of(local: Path, expected: list[tuple[Path, Any]]) -> int | None:
-        for p, size in expected:
-            if p == local:
-                return size
-        return None
 
     def _local_output_path(self, vip_path: str) -> Path:
         vp = PurePosixPath(vip_path)

@@ -253,3 +253,12 @@ def test_dataset_file_changed_with_same_size_is_uploaded_again(project, key_env,
         assert "sub1.csv changed (same size): sending it again" in caplog.text
         c.download(f"{st.remote_dataset_dir('mri')}/sub1.csv", tmp_path / "back.csv")
     assert (tmp_path / "back.csv").read_text() == f.read_text()
+
+
+def test_schema_requires_a_study_name_and_fills_defaults():
+    cfg = {"datasets": {"d": "x"}, "pipelines": {"p": {"id": "A/1"}}}
+    with pytest.raises(Exception, match="'name' is a required property"):
+        validate(copy.deepcopy(cfg), SCHEMA, set_default=True)
+    cfg["name"] = "s"
+    validate(cfg, SCHEMA, set_default=True)
+    assert cfg["vip"]["url"] == "local" and cfg["vip"]["poll_seconds"] == 30 and cfg["study"] == []

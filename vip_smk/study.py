@@ -385,10 +385,12 @@ def load_study(
     Raises StudyConfigError listing every mistake."""
     wd = Path(workdir or os.getcwd()).resolve()
     vip = {**_VIP_DEFAULTS, **(config.get("vip") or {})}
-    name = config.get("name") or "study"
+    name = config.get("name") or ""
     errors = _Errors()
 
-    if not _NAME_OK.match(name):
+    if not name:
+        errors.add("study", "name", "required (the study's VIP folder is <vip.root>/<name>/)")
+    elif not _NAME_OK.match(name):
         errors.add("study", "name", f"{name!r}: use letters, digits, '-' and '_' only")
     datasets: dict[str, Path] = {}
     for ds, d in (config.get("datasets") or {}).items():

@@ -475,7 +475,7 @@ def test_defect4_queued_counts_as_running(vip, make_server):
         direct = VipClient(srv.url, srv.api_key)
         VipSession.init(api_key=srv.api_key, vip_portal_url=relay.url, verbose=False)
         blocker = VipSession(_name("blocker"), input_dir="data", pipeline_id="Sleep/1.0",
-                             input_settings={"duration": 1.5}).launch_pipeline()
+                             input_settings={"duration": 2.5}).launch_pipeline()
         time.sleep(0.3)  # the blocker occupies the only worker
         s = VipSession(_name("queued"), input_dir="data", pipeline_id="Sleep/1.0",
                        input_settings={"duration": 0.1})

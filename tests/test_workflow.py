@@ -270,6 +270,17 @@ def test_capacity_failures_and_cleanup(tmp_path, make_server):
         assert (res / "datasets" / "demo" / "finished").is_file()
         assert not c.exists("/vip/Home/API/t/datasets/demo")
 
+    # a session added after the cleanup: its dataset is uploaded again, then removed again
+    sessions["late"] = {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject02.csv"}}
+    write_config(project, study_config(srv, sessions, cleanup=True))
+    out = run_smk(project, key=srv.api_key)
+    assert "dataset demo is no longer on VIP" in out.stderr
+    assert summary(project)["late"]["status"] == "Finished"
+    assert (res / "late" / "outputs" / "subject02.csv.stats.txt").is_file()
+    with client_for(srv) as c:
+        assert c.count_executions() == 4
+        assert not c.exists("/vip/Home/API/t/datasets/demo")
+
 
 def test_max_running_caps_executions_in_flight(tmp_path, make_server):
     srv = make_server()

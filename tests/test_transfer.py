@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -85,12 +86,28 @@ def test_resync_one_list_per_directory(client, vip_dir, tmp_path):
     (tmp_path / "src" / "sub-02" / "big.bin").write_bytes(b"shorter now")
     third = client.upload_tree(tmp_path / "src", vip_dir)
     assert third.files_transferred == 2 and third.bytes_transferred == len("new file") + len("shorter now")
+    # same size, modified after the upload (later mtime than VIP's date): re-sent, from the
+    # same listing (no extra request); with mtime_check=False it would be skipped
+    same = tmp_path / "src" / "sub-01" / "new.txt"
+    same.write_text("NEW FILE")
+    later = time.time() + 30
+    os.utime(same, (later, later))
+    assert client.upload_tree(tmp_path / "src", vip_dir, mtime_check=False).files_transferred == 0
+    fourth = client.upload_tree(tmp_path / "src", vip_dir)
+    assert fourth.transferred == [str(same)] and fourth.requests <= n_dirs + 1
+    assert client.download(f"{vip_dir}/sub-01/new.txt", tmp_path / "check.txt").read_text() == "NEW FILE"
     # downloads: second run skips everything with one list per directory
     d1 = client.download_tree(vip_dir, tmp_path / "dst")
     assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")
     d2 = client.download_tree(vip_dir, tmp_path / "dst")
     assert d1.files_transferred == len(files) + 1
     assert d2.files_transferred == 0 and d2.requests <= n_dirs + 1  # + the root listing
+    # a local copy older than the remote one (same size) is fetched again
+    stale = tmp_path / "dst" / "sub-01" / "new.txt"
+    stale.write_text("OLD FILE")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    d3 = client.download_tree(vip_dir, tmp_path / "dst")
+    assert d3.transferred == [str(stale)] and stale.read_text() == "NEW FILE"
 
 
 def test_preflight_lists_every_problem_and_sends_nothing(client, vip_dir, tmp_path):
@@ -240,3 +257,12 @@ def test_extraction_interrupted_is_finished_next_time(tmp_path):
         tf.addfile(info, io.BytesIO(b"a"))
     assert extract_archive(archive) == []
     assert (archive / "a.txt").read_text() == "a"
+
+
+def test_progress_bars_and_silence(client, vip_dir, tmp_path, capsys):
+    make_tree(tmp_path / "src", seed=3, n=5)
+    client.upload_tree(tmp_path / "src", vip_dir, progress=True)
+    err = capsys.readouterr().err
+    assert "upload" in err and "files" in err and "6/6" in err
+    client.download_tree(vip_dir, tmp_path / "dst", progress=False)
+    assert capsys.readouterr().err == ""

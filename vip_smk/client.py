@@ -10,6 +10,7 @@ No module-level mutable state: the URL, the key and every setting live on the in
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 import os
@@ -451,6 +452,7 @@ class VipClient:
         self._lock = threading.Lock()
         self._launched: set[str] = set()
         self.requests_made = 0
+        self.clock_skew: float | None = None  # server clock - ours (seconds), once known
         self.bytes_sent = 0
         self.bytes_received = 0
         self._session = requests.Session()
@@ -600,6 +602,18 @@ class VipClient:
         text = re.sub(r"\s+", " ", text)[:160]
         return f"{type(exc).__name__}: {text}"
 
+    def _note_clock(self, resp: requests.Response) -> None:
+        """Server clock minus ours, from the `Date` header (1 s resolution), for the
+        modification-date comparisons of incremental transfers."""
+        date = resp.headers.get("Date")
+        if not date:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return
+        self.clock_skew = server - time.time()
+
     def _url(self, endpoint: str) -> str:
         return self.base + endpoint
 
@@ -633,6 +647,7 @@ class VipClient:
                     timeout=timeout or self.timeout,
                 )
                 self._count(received=len(resp.content))
+                self._note_clock(resp)
                 err = self._decode_error(resp, call, target)
                 if err is None:
                     return resp

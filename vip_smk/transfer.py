@@ -198,6 +198,7 @@ class _LocalFile:
     rel: str  # POSIX path relative to the tree root
     path: Path
     size: int
+    mtime: float = 0.0
 
 
 def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
@@ -232,7 +233,7 @@ def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
             except OSError as exc:
                 problems.append(f"{rel}: unreadable ({exc.strerror})")
                 continue
-            files.append(_LocalFile(rel, path, st.st_size))
+            files.append(_LocalFile(rel, path, st.st_size, st.st_mtime))
     return files, problems
 
 
@@ -310,10 +311,16 @@ def upload_tree(
     workers: int | None = None,
     progress: bool | None = None,
     checksum: bool = False,
+    mtime_check: bool = True,
 ) -> TransferReport:
     """Make `vip_dir` hold every file of `local_dir` (incremental: unchanged files are not
     re-sent; remote extras are left alone). Raises PreflightError before sending anything if
-    the tree has problems, TransferError if some files failed (the others are in place)."""
+    the tree has problems, TransferError if some files failed (the others are in place).
+
+    A file is re-sent when its size differs from the remote one, or (`mtime_check`) when it
+    was modified after the remote copy was written (from the same listing: no extra request;
+    2 s of slack for clock skew and whole-second dates), or (`checksum`) when the md5 the
+    server computes differs (one request per same-size file)."""
     t0 = time.monotonic()
     req0 = client.requests_made
     local_dir = Path(local_dir)
@@ -358,14 +365,16 @@ def upload_tree(
                     to_list.append(d)
             for d, fut in _map(ex, lambda d: client.list(_join(vip_dir, d)), to_list):
                 remote[d] = {PurePosixPath(i.path).name: i for i in fut.result()}
-        # 2. decide
+        # 2. decide (dates compared on the server's clock)
+        skew = _skew(client)
         todo: list[_LocalFile] = []
         for f in files:
             listing = remote[_parent(f.rel)]
             entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
             if entry is not None and entry.is_directory:
                 clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
-            elif entry is not None and entry.size == f.size:
+            elif entry is not None and entry.size == f.size and not (
+                    mtime_check and _newer(f.mtime + skew, entry.last_modification_date)):
                 report.files_skipped += 1
                 report.skipped.append(str(f.path))
             else:
@@ -409,6 +418,25 @@ def upload_tree(
         raise TransferError("upload_tree", vip_dir, sorted(failures, key=lambda x: x[0]), report)
     log.info("upload_tree %s -> %s: %s", local_dir, vip_dir, report)
     return report
+
+
+MTIME_SLACK = 2.0  # seconds: VIP dates are whole seconds; small clock skews are tolerated
+
+
+def _skew(client) -> float:
+    """Server clock minus ours, rounded away below the slack (dates are whole seconds)."""
+    skew = getattr(client, "clock_skew", None) or 0.0
+    return skew if abs(skew) > 1.0 else 0.0
+
+
+def _newer(mtime: float, than: float | int | None) -> bool:
+    """True if a date `mtime` (seconds) is clearly after `than` (None: unknown -> False)."""
+    if than is None:
+        return False
+    try:
+        return float(mtime) > float(than) + MTIME_SLACK
+    except (TypeError, ValueError):
+        return False
 
 
 def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
@@ -465,9 +493,10 @@ def download_tree(
     workers: int | None = None,
     progress: bool | None = None,
     extract: bool = False,
+    mtime_check: bool = True,
 ) -> TransferReport:
     """Mirror every file under `vip_dir` into `local_dir` (incremental: files already there
-    with the right size are skipped)."""
+    with the right size, and not older than the remote copy, are skipped)."""
     t0 = time.monotonic()
     req0 = client.requests_made
     vip_dir = str(vip_dir).rstrip("/") or "/"
@@ -478,7 +507,7 @@ def download_tree(
         rel = PurePosixPath(info.path).relative_to(vip_dir)
         pairs.append((info, local_dir.joinpath(*rel.parts)))
     report = _download_many(client, pairs, workers=workers, progress=progress, extract=extract,
-                            call="download_tree", target=vip_dir)
+                            call="download_tree", target=vip_dir, mtime_check=mtime_check)
     report.requests = client.requests_made - req0
     report.seconds = time.monotonic() - t0
     log.info("download_tree %s -> %s: %s", vip_dir, local_dir, report)
@@ -492,6 +521,7 @@ def download_files(
     workers: int | None = None,
     progress: bool | None = None,
     extract: bool = False,
+    mtime_check: bool = True,
 ) -> TransferReport:
     """Download (vip_path or PathInfo, local_path) pairs. Remote sizes unknown to the caller
     are read with one `action=list` per parent directory."""
@@ -532,7 +562,8 @@ def download_files(
                 continue
         resolved.append((info, local))
     report = _download_many(client, resolved, workers=workers, progress=progress, extract=extract,
-                            call="download_files", target=f"{len(items)} file(s)", failures=failures)
+                            call="download_files", target=f"{len(items)} file(s)", failures=failures,
+                            mtime_check=mtime_check)
     report.requests = client.requests_made - req0
     report.seconds = time.monotonic() - t0
     return report
@@ -548,11 +579,13 @@ def _download_many(
     call: str,
     target: str,
     failures: list[tuple[str, Exception]] | None = None,
+    mtime_check: bool = True,
 ) -> TransferReport:
     report = TransferReport("download")
     failures = list(failures or [])
     todo: list[tuple[PathInfo, Path]] = []
     pending_extract: list[Path] = []
+    skew = _skew(client)
     for info, local in pairs:
         if extract:
             done = _recover_extraction(local)
@@ -560,7 +593,9 @@ def _download_many(
                 report.files_skipped += 1
                 report.skipped.append(str(local))
                 continue
-        if local.is_file() and info.size is not None and local.stat().st_size == info.size:
+        st = local.stat() if local.is_file() else None
+        if st is not None and info.size is not None and st.st_size == info.size and not (
+                mtime_check and _newer((info.last_modification_date or 0) - skew, st.st_mtime)):
             report.files_skipped += 1
             report.skipped.append(str(local))
             if extract and tarfile.is_tarfile(local):

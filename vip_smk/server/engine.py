@@ -111,6 +111,7 @@ class Engine:
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vip-job")
         self.lock = threading.RLock()
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+        self._taken: dict[str, dict[str, int]] = {}  # execution -> output name -> job
         self.stopping = False
         self.shim_dir = store.data_dir / "bin"
         self._make_shims()
@@ -337,15 +338,17 @@ class Engine:
                     missing.append(out["id"])
                 continue
             with self.lock:
-                taken = {
-                    Path(p).name
-                    for j in self.store.jobs(ex["id"])
-                    if j["idx"] != idx and j["outputs"]
-                    for paths in j["outputs"].values()
-                    for p in paths
-                }
+                taken = self._taken.get(ex["id"])
+                if taken is None:  # names already produced by the execution's jobs
+                    taken = self._taken[ex["id"]] = {
+                        Path(p).name: j["idx"]
+                        for j in self.store.jobs(ex["id"])
+                        if j["outputs"]
+                        for paths in j["outputs"].values()
+                        for p in paths
+                    }
                 dest = results / src.name
-                if src.name in taken:  # another job of this execution made the same name
+                if taken.setdefault(src.name, idx) != idx:  # another job made the same name
                     dest = results / f"job{idx}" / src.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if dest.is_dir() and not dest.is_symlink():
@@ -361,9 +364,10 @@ class Engine:
             ex = self.store.execution(eid)
             if ex is None:
                 return
-            jobs = self.store.jobs(eid)
-            if any(j["status"] not in TERMINAL_JOB for j in jobs):
+            if self.store.count_jobs(eid, exclude=TERMINAL_JOB):
                 return
+            jobs = self.store.jobs(eid)
+            self._taken.pop(eid, None)
             if ex["returned_files"] is not None and ex["end_ms"] and ex["status"] not in ACTIVE:
                 return
             returned: dict[str, list[str]] = {}
@@ -398,4 +402,6 @@ class Engine:
         return "".join(parts) if len(jobs) <= 1 else "\n".join(parts)
 
     def forget(self, eid: str) -> None:
+        with self.lock:
+            self._taken.pop(eid, None)
         shutil.rmtree(self.workdir(eid), ignore_errors=True)

@@ -316,6 +316,14 @@ class Store:
             ).fetchall()
         return [_job_row(r) for r in rows]
 
+    def count_jobs(self, eid: str, exclude: tuple[str, ...] = ()) -> int:
+        """Number of jobs of ``eid`` whose status is not in ``exclude``."""
+        q = "SELECT COUNT(*) FROM jobs WHERE exec_id = ?"
+        if exclude:
+            q += f" AND status NOT IN ({','.join('?' * len(exclude))})"
+        with self.lock:
+            return self.db.execute(q, (eid, *exclude)).fetchone()[0]
+
     def update_job(self, eid: str, idx: int, **fields) -> None:
         if "outputs" in fields and fields["outputs"] is not None:
             fields["outputs"] = json.dumps(fields["outputs"])

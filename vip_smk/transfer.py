@@ -161,14 +161,19 @@ class _Progress:
         self.bytes = 0
         self.bars = None
         if enabled:
+            from tqdm import tqdm
+
+            make = tqdm
             if _in_notebook():
-                from tqdm.notebook import tqdm
-            else:
-                from tqdm import tqdm
+                try:  # widgets need ipywidgets; without it, text bars
+                    from tqdm.notebook import tqdm as make
+                    make(total=0, leave=False).close()
+                except Exception:  # noqa: BLE001
+                    make = tqdm
             self.bars = (
-                tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                make(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
                      position=0, leave=True, dynamic_ncols=True),
-                tqdm(total=total_files, unit="file", desc="files", position=1, leave=True,
+                make(total=total_files, unit="file", desc="files", position=1, leave=True,
                      dynamic_ncols=True),
             )
 

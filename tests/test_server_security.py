@@ -168,3 +168,18 @@ def test_execution_inputs_cannot_escape(vip_server, setup):
         "resultsLocation": "/vip/Home/../../bob/Home"})
     assert refused(r.status_code, r.headers["content-type"], r.content) == 8013
     assert sorted(p.name for p in bob_home.iterdir()) == before  # no results folder made there
+
+
+def test_archive_upload_cannot_escape(vip_server, setup):
+    import base64
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(f"../../../bob/Home/sec-{setup['tag']}/secret.txt", "overwritten")
+    body = {"type": "Archive", "base64Content": base64.b64encode(buf.getvalue()).decode()}
+    r = requests.put(f"{vip_server.url}/rest/path/vip/Home/zip-{setup['tag']}", json=body, timeout=T,
+                     headers={"apikey": vip_server.users["alice"], "Content-Type": "application/carmin+json"})
+    assert refused(r.status_code, r.headers["content-type"], r.content) == 8013
+    assert (vip_server.data_dir / "users" / setup["rel"]).read_bytes() == SECRET

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from vip_smk.server import LocalServer
+
 T = 30
 CSV = b"t,x,y\n0,1,10\n1,2,20\n2,3,30\n3,4,40\n4,5,50\n"
 
@@ -52,9 +54,20 @@ class Api:
         raise AssertionError(f"{eid} still {e['status']} after {timeout} s: {e}")
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """This module's own server: timing and worker availability do not depend on what other
+    test modules left running on the shared ``vip_server``."""
+    users = [f"{name}:{secrets.token_urlsafe(18)}" for name in ("alice", "bob")]
+    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2)
+    srv.start(timeout=60)
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
-def api(vip_server):
-    return Api(vip_server.url, vip_server.users["alice"])
+def api(server):
+    return Api(server.url, server.users["alice"])
 
 
 def upload_dir(api, n=1, content=CSV):
@@ -94,10 +107,10 @@ def job_pids(eid):
 
 
 # ------------------------------------------------------------------ "Done when"
-def test_done_when_scenario_requests_only(vip_server, tmp_path):
+def test_done_when_scenario_requests_only(server, tmp_path):
     """A client written only from VIP's API: upload -> launch -> wait -> results -> download -> delete."""
-    url = vip_server.url + "/rest"
-    h = {"apikey": vip_server.users["alice"]}
+    url = server.url + "/rest"
+    h = {"apikey": server.users["alice"]}
     study = f"/vip/Home/API/study-{secrets.token_hex(3)}"
     for p in ("/vip/Home/API", study, f"{study}/INPUTS", f"{study}/OUTPUTS"):
         if not requests.get(f"{url}/path{p}?action=exists", headers=h, timeout=T).json()["exists"]:
@@ -199,7 +212,7 @@ def test_failing_app_keeps_stderr(api):
     assert api.get(f"/executions/{ex['identifier']}/results").json() == []
 
 
-def test_list_count_and_delete_executions(vip_server, api):
+def test_list_count_and_delete_executions(server, api):
     ex = api.launch("Sleep/1.0", {"duration": 0}, name="listed one")
     api.wait(ex["identifier"])
     listed = api.get("/executions").json()
@@ -208,7 +221,7 @@ def test_list_count_and_delete_executions(vip_server, api):
     count = api.get("/executions/count")
     assert count.headers["content-type"].startswith("text/plain")
     assert int(count.text) == len(listed)
-    bob = Api(vip_server.url, vip_server.users["bob"])
+    bob = Api(server.url, server.users["bob"])
     assert ex["identifier"] not in {e["identifier"] for e in bob.get("/executions").json()}
     assert_error(bob.get(f"/executions/{ex['identifier']}"), 8015)
     # PUT .../delete with deleteFiles removes the results folder too

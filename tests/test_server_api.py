@@ -12,31 +12,13 @@ import zipfile
 import pytest
 import requests
 
-T = 30
+from vipapi import T, Api
 
 
 @pytest.fixture
 def api(vip_server):
     return Api(vip_server.url, vip_server.users["alice"])
 
-
-class Api:
-    def __init__(self, url, key):
-        self.base = url + "/rest"
-        self.s = requests.Session()
-        self.s.headers["apikey"] = key
-
-    def get(self, path, **kw):
-        return self.s.get(self.base + path, timeout=T, **kw)
-
-    def put(self, path, **kw):
-        return self.s.put(self.base + path, timeout=T, **kw)
-
-    def post(self, path, **kw):
-        return self.s.post(self.base + path, timeout=T, **kw)
-
-    def delete(self, path, **kw):
-        return self.s.delete(self.base + path, timeout=T, **kw)
 
 
 def uniq(prefix="t"):

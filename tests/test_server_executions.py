@@ -15,43 +15,10 @@ import pytest
 import requests
 
 from vip_smk.server import LocalServer
+from vipapi import T, Api
 
-T = 30
 CSV = b"t,x,y\n0,1,10\n1,2,20\n2,3,30\n3,4,40\n4,5,50\n"
 
-
-class Api:
-    def __init__(self, url, key):
-        self.base = url + "/rest"
-        self.s = requests.Session()
-        self.s.headers["apikey"] = key
-
-    def get(self, path, **kw):
-        return self.s.get(self.base + path, timeout=T, **kw)
-
-    def put(self, path, **kw):
-        return self.s.put(self.base + path, timeout=T, **kw)
-
-    def post(self, path, **kw):
-        return self.s.post(self.base + path, timeout=T, **kw)
-
-    def delete(self, path, **kw):
-        return self.s.delete(self.base + path, timeout=T, **kw)
-
-    def launch(self, pipeline, inputs, name="test", **extra):
-        r = self.post("/executions", json={"name": name, "pipelineIdentifier": pipeline,
-                                            "inputValues": inputs, **extra})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    def wait(self, eid, timeout=30, until=lambda e: e["status"] != "Running"):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            e = self.get(f"/executions/{eid}").json()
-            if until(e):
-                return e
-            time.sleep(0.05)
-        raise AssertionError(f"{eid} still {e['status']} after {timeout} s: {e}")
 
 
 @pytest.fixture(scope="module")

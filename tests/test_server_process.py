@@ -14,39 +14,9 @@ import pytest
 import requests
 
 from vip_smk.server import LocalServer
+from vipapi import T, Api
 
-T = 30
 
-
-class Api:
-    def __init__(self, url, key):
-        self.base = url + "/rest"
-        self.s = requests.Session()
-        self.s.headers["apikey"] = key
-
-    def get(self, path, **kw):
-        return self.s.get(self.base + path, timeout=T, **kw)
-
-    def put(self, path, **kw):
-        return self.s.put(self.base + path, timeout=T, **kw)
-
-    def post(self, path, **kw):
-        return self.s.post(self.base + path, timeout=T, **kw)
-
-    def launch(self, pipeline, inputs, name="test"):
-        r = self.post("/executions", json={"name": name, "pipelineIdentifier": pipeline,
-                                            "inputValues": inputs})
-        assert r.status_code == 200, r.text
-        return r.json()["identifier"]
-
-    def wait(self, eid, timeout=30, until=lambda e: e["status"] != "Running"):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            e = self.get(f"/executions/{eid}").json()
-            if until(e):
-                return e
-            time.sleep(0.05)
-        raise AssertionError(f"{eid}: {e}")
 
 
 def test_restart_keeps_files_and_reruns_running_executions(make_server):
@@ -55,10 +25,10 @@ def test_restart_keeps_files_and_reruns_running_executions(make_server):
     a = Api(srv.url, srv.users["alice"])
     assert a.put("/path/vip/Home/keep").status_code == 201
     assert a.put("/path/vip/Home/keep/f.txt", data=b"persistent").status_code == 201
-    done = a.launch("Sleep/1.0", {"duration": 0}, name="before")
+    done = a.launch("Sleep/1.0", {"duration": 0}, name="before")["identifier"]
     a.wait(done)
-    running = a.launch("Sleep/1.0", {"duration": 1.5, "message": "survived"}, name="interrupted")
-    queued = a.launch("Sleep/1.0", {"duration": 0}, name="queued")  # waits for the single worker
+    running = a.launch("Sleep/1.0", {"duration": 1.5, "message": "survived"}, name="interrupted")["identifier"]
+    queued = a.launch("Sleep/1.0", {"duration": 0}, name="queued")["identifier"]  # waits for the single worker
     a.wait(running, until=lambda e: e["jobs"]["1"]["status"] == "Running")
     data_dir = srv.data_dir
     srv.stop()
@@ -217,7 +187,7 @@ def test_apps_run_with_the_server_interpreter_without_python_on_path(make_server
     srv = make_server(apps_dirs=[apps])
     a = Api(srv.url, srv.users["alice"])
     for pipeline, inputs in (("Sleep/1.0", {"duration": 0}), ("WhichPython/1", {})):
-        ex = a.wait(a.launch(pipeline, inputs))
+        ex = a.wait(a.launch(pipeline, inputs)["identifier"])
         assert ex["status"] == "Finished", (ex, a.get(f"/executions/{ex['identifier']}/stderr").text)
     (out,) = ex["returnedFiles"]["out"]
     assert a.get(f"/path{out}?action=content").text.strip() == sys.prefix
@@ -235,7 +205,7 @@ def test_keys_not_in_process_list_nor_in_jobs(make_server, tmp_path):
     cmdline = open(f"/proc/{srv.pid}/cmdline", "rb").read().decode()
     assert not any(k in cmdline for k in keys)
     a = Api(srv.url, srv.users["alice"])
-    ex = a.wait(a.launch("Env/1", {}))
+    ex = a.wait(a.launch("Env/1", {})["identifier"])
     assert ex["status"] == "Finished"
     env = a.get(f"/path{ex['returnedFiles']['out'][0]}?action=content").text
     assert "VIP_SMK_JOB=" in env and not any(k in env for k in keys)
@@ -261,7 +231,7 @@ def _job_pids(eid):
 def test_crash_recovery_kills_orphans_and_reruns(make_server):
     srv = make_server(workers=1)
     a = Api(srv.url, srv.users["alice"])
-    eid = a.launch("Sleep/1.0", {"duration": 20, "message": "after crash"})
+    eid = a.launch("Sleep/1.0", {"duration": 20, "message": "after crash"})["identifier"]
     a.wait(eid, until=lambda e: e["jobs"]["1"]["status"] == "Running")
     deadline = time.monotonic() + 10
     while not _job_pids(eid):

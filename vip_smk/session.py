@@ -154,12 +154,15 @@ def _attr(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON (4-space indent, as VIP's client) so that a crash leaves either the old file
+    or the new one, never a part: temp file in the same directory, fsync, ``os.replace``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".session_data.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=4)
+            json.dump(obj, f, indent=4, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -677,7 +680,7 @@ class VipSession:
         self._meta = meta
         if meta:
             data[_META_KEY] = meta
-        _atomic_write_json(path, data)
+        write_json_atomic(path, data)
         if announce:
             self._info(f">> Session saved in: {path}")
         else:
@@ -977,7 +980,7 @@ class VipSession:
             if me not in meta.setdefault("input_users", []):
                 meta["input_users"].append(me)
                 data[_META_KEY] = meta
-                _atomic_write_json(other_backup, data)
+                write_json_atomic(other_backup, data)
         self._info(f"Session '{self.session_name}' uses the inputs of '{session.session_name}': "
                    f"{self.vip_input_dir}")
         self._save(announce=True)

@@ -39,7 +39,6 @@ import re
 import shutil
 import socket
 import tarfile
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Mapping
 
 from tqdm.auto import tqdm
+
+from vip_smk.server.local import pid_alive
+from vip_smk.session import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -558,24 +560,6 @@ def connect(study: Study, **kw):
 # --------------------------------------------------------------------------------------------
 # Markers
 # --------------------------------------------------------------------------------------------
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON so that a crash leaves either the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -1250,7 +1234,7 @@ def forget_run(workdir: str | os.PathLike) -> None:
             _run_record(Path(workdir)).unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -1274,7 +1258,7 @@ def clear_stale_lock(workdir: str | os.PathLike) -> bool:
         rec = read_json(rec_path)
     except (FileNotFoundError, ValueError):
         return False
-    if rec.get("host") != socket.gethostname() or _pid_alive(int(rec.get("pid", 0))):
+    if rec.get("host") != socket.gethostname() or pid_alive(int(rec.get("pid", 0))):
         return False
     locks = wd / ".snakemake" / "locks"
     removed = False

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 USERS_ENV = "VIP_SMK_SERVE_USERS"  # same name as in vip_smk.server.__main__
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -203,7 +203,7 @@ class LocalServer:
                 return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(self._pid):
+            if not pid_alive(self._pid):
                 return True
             time.sleep(0.05)
         return False
@@ -216,7 +216,7 @@ class LocalServer:
         pid = self.pid
         if self.proc is not None:
             return self.proc.poll() is None
-        return pid is not None and _pid_alive(pid)
+        return pid is not None and pid_alive(pid)
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -237,7 +237,7 @@ class LocalServer:
             pid, url = int(info["pid"]), str(info["url"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _pid_alive(pid) or not _answers(url, tries=5):
+        if not pid_alive(pid) or not _answers(url, tries=5):
             return None
         srv = cls(data_dir, port=int(info.get("port", 0)))
         srv.url = url

@@ -46,3 +46,28 @@ def make_server(tmp_path_factory):
             srv.stop()
         except Exception:  # pragma: no cover - teardown must go on
             srv.kill()
+
+
+@pytest.fixture(scope="session")
+def vip_client_python() -> str:
+    """A Python interpreter with VIP's own client (vip-client 0.1.10) installed, for the
+    compatibility tests: $VIP_CLIENT_PYTHON if set, else a venv made once under .cache/ (PyPI)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.environ.get("VIP_CLIENT_PYTHON"):
+        return os.environ["VIP_CLIENT_PYTHON"]
+    venv = Path(__file__).resolve().parent.parent / ".cache" / "vip-client-0.1.10"
+    python = venv / "bin" / "python"
+    ready = venv / ".installed"
+    if not ready.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                               "--disable-pip-version-check", "vip-client==0.1.10"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:  # no package index reachable: say why, do not fail the suite
+            pytest.skip(f"could not install vip-client 0.1.10: {proc.stderr.strip()[-300:]}")
+        ready.touch()
+    return str(python)

@@ -676,9 +676,7 @@ def test_resume_from_another_directory(vip, tmp_path_factory, monkeypatch):
     assert not vip.client.exists(f"{API}/{s.session_name}")
 
 
-@pytest.mark.skipif(not os.environ.get("VIP_CLIENT_PYTHON"),
-                    reason="set VIP_CLIENT_PYTHON to a Python with vip-client 0.1.10 installed")
-def test_cross_resume_with_vip_client(vip):
+def test_cross_resume_with_vip_client(vip, vip_client_python):
     """With VIP's own client (vip-client 0.1.10, in another interpreter): a session started by
     VipSession is downloaded and finished by vip-client, and one started by vip-client is
     monitored, downloaded and finished by VipSession."""
@@ -689,7 +687,7 @@ def test_cross_resume_with_vip_client(vip):
     def vip_client(code: str) -> None:
         head = (f"from vip_client import VipSession\n"
                 f"VipSession.init(api_key={vip.key!r}, vip_portal_url={vip.url!r}, verbose=False)\n")
-        proc = subprocess.run([os.environ["VIP_CLIENT_PYTHON"], "-c", head + textwrap.dedent(code)],
+        proc = subprocess.run([vip_client_python, "-c", head + textwrap.dedent(code)],
                               cwd=vip.root, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
 

@@ -362,6 +362,30 @@ def _vip_path(path: str | PurePosixPath) -> str:
     return p
 
 
+WRITEBACK = 32 << 20  # start writing a download to disk every 32 MiB (cheap final fsync)
+
+
+def _start_writeback(fh, start: int, end: int) -> int:
+    """Ask the kernel to start writing [start, end) to disk now (asynchronously) so that the
+    final fsync of a big download does not stall on gigabytes of dirty pages; also keeps
+    the page cache from filling with it. Returns the new flushed offset."""
+    fh.flush()
+    try:
+        os.posix_fadvise(fh.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError):
+        pass
+    return end
+
+
+def _norm_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Input values in a comparable form (VIP may echo numbers as strings)."""
+    out: dict[str, Any] = {}
+    for k, v in (values or {}).items():
+        items = v if isinstance(v, (list, tuple)) else [v]
+        out[str(k)] = tuple(str(x) for x in items)
+    return out
+
+
 class _BlockAdapter(HTTPAdapter):
     """HTTPAdapter whose connections send bodies in `blocksize` blocks."""
 
@@ -898,11 +922,14 @@ class VipClient:
                         if offset:
                             fh.seek(offset)
                             fh.truncate()
+                        flushed = offset
                         for chunk in chunks:
                             fh.write(chunk)
                             got += len(chunk)
                             if progress:
                                 progress(len(chunk))
+                            if offset + got - flushed >= WRITEBACK:
+                                flushed = _start_writeback(fh, flushed, offset + got)
                         fh.flush()
                         os.fsync(fh.fileno())
                     self._count(received=got)
@@ -992,7 +1019,8 @@ class VipClient:
             "resultsLocation": _vip_path(results_location),
         }
         target = f"{pid} ({name})"
-        began_ms = int(time.time() * 1000) - 2000  # small clock-skew slack
+        # on the server's clock when known (Date headers), minus a small slack
+        began_ms = int((time.time() + (self.clock_skew or 0.0)) * 1000) - 2000
         deadline = time.monotonic() + self.retry_budget
         attempt = 0
         while True:
@@ -1014,7 +1042,7 @@ class VipClient:
                     if not failed.maybe_sent:
                         break
                     try:
-                        adopted = self._find_launched(name, pid, began_ms)
+                        adopted = self._find_launched(name, pid, began_ms, values)
                     except VipError as lookup_exc:
                         log.warning("launch %s: cannot check whether VIP created it: %s", target, lookup_exc)
                         continue  # unknown: never POST blindly, look again after a pause
@@ -1029,7 +1057,7 @@ class VipClient:
             log.info("launched %s: %s", target, ex.identifier)
             return ex
 
-    def _find_launched(self, name: str, pid: str, began_ms: int) -> Execution | None:
+    def _find_launched(self, name: str, pid: str, began_ms: int, values: dict | None = None) -> Execution | None:
         candidates = []
         for ex in self.executions():
             if ex.name != name or (ex.pipeline_identifier and ex.pipeline_identifier != pid):
@@ -1046,7 +1074,11 @@ class VipClient:
             candidates.append(ex)
         if not candidates:
             return None
-        ex = max(candidates, key=lambda e: e.start_date or 0)
+        if len(candidates) > 1 and values is not None:
+            # several of that name (other processes?): prefer those with our input values
+            same = [e for e in candidates if _norm_values(e.input_values) == _norm_values(values)]
+            candidates = same or candidates
+        ex = min(candidates, key=lambda e: e.start_date or 0)
         with self._lock:
             self._launched.add(ex.identifier)
         return ex

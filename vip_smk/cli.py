@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("local", metavar="LOCAL")
     p.add_argument("vip_dir", metavar="VIPDIR")
     p.add_argument("--checksum", action="store_true", help="also compare md5 when sizes match")
-    p = sub.add_parser("get", parents=[common], help="download a VIP file or directory")
+    p = sub.add_parser("get", parents=[common],
+                       help="download a VIP file (into LOCAL, or LOCAL/NAME if LOCAL is a directory), "
+                            "or mirror a VIP directory's contents into LOCAL")
     p.add_argument("vip_path", metavar="VIPPATH")
     p.add_argument("local", metavar="LOCAL")
     p.add_argument("--extract", action="store_true", help="extract tarballs (into NAME/)")
@@ -182,7 +184,7 @@ def run(args) -> int:
         if info.is_directory:
             print(c.download_tree(args.vip_path, local, extract=args.extract))
         else:
-            if local.is_dir():
+            if local.is_dir() or args.local.endswith(("/", os.sep)):
                 local = local / PurePosixPath(args.vip_path).name
             print(c.download_files([(info if info.size is not None else args.vip_path, local)],
                                    extract=args.extract))

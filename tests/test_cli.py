@@ -73,3 +73,14 @@ def test_cli_errors_are_one_line_without_traceback(vip_server, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "ls", "/vip/Home", "--url", vip_server.url,
                            "--api-key", vip_server.api_key], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_put_preflight_lists_all_problems_on_one_line(vip_server, tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "empty.csv").touch()
+    (src / "with space.csv").write_text("x")
+    proc = run(vip_server, "put", str(src), f"/vip/Home/test-cli-{uuid.uuid4().hex[:8]}", check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "PreflightError" in proc.stderr and "empty.csv: empty file" in proc.stderr
+    assert "'with_space.csv'" in proc.stderr

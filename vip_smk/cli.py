@@ -251,11 +251,10 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     except VipError as exc:
-        if getattr(exc, "problems", None) or getattr(exc, "failures", None):
-            # pre-flight / transfer problems: one line each, all of them matter
-            print(f"vip-smk: {type(exc).__name__}: {exc}", file=sys.stderr)
-        else:
-            print(f"vip-smk: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        # one line; multi-line messages (pre-flight problems, failed files) joined with "; "
+        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+        text = lines[0].rstrip(":") + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+        print(f"vip-smk: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1
     except (OSError, ValueError, TimeoutError) as exc:
         print(f"vip-smk: {exc}", file=sys.stderr)

@@ -266,3 +266,15 @@ def test_progress_bars_and_silence(client, vip_dir, tmp_path, capsys):
     assert "upload" in err and "files" in err and "6/6" in err
     client.download_tree(vip_dir, tmp_path / "dst", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_clash_between_local_folder_and_remote_file_is_refused(client, vip_dir, tmp_path):
+    f = tmp_path / "one.txt"
+    f.write_text("x")
+    client.mkdir(vip_dir)
+    client.upload(f, f"{vip_dir}/sub")  # a remote *file* named like a local folder
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    (tmp_path / "src" / "sub" / "a.txt").write_text("a")
+    with pytest.raises(PreflightError, match="a file with this name exists on VIP"):
+        client.upload_tree(tmp_path / "src", vip_dir)
+    assert [i.name for i in client.list(vip_dir)] == ["sub"]

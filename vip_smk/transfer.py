@@ -298,9 +298,15 @@ def _pool(client: VipClient, workers: int | None) -> int:
 
 
 def _map(executor: ThreadPoolExecutor, fn, items):
+    """(item, future) as they complete. If the consumer stops (error, Ctrl-C), the work not
+    started yet is cancelled: only the transfers in flight finish."""
     futures = {executor.submit(fn, it): it for it in items}
-    for fut in as_completed(futures):
-        yield futures[fut], fut
+    try:
+        for fut in as_completed(futures):
+            yield futures[fut], fut
+    finally:
+        for fut in futures:
+            fut.cancel()
 
 
 # --------------------------------------------------------------------------------------------

@@ -238,7 +238,10 @@ class _Html502(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         body = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-        status = 502 if "platform" in self.path or "path" in self.path else 404
+        if "pipelines" in self.path:
+            status = 200  # a login page answered with 200 instead of JSON
+        else:
+            status = 502 if "platform" in self.path or "path" in self.path else 404
         self.send_response(status)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
@@ -269,6 +272,9 @@ def test_html_error_pages_are_errors(tmp_path):
         with pytest.raises(ServerError) as e:  # an HTML 502 on upload is not a success
             c.upload(f, "/vip/Home/f.txt")
         assert e.value.status == 502 and "/vip/Home/f.txt" in str(e.value)
+        with pytest.raises(ServerError) as e:  # HTML with 200 where JSON is expected
+            c.pipelines()
+        assert e.value.status == 200 and "pipelines" in str(e.value) and "JSON" in str(e.value)
         hits = httpd.hits
         with pytest.raises(ServerError) as e:  # HTML 404 on POST: not retried, not success
             c.launch("A/1", {}, "/vip/Home/out", name="x")

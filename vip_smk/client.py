@@ -889,7 +889,8 @@ class VipClient:
                 if size is not None and offset == size and size > 0:
                     self._finish_part(part, local, size, p)
                     return local
-                headers = {"Accept": "*/*"}
+                # identity: sizes and Range offsets are those of the file itself
+                headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
                 self._count(requests_=1)

@@ -342,3 +342,50 @@ def _sha(p: Path) -> str:
         for b in iter(lambda: fh.read(1 << 20), b""):
             h.update(b)
     return h.hexdigest()
+
+
+class _CutOnce(http.server.BaseHTTPRequestHandler):
+    """Serves server.data; the first GET is cut after half the body, later GETs honour Range."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        data = self.server.data
+        self.server.ranges.append(self.headers.get("Range"))
+        start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if len(self.server.ranges) == 1:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+def test_download_cut_mid_body_resumes_with_range(tmp_path):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CutOnce)
+    httpd.data = bytes(range(256)) * 4096  # 1 MiB
+    httpd.ranges = []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        c = VipClient(f"http://127.0.0.1:{httpd.server_address[1]}", api_key="k", retry_budget=5,
+                      backoff=0.05)
+        out = c.download("/vip/Home/f.bin", tmp_path / "f.bin")
+        assert out.read_bytes() == httpd.data
+        assert httpd.ranges == [None, f"bytes={len(httpd.data) // 2}-"]  # resumed, not restarted
+        assert not (tmp_path / "f.bin.part").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

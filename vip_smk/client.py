@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://vip.creatis.insa-lyon.fr"
 DEFAULT_KEY_ENV = "VIP_API_KEY"
-CHUNK = 1 << 20  # 1 MiB: download chunk and file read size
+CHUNK = 1 << 20  # 1 MiB: file read size
+DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
 
 RUNNING_STATUSES = frozenset({"Initializing", "Ready", "Running"})
 TERMINAL_STATUSES = frozenset(
@@ -913,7 +914,8 @@ class VipClient:
                             raise err
                         chunks: Iterable[bytes] = [data]
                     else:
-                        chunks = resp.iter_content(CHUNK)
+                        # 256 KiB: a body cut short loses at most one chunk (resumed by Range)
+                        chunks = resp.iter_content(DOWNLOAD_CHUNK)
                     total = self._total_size(resp, offset)
                     if resp.status_code == 200:
                         offset = 0

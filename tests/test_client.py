@@ -389,3 +389,16 @@ def test_download_cut_mid_body_resumes_with_range(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("status, running", [
+    ("Initializing", True), ("Ready", True), ("Running", True),
+    ("SomeFutureStatus", True),  # unknown to us: wait rather than treat its data as final
+    ("Finished", False), ("ExecutionFailed", False), ("InitializationFailed", False),
+    ("Killed", False), ("Unknown", False), ("Removed", False),
+])
+def test_every_non_terminal_status_counts_as_running(status, running):
+    from vip_smk.client import Execution
+
+    ex = Execution.from_json({"identifier": "workflow-abcdef", "status": status})
+    assert ex.is_running is running and ex.is_over is (not running)

@@ -35,9 +35,17 @@ CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
 
 RUNNING_STATUSES = frozenset({"Initializing", "Ready", "Running"})
+# Statuses after which an execution produces nothing more ("Removed" is set by VipSession.finish).
+# Anything else -- Initializing, Ready, Running, or a status this code does not know -- counts
+# as running: waiting once too often is cheap, deleting the data of a live execution is not.
 TERMINAL_STATUSES = frozenset(
     {"Finished", "ExecutionFailed", "InitializationFailed", "Killed", "Unknown", "Removed"}
 )
+
+
+def status_is_running(status: str | None) -> bool:
+    """True for every status not known to be terminal (None: not launched yet -> False)."""
+    return status is not None and status not in TERMINAL_STATUSES
 
 # Characters VIP accepts in input values (server check, code 8009), see reference 2.3.
 VIP_VALUE_CHARS = re.compile(r"[0-9.,A-Za-z\-+@/_():\s\[\]?&=]*")
@@ -258,8 +266,9 @@ class Execution(_Model):
 
     @property
     def is_running(self) -> bool:
-        """Every non-terminal status (Initializing, Ready, Running) counts as running."""
-        return self.status in RUNNING_STATUSES
+        """Every non-terminal status (Initializing, Ready, Running, or one unknown to this
+        code) counts as running."""
+        return status_is_running(self.status)
 
     @property
     def is_over(self) -> bool:

@@ -42,15 +42,12 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
+from .client import status_is_running
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["VipSession"]
 
-# Statuses after which an execution produces nothing more. Anything else (Initializing, Ready,
-# Running, or a status this code does not know) counts as running.
-_TERMINAL_STATUSES = frozenset(
-    {"Finished", "ExecutionFailed", "InitializationFailed", "Killed", "Unknown", "Removed"}
-)
 # Job statuses that mean "not done yet" (anything else is counted as done in progress bars).
 _JOB_PENDING = frozenset(
     {"initializing", "ready", "queued", "running", "submitted", "pending", "waiting", "stalled",
@@ -63,10 +60,6 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 _NO_DEFAULT = (None, "$input.getDefaultValue()")
 _META_KEY = "vip_smk"  # extra backup key, ignored (and preserved) by vip-client
 
-
-def _is_running(status: str | None) -> bool:
-    """True for every status that is not known to be terminal (None: not launched yet)."""
-    return status is not None and status not in _TERMINAL_STATUSES
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -771,7 +764,7 @@ class VipSession:
     def _pending_ids(self) -> list[str]:
         """Workflows whose status may still change (terminal statuses are final on VIP)."""
         return [wid for wid, wf in self._workflows.items()
-                if wf.get("status") is None or _is_running(wf.get("status"))]
+                if wf.get("status") is None or status_is_running(wf.get("status"))]
 
     def _exists(self, path) -> bool:
         return bool(self.client.exists(str(path)))
@@ -1035,7 +1028,7 @@ class VipSession:
         ids = self._pending_ids()
         execs = self._refresh(ids)
         self._save()
-        running = [w for w in ids if _is_running(self._workflows[w]["status"])]
+        running = [w for w in ids if status_is_running(self._workflows[w]["status"])]
         if running:
             self._report()
             self._info(f"Monitoring {len(running)} execution(s) (refresh every {refresh_time}s"
@@ -1048,7 +1041,7 @@ class VipSession:
             try:
                 while True:
                     self._update_bar(bar, {w: execs.get(w) for w in running})
-                    if not any(_is_running(self._workflows[w]["status"]) for w in running):
+                    if not any(status_is_running(self._workflows[w]["status"]) for w in running):
                         break
                     elapsed = time.monotonic() - start
                     if timeout is not None and elapsed >= timeout:
@@ -1069,7 +1062,7 @@ class VipSession:
                 raise
             bar.close()
             if timed_out:
-                still = [w for w in running if _is_running(self._workflows[w]["status"])]
+                still = [w for w in running if status_is_running(self._workflows[w]["status"])]
                 self._warn(f"(!) Timeout ({timeout}s) reached: {len(still)} execution(s) still "
                            f"running. Call monitor_workflows() again later.")
             else:
@@ -1083,7 +1076,7 @@ class VipSession:
         counts = [(_job_counts(_attr(ex, "jobs")) if ex is not None else None) for ex in execs.values()]
         if counts and all(c is not None for c in counts):
             return sum(c[0] for c in counts), sum(c[1] for c in counts), "job"
-        done = sum(not _is_running(self._workflows[w]["status"]) for w in execs)
+        done = sum(not status_is_running(self._workflows[w]["status"]) for w in execs)
         return done, len(execs), "execution"
 
     def _update_bar(self, bar: tqdm, execs: dict[str, Any]) -> None:
@@ -1106,7 +1099,7 @@ class VipSession:
         lines = []
         for status, ids in by_status.items():
             k = len(ids)
-            if _is_running(status):
+            if status_is_running(status):
                 head = (f"All executions are currently {status.lower()} on VIP." if k == n
                         else f"{k} execution(s) {'is' if k == 1 else 'are'} currently "
                              f"{status.lower()} on VIP:")
@@ -1145,7 +1138,7 @@ class VipSession:
                 wf = self._workflows[wid]
                 if wf["status"] not in get_status and not wf.get("outputs"):
                     continue
-                if _is_running(wf["status"]):
+                if status_is_running(wf["status"]):
                     continue
                 outs = wf.get("outputs") or []
                 if outs and all("size" in o and "exists" in o for o in outs):
@@ -1327,7 +1320,7 @@ class VipSession:
         ids = self._pending_ids()
         if ids:
             self._refresh(ids)
-            running = [w for w in ids if _is_running(self._workflows[w]["status"])]
+            running = [w for w in ids if status_is_running(self._workflows[w]["status"])]
             if running:
                 self._save()
                 self._warn(

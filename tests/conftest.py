@@ -24,6 +24,16 @@ def vip_server(tmp_path_factory):
 
 
 @pytest.fixture
+def client(vip_server):
+    """A VipClient for alice on the shared server (short retry budget, no progress bars)."""
+    from vip_smk.client import VipClient
+
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
 def make_server(tmp_path_factory):
     """Factory of extra servers: ``make_server(**LocalServer kwargs)``; stopped at teardown.
 

@@ -32,13 +32,6 @@ from vip_smk.client import (
 
 
 @pytest.fixture
-def client(vip_server):
-    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def home(client):
     d = f"/vip/Home/test-client-{uuid.uuid4().hex[:8]}"
     client.mkdir(d)

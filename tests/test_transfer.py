@@ -20,13 +20,6 @@ from vip_smk.transfer import PreflightError, TransferReport, extract_archive
 
 
 @pytest.fixture
-def client(vip_server):
-    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def vip_dir(client):
     d = f"/vip/Home/test-transfer-{uuid.uuid4().hex[:8]}"
     yield d

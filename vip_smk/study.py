@@ -1049,34 +1049,30 @@ def _tree_size(root: Path) -> tuple[int, int]:
     return count, size
 
 
-def finish_session(study: Study, name: str, marker: str | os.PathLike, client=None) -> None:
-    """Remove the session's remote folder (its outputs are downloaded)."""
-    remote = study.remote_session_dir(name)
+def _remove_remote(study: Study, remote: str, why: str, client=None) -> None:
+    """Delete `remote` on VIP if it is there (`why` goes into the log line)."""
     own = client is None
     client = client or connect(study)
     try:
         if client.exists(remote):
-            log.info("session %s: removing %s from VIP", name, remote)
+            log.info("%s: removing %s from VIP", why, remote)
             client.delete(remote, missing_ok=True)
     finally:
         if own:
             client.close()
-    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+
+
+def finish_session(study: Study, name: str, marker: str | os.PathLike, client=None) -> None:
+    """Remove the session's remote folder (its outputs are downloaded)."""
+    remote = study.remote_session_dir(name)
+    _remove_remote(study, remote, f"session {name}", client)
     write_json_atomic(marker, {"session": name, "removed": remote, "at": _now()})
 
 
 def finish_dataset(study: Study, dataset: str, marker: str | os.PathLike, client=None) -> None:
     """Remove the dataset's remote copy: every session of the study using it is finished."""
     remote = study.remote_dataset_dir(dataset)
-    own = client is None
-    client = client or connect(study)
-    try:
-        if client.exists(remote):
-            log.info("dataset %s: no session needs it any more: removing %s from VIP", dataset, remote)
-            client.delete(remote, missing_ok=True)
-    finally:
-        if own:
-            client.close()
+    _remove_remote(study, remote, f"dataset {dataset}: no session needs it any more", client)
     write_json_atomic(marker, {"dataset": dataset, "removed": remote, "at": _now()})
 
 
@@ -1232,20 +1228,6 @@ def forget_run(workdir: str | os.PathLike) -> None:
         rec = read_json(_run_record(Path(workdir)))
         if rec.get("pid") == os.getpid():
             _run_record(Path(workdir)).unlink()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        status = Path(f"/proc/{pid}/status").read_text()
-        if re.search(r"^State:\s+Z", status, re.M):
-            return False  # a zombie no longer holds anything
-    return True
 
 
 def clear_stale_lock(workdir: str | os.PathLike) -> bool:

@@ -141,21 +141,17 @@ def test_fault_injection_statistics(make_server):
     attached = LocalServer.attach(srv.data_dir)  # answers despite the faults
     assert attached is not None and attached.pid == srv.pid
     # same seed, same decisions
-    srv2 = make_server(fault_rate=rate, seed=7)
-    seq = []
-    for _ in range(30):
-        try:
-            seq.append(requests.get(srv2.url + "/rest/platform", timeout=T).status_code)
-        except requests.ConnectionError:
-            seq.append("reset")
-    srv3 = make_server(fault_rate=rate, seed=7)
-    seq3 = []
-    for _ in range(30):
-        try:
-            seq3.append(requests.get(srv3.url + "/rest/platform", timeout=T).status_code)
-        except requests.ConnectionError:
-            seq3.append("reset")
-    assert seq == seq3 and set(seq) != {200}
+    def answers(server, n=30):
+        seq = []
+        for _ in range(n):
+            try:
+                seq.append(requests.get(server.url + "/rest/platform", timeout=T).status_code)
+            except requests.ConnectionError:
+                seq.append("reset")
+        return seq
+
+    seq = answers(make_server(fault_rate=rate, seed=7))
+    assert seq == answers(make_server(fault_rate=rate, seed=7)) and set(seq) != {200}
 
 
 def test_latency(make_server):

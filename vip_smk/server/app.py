@@ -152,6 +152,16 @@ class Api:
     def _vip_path(self, request: Request) -> str:
         return "/" + request.path_params.get("path", "")
 
+    def _writable_target(self, request: Request):
+        """(user, VIP path, Resolved) of a PUT/DELETE target; /vip, /vip/Home and /vip/Trash
+        themselves are never written or deleted."""
+        user = self.auth(request)
+        vip = self._vip_path(request)
+        res = self.store.resolve(user.name, vip)
+        if res.local is None or res.local.parent == res.user_root:
+            raise forbidden(vip)
+        return user, vip, res
+
     async def path_get(self, request: Request):
         user = self.auth(request)
         vip = self._vip_path(request)
@@ -188,11 +198,7 @@ class Api:
         raise ApiError(8000, f"Unknown action '{action}' (exists, list, properties, content, md5)")
 
     async def path_put(self, request: Request):
-        user = self.auth(request)
-        vip = self._vip_path(request)
-        res = self.store.resolve(user.name, vip)
-        if res.local is None or res.local.parent == res.user_root:
-            raise forbidden(vip)
+        user, vip, res = self._writable_target(request)
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         length = request.headers.get("content-length")
         chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
@@ -307,11 +313,7 @@ class Api:
         return JSONResponse(self.store.properties(user.name, res), status_code=201)
 
     async def path_delete(self, request: Request):
-        user = self.auth(request)
-        vip = self._vip_path(request)
-        res = self.store.resolve(user.name, vip)
-        if res.local is None or res.local.parent == res.user_root:
-            raise forbidden(vip)
+        user, vip, res = self._writable_target(request)
         if not (res.local.exists() or res.local.is_symlink()):
             raise not_found(vip)
         await run_in_threadpool(_remove, res.local)

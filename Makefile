@@ -9,12 +9,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# editable_mode=compat: the top-level snakemake_*_plugin_vip packages stay visible to Snakemake's
+# plugin discovery (pkgutil), which a default (import-hook) editable install hides.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[all]" --config-settings editable_mode=compat
 	touch $@
 
 $(VENV)/.installed-test: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test]" --config-settings editable_mode=compat
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -162,6 +162,39 @@ def test_latency(make_server):
     assert time.monotonic() - t0 >= 0.45
 
 
+def test_request_counter(make_server, vip_server):
+    srv = make_server(count_requests=True, fault_rate=0.3, seed=3)
+    srv.reset_request_counts()
+    assert srv.request_counts() == {"total": 0, "routes": {}}
+    api = Api(srv.url, srv.api_key)
+
+    def call(method, path, **kw):
+        try:
+            getattr(api, method)(path, **kw)
+        except requests.ConnectionError:  # an injected reset
+            pass
+
+    for _ in range(4):
+        call("get", "/path/vip/Home", params={"action": "list"})
+    call("get", "/path/vip/Home", params={"action": "exists"})
+    call("get", "/executions/workflow-XXXXXX")
+    call("put", "/executions/workflow-XXXXXX/kill")
+    call("delete", "/platform")  # no such method: counted under its route
+    counts = srv.request_counts()
+    assert counts["routes"] == {  # injected faults are counted too
+        "DELETE /rest/platform": 1,
+        "GET /rest/executions/{eid}": 1,
+        "GET /rest/path/{path}?action=exists": 1,
+        "GET /rest/path/{path}?action=list": 4,
+        "PUT /rest/executions/{eid}/kill": 1,
+    }
+    assert counts["total"] == 8
+    srv.reset_request_counts()
+    assert srv.request_counts()["total"] == 0
+    # off by default: no such path on a normal server
+    assert requests.get(vip_server.url + "/__vip_smk/requests", timeout=T).status_code == 404
+
+
 def test_no_faults_by_default(vip_server):
     h = {"apikey": vip_server.api_key}
     codes = {requests.get(vip_server.url + "/rest/platform", headers=h, timeout=T).status_code

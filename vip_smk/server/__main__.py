@@ -64,6 +64,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
                         help="delay added to every /rest request, in ms (default 0)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault injection")
+    parser.add_argument("--count-requests", action="store_true",
+                        help="count requests by method and route, served (outside /rest) at "
+                             "GET /__vip_smk/requests; DELETE there resets them (default off)")
     parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
     return parser
 
@@ -88,6 +91,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import Config, build_app
+    from .counter import RequestCounter
     from .engine import Engine
     from .faults import FaultInjector
     from .pipelines import load_pipelines
@@ -150,8 +154,11 @@ def serve(args: argparse.Namespace) -> int:
 
     engine = Engine(store, pipelines, workers=args.workers)
     app = build_app(store, engine, pipelines, Config(max_running=args.max_running))
+    routes = app.routes
     if args.fault_rate or args.latency:
         app = FaultInjector(app, fault_rate=args.fault_rate, latency_ms=args.latency, seed=args.seed)
+    if args.count_requests:  # outermost: injected faults are counted too
+        app = RequestCounter(app, routes)
     engine.recover()
 
     server_json = data_dir / "server.json"

@@ -55,7 +55,8 @@ class LocalServer:
 
     def __init__(self, data_dir, port: int = 0, users=(), workers: int = 2, max_running=None,
                  fault_rate: float = 0.0, latency_ms: float = 0, seed=None, apps_dirs=(),
-                 detach: bool = False, log_file=None, host: str = "127.0.0.1"):
+                 detach: bool = False, log_file=None, host: str = "127.0.0.1",
+                 count_requests: bool = False):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.requested_port = port
@@ -68,6 +69,7 @@ class LocalServer:
         self.seed = seed
         self.apps_dirs = [str(Path(d).resolve()) for d in apps_dirs]
         self.detach = detach
+        self.count_requests = count_requests
         self.log_file = Path(log_file) if log_file else self.data_dir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
@@ -112,7 +114,26 @@ class LocalServer:
             cmd += ["--latency", str(self.latency_ms)]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        if self.count_requests:
+            cmd += ["--count-requests"]
         return cmd
+
+    # ---------------------------------------------------------------- request counts
+    def request_counts(self) -> dict:
+        """``{"total": N, "routes": {"GET /rest/executions": n, ...}}`` since the start or the
+        last :meth:`reset_request_counts` (needs ``count_requests=True``)."""
+        with urllib.request.urlopen(self._counts_url(), timeout=10) as r:
+            return json.loads(r.read())
+
+    def reset_request_counts(self) -> None:
+        req = urllib.request.Request(self._counts_url(), method="DELETE")
+        with urllib.request.urlopen(req, timeout=10):
+            pass
+
+    def _counts_url(self) -> str:
+        if self.url is None:
+            raise RuntimeError("the VIP server is not started")
+        return self.url + "/__vip_smk/requests"
 
     # ---------------------------------------------------------------- start / stop
     def start(self, timeout: float = 30) -> "LocalServer":

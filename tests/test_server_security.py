@@ -170,16 +170,22 @@ def test_execution_inputs_cannot_escape(vip_server, setup):
     assert sorted(p.name for p in bob_home.iterdir()) == before  # no results folder made there
 
 
-def test_archive_upload_cannot_escape(vip_server, setup):
+def test_archive_upload_cannot_escape(make_server):
     import base64
     import io
     import zipfile
 
+    srv = make_server(archive_uploads=True)  # VIP refuses archives; the kinder mode extracts them
+    tag = secrets.token_hex(4)
+    bob = {"apikey": srv.users["bob"]}
+    assert requests.put(f"{srv.url}/rest/path/vip/Home/sec-{tag}", headers=bob, timeout=T).status_code == 201
+    r = requests.put(f"{srv.url}/rest/path/vip/Home/sec-{tag}/secret.txt", headers=bob, data=SECRET, timeout=T)
+    assert r.status_code == 201
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr(f"../../../bob/Home/sec-{setup['tag']}/secret.txt", "overwritten")
+        z.writestr(f"../../../bob/Home/sec-{tag}/secret.txt", "overwritten")
     body = {"type": "Archive", "base64Content": base64.b64encode(buf.getvalue()).decode()}
-    r = requests.put(f"{vip_server.url}/rest/path/vip/Home/zip-{setup['tag']}", json=body, timeout=T,
-                     headers={"apikey": vip_server.users["alice"], "Content-Type": "application/carmin+json"})
+    r = requests.put(f"{srv.url}/rest/path/vip/Home/zip-{tag}", json=body, timeout=T,
+                     headers={"apikey": srv.users["alice"], "Content-Type": "application/carmin+json"})
     assert refused(r.status_code, r.headers["content-type"], r.content) == 8013
-    assert (vip_server.data_dir / "users" / setup["rel"]).read_bytes() == SECRET
+    assert (srv.data_dir / "users" / f"bob/Home/sec-{tag}/secret.txt").read_bytes() == SECRET

@@ -8,6 +8,8 @@ import time
 import requests
 
 T = 30  # seconds, every request
+#: VIP's states of an execution that is not over (Ready: queued, waiting for a slot)
+ACTIVE = ("Initializing", "Ready", "Running")
 
 
 class Api:
@@ -35,8 +37,8 @@ class Api:
         assert r.status_code == 200, r.text
         return r.json()
 
-    def wait(self, eid, timeout=30, until=lambda e: e["status"] != "Running") -> dict:
-        """Poll GET /executions/{eid} until ``until(execution)``."""
+    def wait(self, eid, timeout=30, until=lambda e: e["status"] not in ACTIVE) -> dict:
+        """Poll GET /executions/{eid} until ``until(execution)`` (default: it is over)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             e = self.get(f"/executions/{eid}").json()
@@ -44,3 +46,10 @@ class Api:
                 return e
             time.sleep(0.05)
         raise AssertionError(f"{eid} still {e['status']} after {timeout} s: {e}")
+
+    def gone(self, path, timeout=10) -> None:
+        """Wait until ``path`` no longer exists (VIP's DELETE completes after its 204)."""
+        end = time.monotonic() + timeout
+        while self.get(f"/path{path}", params={"action": "exists"}).json()["exists"]:
+            assert time.monotonic() < end, f"{path} still there {timeout} s after DELETE"
+            time.sleep(0.02)

@@ -64,11 +64,42 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
                         help="delay added to every /rest request, in ms (default 0)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault injection")
+    strict = parser.add_argument_group(
+        "VIP's limits (strict by default, as VIP-portal; the options below make the server "
+        "kinder or model VIP's delays)")
+    strict.add_argument("--list-limit", type=int, default=500, metavar="N",
+                        help="GET executions lists the newest N (defaultLimitListExecutions; default 500)")
+    strict.add_argument("--max-download-size", type=_size, default=None, metavar="BYTES",
+                        help="refuse downloads of larger files, reported as maxSizeDirectTransfer "
+                             "(suffixes K, M, G; default no limit, VIP-portal ships 15M)")
+    strict.add_argument("--md5", action="store_true",
+                        help="answer action=md5 (VIP: error 8001, not implemented)")
+    strict.add_argument("--archive-uploads", action="store_true",
+                        help="extract 'Archive' (zip) uploads (VIP: refused)")
+    strict.add_argument("--null-dates", type=float, default=0.0, metavar="P",
+                        help="serve a null lastModificationDate for a share P of files, chosen by "
+                             "path and --seed (default 0)")
+    strict.add_argument("--storage-delay", type=float, default=0.0, metavar="MS",
+                        help="per-file grid transfer time added to uploads and downloads (default 0)")
+    strict.add_argument("--delete-delay", type=float, default=100.0, metavar="MS",
+                        help="DELETE answers 204 at once and the path goes MS later, as VIP's "
+                             "asynchronous delete (0 = gone before the answer; default 100)")
     parser.add_argument("--count-requests", action="store_true",
                         help="count requests by method and route, served (outside /rest) at "
                              "GET /__vip_smk/requests; DELETE there resets them (default off)")
     parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
     return parser
+
+
+def _size(text: str) -> int:
+    units = {"K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4}
+    t = text.strip().upper().removesuffix("B")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (bytes, or with K, M, G)")
 
 
 def parse_user(spec: str) -> tuple[str, str, str | None]:
@@ -153,7 +184,13 @@ def serve(args: argparse.Namespace) -> int:
     url = f"http://{host}:{port}"
 
     engine = Engine(store, pipelines, workers=args.workers)
-    app = build_app(store, engine, pipelines, Config(max_running=args.max_running))
+    config = Config(max_running=args.max_running, list_limit=args.list_limit,
+                    max_download_size=args.max_download_size, md5=args.md5,
+                    archive_uploads=args.archive_uploads, null_dates=args.null_dates,
+                    seed=args.seed, storage_delay_ms=args.storage_delay,
+                    delete_delay_ms=args.delete_delay)
+    app = build_app(store, engine, pipelines, config)
+    api = app.state.api
     routes = app.routes
     if args.fault_rate or args.latency:
         app = FaultInjector(app, fault_rate=args.fault_rate, latency_ms=args.latency, seed=args.seed)
@@ -167,16 +204,17 @@ def serve(args: argparse.Namespace) -> int:
     if generated:
         print(f"API key: {generated}  (user 'local', stored in {data_dir / 'apikey'})", flush=True)
     log.info("serving %d pipeline(s) from %s with %d worker(s)", len(pipelines), data_dir, args.workers)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+    uv_config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             lifespan="off")
     # uvicorn restores these handlers and re-raises the signal it caught once it has stopped:
     # make that a no-op so that the clean-up below runs (jobs stopped, server.json removed)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        uvicorn.Server(uv_config).run(sockets=[sock])
     finally:
         engine.shutdown()
+        api.deleter.flush()
         try:
             if json.loads(server_json.read_text()).get("pid") == os.getpid():
                 server_json.unlink()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import errno
 import hashlib
 import io
-import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -23,20 +22,18 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .engine import Engine
+from .files import CHUNK, Deleter, file_response, md5, mkstemp, remove
+from .inputs import NAME_RE, expand_jobs, validate_inputs
 from .pipelines import Pipeline
-from .store import ACTIVE, ROOT, ApiError, Store, User, clean_name, forbidden, not_found, now_ms
+from .store import ACTIVE, ROOT, ApiError, Store, User, clean_name, forbidden, not_found
 
 log = logging.getLogger(__name__)
 
 AUTH_HEADER = "apikey"
-CHUNK = 1 << 20
-# characters VIP accepts in input values (8009 otherwise) and in execution names (8019)
-VALUE_RE = re.compile(r"^[0-9.,A-Za-z\-+@/_(): \[\]?&=]*$")
-NAME_RE = re.compile(r"^[0-9A-Za-z\-_ ]+$")
 
 ERROR_MESSAGES = {
     8000: "An error has been encountered on the VIP API",
@@ -61,7 +58,18 @@ ERROR_MESSAGES = {
 
 @dataclass
 class Config:
+    """What the server does where VIP is strict; the defaults are VIP's behaviour, each kinder
+    mode is an option (see ``vip-smk serve --help``)."""
+
     max_running: int | None = None
+    list_limit: int = 500               # GET executions: the newest N (defaultLimitListExecutions)
+    max_download_size: int | None = None  # bytes; larger downloads refused (maxSizeDirectTransfer)
+    md5: bool = False                   # action=md5 answered (VIP: 8001 not implemented)
+    archive_uploads: bool = False       # "Archive" uploads extracted (VIP: refused)
+    null_dates: float = 0.0             # share of files whose lastModificationDate is null
+    seed: int | None = None             # makes the null_dates choice reproducible
+    storage_delay_ms: float = 0.0       # per-file grid transfer time on uploads and downloads
+    delete_delay_ms: float = 100.0      # DELETE completes this long after its 204 (0 = before)
 
 
 def error_response(code: int, message: str, status: int = 400) -> JSONResponse:
@@ -72,20 +80,20 @@ def error_response(code: int, message: str, status: int = 400) -> JSONResponse:
                         headers=headers)
 
 
-def platform_json() -> dict:
+def platform_json(config: Config) -> dict:
     return {
         "platformName": "VIP",
         "platformDescription": "Local VIP server emulator (vip-smk serve): runs Boutiques apps on this machine",
         "supportedTransferProtocols": ["https", "http"],
         "supportedModules": ["Processing", "Data", "ExecutionMonitoring"],
-        "defaultLimitListExecutions": 500,
+        "defaultLimitListExecutions": config.list_limit,
         "unsupportedMethods": [],
         "supportedAPIVersion": "0.3",
         "email": "vip-smk@localhost",
         "APIErrorCodesAndMessages": [
             {"errorCode": k, "errorMessage": v} for k, v in sorted(ERROR_MESSAGES.items())
         ],
-        "maxSizeDirectTransfer": None,
+        "maxSizeDirectTransfer": config.max_download_size,
         "oidcLoginProviders": [],
     }
 
@@ -101,6 +109,7 @@ class Api:
         for leftover in self.tmp_dir.iterdir():  # partial uploads of a previous run
             leftover.unlink(missing_ok=True)
         self.launch_lock = threading.Lock()
+        self.deleter = Deleter(config.delete_delay_ms / 1000.0)
 
     # ------------------------------------------------------------ helpers
     def auth(self, request: Request) -> User:
@@ -113,11 +122,30 @@ class Api:
             raise ApiError(8002, "Bad credentials", 401)
         return user
 
+    def dated(self, props: dict) -> dict:
+        """``--null-dates P``: a share P of files (chosen by path and seed) has a null
+        lastModificationDate, as VIP sometimes answers."""
+        share = self.config.null_dates
+        if share and props.get("exists") and not props.get("isDirectory"):
+            h = hashlib.sha256(f"{self.config.seed}:{props['path']}".encode()).digest()
+            if int.from_bytes(h[:8], "big") / 2.0 ** 64 < share:
+                props["lastModificationDate"] = None
+        return props
+
+    def props(self, user: User, res, **kw) -> dict:
+        return self.dated(self.store.properties(user.name, res, **kw))
+
+    async def storage_delay(self) -> None:
+        """``--storage-delay MS``: VIP moves every uploaded or downloaded file to / from grid
+        storage while the request waits."""
+        if self.config.storage_delay_ms:
+            await asyncio.sleep(self.config.storage_delay_ms / 1000.0)
+
     # ------------------------------------------------------------ platform, auth
     async def platform(self, request: Request):
         if request.headers.get(AUTH_HEADER):
             self.auth(request)  # a bad key is refused (8002), as VIP's filter does
-        return JSONResponse(platform_json())
+        return JSONResponse(platform_json(self.config))
 
     async def authenticate(self, request: Request):
         try:
@@ -184,17 +212,27 @@ class Api:
         if res.local is not None and not res.local.exists():
             raise not_found(vip)
         if action == "properties":
-            return JSONResponse(self.store.properties(user.name, res))
+            return JSONResponse(self.props(user, res))
         if action == "list":
             if res.local is not None and not res.local.is_dir():
                 raise ApiError(8000, f"The path '{vip}' is not a directory")
-            return JSONResponse(await run_in_threadpool(self.store.listing, user.name, res))
+            listing = await run_in_threadpool(self.store.listing, user.name, res)
+            return JSONResponse([self.dated(p) for p in listing])
+        if action == "md5" and not self.config.md5:
+            raise ApiError(8001, "Not implemented: action=md5 is not available on VIP")
         if action in ("content", "md5"):
             if res.local is None or res.local.is_dir():
                 raise ApiError(8000, f"The path '{vip}' is a directory: only files can be downloaded")
             if action == "md5":
-                return JSONResponse({"md5": await run_in_threadpool(_md5, res.local)})
-            return _file_response(request, res.local)
+                return JSONResponse({"md5": await run_in_threadpool(md5, res.local)})
+            st = res.local.stat()
+            limit = self.config.max_download_size
+            if limit is not None and st.st_size > limit:
+                raise ApiError(8000, f"The file '{vip}' ({st.st_size} bytes) is too big to be "
+                               f"downloaded through the API: the limit (maxSizeDirectTransfer) "
+                               f"is {limit} bytes")
+            await self.storage_delay()
+            return file_response(request, res.local, st)
         raise ApiError(8000, f"Unknown action '{action}' (exists, list, properties, content, md5)")
 
     async def path_put(self, request: Request):
@@ -211,13 +249,13 @@ class Api:
     def _mkdir(self, user: User, vip: str, res):
         local = res.local
         if local.is_dir():
-            return JSONResponse(self.store.properties(user.name, res), status_code=201)
+            return JSONResponse(self.props(user, res), status_code=201)
         if local.exists():
             raise ApiError(8000, f"Cannot create directory '{vip}': a file has that name")
         if not local.parent.is_dir():
             raise ApiError(8000, f"Cannot create directory '{vip}': the parent directory does not exist")
         local.mkdir()
-        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+        return JSONResponse(self.props(user, res), status_code=201)
 
     def _upload_target(self, user: User, vip: str, res):
         """Clean the file name as VIP does and check the target; returns (vip, Resolved)."""
@@ -243,7 +281,7 @@ class Api:
             # a known, non-empty upload: check the target before receiving any byte (with
             # "Expect: 100-continue" the client does not even send the body)
             res = self._upload_target(user, vip, res)
-        fd, tmp_name = _mkstemp(self.tmp_dir)
+        fd, tmp_name = mkstemp(self.tmp_dir)
         tmp = Path(tmp_name)
         total = 0
         try:
@@ -264,6 +302,7 @@ class Api:
                 return self._mkdir(user, vip, res)
             res = self._upload_target(user, vip, res)
             os.replace(tmp, res.local)
+            await self.storage_delay()
         except ClientDisconnect:
             tmp.unlink(missing_ok=True)
             log.info("upload of %s interrupted by the client after %d bytes", vip, total)
@@ -271,7 +310,7 @@ class Api:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+        return JSONResponse(self.props(user, res), status_code=201)
 
     async def _put_carmin(self, request: Request, user: User, vip: str, res):
         try:
@@ -282,15 +321,20 @@ class Api:
             raise ApiError(8000, "Invalid application/carmin+json upload: expected "
                            '{"type": "File"|"Archive", "base64Content": "<base64>"}')
         if kind == "Archive":
+            if not self.config.archive_uploads:
+                raise ApiError(8000, "An error has been encountered on the VIP API: archive "
+                               "upload not supported yet (upload the files one by one)")
+            await self.storage_delay()
             return await run_in_threadpool(self._unzip, user, vip, res, data)
         if kind != "File":
             raise ApiError(8000, f"Unknown upload type '{kind}' (File or Archive)")
         res = self._upload_target(user, vip, res)
-        fd, tmp_name = _mkstemp(self.tmp_dir)
+        fd, tmp_name = mkstemp(self.tmp_dir)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp_name, res.local)
-        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+        await self.storage_delay()
+        return JSONResponse(self.props(user, res), status_code=201)
 
     def _unzip(self, user: User, vip: str, res, data: bytes):
         """Archive upload: the zip is extracted into the directory ``vip`` (created)."""
@@ -310,13 +354,14 @@ class Api:
                 target.local.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target.local, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)
-        return JSONResponse(self.store.properties(user.name, res), status_code=201)
+        return JSONResponse(self.props(user, res), status_code=201)
 
     async def path_delete(self, request: Request):
         user, vip, res = self._writable_target(request)
         if not (res.local.exists() or res.local.is_symlink()):
             raise not_found(vip)
-        await run_in_threadpool(_remove, res.local)
+        # as on VIP: answered at once, the removal follows (the path may exist a little longer)
+        await run_in_threadpool(self.deleter.delete, res.local)
         return Response(status_code=204)
 
     # ------------------------------------------------------------ executions
@@ -342,6 +387,22 @@ class Api:
             "jobs": jobs,
         }
 
+    def _reserve_folder(self, user: User, rl, start: float) -> Path:
+        """Create ``dd-mm-yyyy_HH:MM:SS`` under the results location: a name no execution ever
+        had there (the store remembers them all, deleted or not) and no existing folder has; if
+        the second is taken, the next free second (the name keeps VIP's format)."""
+        t = int(start)
+        while True:
+            name = time.strftime("%d-%m-%Y_%H:%M:%S", time.localtime(t))
+            folder = rl.local / name
+            if self.store.reserve_folder(user.name, f"{rl.vip}/{name}"):
+                try:
+                    folder.mkdir()
+                    return folder
+                except FileExistsError:
+                    pass
+            t += 1
+
     def own_execution(self, user: User, eid: str) -> dict:
         ex = self.store.execution(eid)
         if ex is None or ex["user"] != user.name:
@@ -350,7 +411,8 @@ class Api:
 
     async def list_executions(self, request: Request):
         user = self.auth(request)
-        return JSONResponse([self.execution_json(e) for e in self.store.executions(user.name)])
+        newest = self.store.executions(user.name, limit=self.config.list_limit)
+        return JSONResponse([self.execution_json(e) for e in newest])
 
     async def count_executions(self, request: Request):
         user = self.auth(request)
@@ -370,7 +432,7 @@ class Api:
                     res = self.store.resolve(user.name, p)
                 except ApiError:
                     continue
-                out.append(self.store.properties(user.name, res, execution_id=ex["id"]))
+                out.append(self.props(user, res, execution_id=ex["id"]))
         return JSONResponse(out)
 
     async def stdout(self, request: Request):
@@ -420,7 +482,7 @@ class Api:
             try:
                 res = self.store.resolve(user.name, ex["results_dir"])
                 if res.local is not None and res.local.exists():
-                    _remove(res.local)
+                    remove(res.local)
             except ApiError:
                 pass
         self.store.delete_execution(ex["id"])
@@ -448,7 +510,8 @@ class Api:
         values = body.get("inputValues") or {}
         if not isinstance(values, dict):
             raise ApiError(8020, "inputValues must be a JSON object {parameter: value}")
-        invocation_lists = self._validate_inputs(user, pipeline, values)
+        invocation_lists = validate_inputs(self.store, user.name, pipeline, values)
+        combos = expand_jobs(pipeline, invocation_lists)
         results_location = body.get("resultsLocation") or f"{ROOT}/Home"
         if not isinstance(results_location, str):
             raise ApiError(8020, "resultsLocation must be a VIP path")
@@ -466,146 +529,17 @@ class Api:
                                "one is over")
             rl.local.mkdir(parents=True, exist_ok=True)
             start = time.time()
-            folder = _reserve_folder(rl.local, start)
+            folder = self._reserve_folder(user, rl, start)
             eid = self.store.new_execution_id()
-            combos = _cross_product(invocation_lists)
             ex = {
                 "id": eid, "user": user.name, "name": name, "pipeline": pipeline.identifier,
-                "status": "Running", "input_values": values, "results_location": rl.vip,
+                "status": "Ready", "input_values": values, "results_location": rl.vip,
                 "results_dir": f"{rl.vip}/{folder.name}", "start_ms": int(start * 1000),
             }
             self.store.insert_execution(ex, [{"idx": i + 1, "invocation": inv} for i, inv in enumerate(combos)])
         log.info("execution %s of %s by %s: %d job(s)", eid, pipeline.identifier, user.name, len(combos))
         self.engine.submit(eid)
         return JSONResponse(self.execution_json(self.store.execution(eid)))
-
-    def _validate_inputs(self, user: User, pipeline: Pipeline, values: dict) -> dict[str, list]:
-        """Check the inputs as VIP does; return {param: [converted values]} (lists to expand)."""
-        out: dict[str, list] = {}
-        for key, value in values.items():
-            inp = pipeline.input(key)
-            if inp is None:
-                raise ApiError(8009, f"Input field '{key}' is not valid: {pipeline.identifier} has "
-                               f"no such parameter (parameters: {', '.join(i['id'] for i in pipeline.inputs)})")
-            items = value if isinstance(value, list) else [value]
-            if isinstance(value, list) and not value:
-                raise ApiError(8009, f"Input field '{key}' is not valid: empty list")
-            conv = []
-            for v in items:
-                if isinstance(v, (dict, list)) or v is None:
-                    raise ApiError(8009, f"Input field '{key}' is not valid: {v!r}")
-                s = v if isinstance(v, str) else json.dumps(v)
-                if not VALUE_RE.match(s):
-                    bad = sorted({c for c in s if not VALUE_RE.match(c)})
-                    raise ApiError(8009, f"Input field '{key}' is not valid: forbidden character(s) "
-                                   f"{''.join(bad)!r} in {s!r}")
-                conv.append(self._convert(user, pipeline, inp, key, v))
-            if inp.get("list"):
-                out[key] = [conv]  # a Boutiques list input takes the whole list in one job
-            else:
-                out[key] = conv
-        for inp in pipeline.inputs:
-            if inp["id"] in values or inp["id"] == "results-directory":
-                continue
-            if not inp.get("optional", False) and inp.get("type") != "Flag" \
-                    and inp.get("default-value") is None:
-                raise ApiError(8018, f"Input field '{inp['id']}' is missing: it is required by "
-                               f"{pipeline.identifier}")
-        return out
-
-    def _convert(self, user: User, pipeline: Pipeline, inp: dict, key: str, v):
-        t = inp.get("type")
-        if t == "Number":
-            try:
-                num = float(v)
-                if inp.get("integer"):
-                    if num != int(num):
-                        raise ValueError
-                    num = int(num)
-            except (TypeError, ValueError):
-                kind = "an integer" if inp.get("integer") else "a number"
-                raise ApiError(8009, f"Input field '{key}' is not valid: {v!r} is not {kind}")
-            for bound, cmp in (("minimum", lambda a, b: a < b), ("maximum", lambda a, b: a > b)):
-                if bound in inp and cmp(num, inp[bound]):
-                    raise ApiError(8009, f"Input field '{key}' is not valid: {num} is out of range "
-                                   f"({bound} {inp[bound]})")
-            return num
-        if t == "Flag":
-            s = str(v).lower()
-            if s not in ("true", "false"):
-                raise ApiError(8009, f"Input field '{key}' is not valid: {v!r} is not true/false")
-            return s == "true"
-        if t == "File":
-            s = str(v)
-            res = self.store.resolve(user.name, s)
-            if res.local is None or not res.local.exists():
-                raise ApiError(8009, f"Input field '{key}' is not valid: the file '{s}' does not "
-                               "exist in your VIP space (upload it first)")
-            return res.vip
-        s = str(v)
-        choices = inp.get("value-choices")
-        if choices and s not in [str(c) for c in choices]:
-            raise ApiError(8009, f"Input field '{key}' is not valid: {s!r} not in {choices}")
-        return s
-
-
-def _cross_product(lists: dict[str, list]) -> list[dict]:
-    keys = list(lists)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(lists[k] for k in keys))] or [{}]
-
-
-def _reserve_folder(parent: Path, start: float) -> Path:
-    """Create ``dd-mm-yyyy_HH:MM:SS`` under ``parent``; if another execution already has that
-    second, take the next free second (the name keeps VIP's format and stays unique)."""
-    t = int(start)
-    while True:
-        folder = parent / time.strftime("%d-%m-%Y_%H:%M:%S", time.localtime(t))
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            t += 1
-
-
-def _mkstemp(d: Path):
-    import tempfile
-
-    return tempfile.mkstemp(prefix=".vip-upload-", dir=d)
-
-
-SMALL_FILE = 256 * 1024  # bytes: below this a download is served from memory, in one go
-
-
-def _file_response(request: Request, local: Path) -> Response:
-    """A file download: streamed (and Range-capable) by Starlette's FileResponse; a small file
-    without a Range header is read at once instead, which spares the thread-pool hops that
-    dominate the cost of serving many small files."""
-    st = local.stat()
-    response = FileResponse(local, stat_result=st, media_type="application/octet-stream",
-                            filename=local.name, content_disposition_type="attachment")
-    if st.st_size > SMALL_FILE or "range" in request.headers:
-        return response
-    with open(local, "rb") as fh:
-        data = fh.read(SMALL_FILE + 1)
-    if len(data) != st.st_size:  # changed under our feet: let the streaming path handle it
-        return FileResponse(local, media_type="application/octet-stream",
-                            filename=local.name, content_disposition_type="attachment")
-    return Response(data, headers=dict(response.headers))
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _remove(local: Path) -> None:
-    if local.is_symlink() or not local.is_dir():
-        local.unlink()
-    else:
-        shutil.rmtree(local)
 
 
 def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], config: Config) -> Starlette:
@@ -651,8 +585,10 @@ def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], conf
         log.exception("internal error on %s %s", request.method, request.url.path)
         return error_response(8000, f"Internal server error: {type(exc).__name__}", 500)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error,
                             OSError: on_os_error, Exception: on_error},
     )
+    app.state.api = api
+    return app

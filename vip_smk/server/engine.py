@@ -11,6 +11,7 @@ and ``python3`` / ``python`` on the job's PATH point to it too.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -60,6 +61,25 @@ def _make_executor(pipeline: Pipeline, invocation: dict, workdir: Path):
     addDefaultValues(ex.desc_dict, ex.in_dict)
     ex.cmd_line = [ex._generateCmdLineFromInDict()]
     return ex
+
+
+def _place(src: Path, dest: Path, attempts: int = 100) -> None:
+    """Move a job's output to ``dest``, creating its folders; if the user deletes the results
+    folder meanwhile (VIP lets them), it is made again: the job does not fail for it."""
+    for _ in range(attempts):
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            os.replace(src, dest)
+            return
+        except FileNotFoundError:
+            if not (src.exists() or src.is_symlink()):
+                raise
+        except OSError as e:  # a folder of dest's emptied while being removed
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(errno.EBUSY, "results folder deleted again and again while placing", str(dest))
 
 
 def _group_alive(pgid: int) -> bool:
@@ -270,6 +290,8 @@ class Engine:
                 )
                 self.procs[(eid, idx)] = p
                 self.store.update_job(eid, idx, status="Running", pid=p.pid)
+                if now["status"] == "Ready":  # VIP's queued state, until a job starts
+                    self.store.update_execution(eid, status="Running")
             log.info("job %s/%s started (pid %s): %s", eid, idx, p.pid, cmd)
             rc = p.wait()
             if _group_alive(p.pid):  # stray background processes of the job
@@ -327,7 +349,6 @@ class Engine:
         """Move the declared outputs into the results folder; return ({id: [vip]}, missing)."""
         res = self.store.resolve(ex["user"], ex["results_dir"])
         results = res.local
-        results.mkdir(parents=True, exist_ok=True)
         outputs: dict[str, list[str]] = {}
         missing = []
         for out in pipeline.descriptor.get("output-files") or []:
@@ -350,10 +371,7 @@ class Engine:
                 dest = results / src.name
                 if taken.setdefault(src.name, idx) != idx:  # another job made the same name
                     dest = results / f"job{idx}" / src.name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if dest.is_dir() and not dest.is_symlink():
-                    shutil.rmtree(dest)
-                os.replace(src, dest)
+                _place(src, dest)
             outputs.setdefault(out["id"], []).append(self.store.to_vip(ex["user"], dest))
         return outputs, missing
 

@@ -48,6 +48,10 @@ def _answers(url: str, timeout: float = 2.0, tries: int = 1) -> bool:
 class LocalServer:
     """A ``vip-smk serve`` process on ``data_dir`` (see docs/architecture.md section 1).
 
+    Strict as VIP by default; ``list_limit``, ``max_download_size``, ``md5``,
+    ``archive_uploads``, ``null_dates``, ``storage_delay_ms``, ``delete_delay_ms`` map to the
+    options of the same name (``vip-smk serve --help``).
+
     ``users``: ``["NAME:KEY[:PASSWORD]", ...]``; with none, the server's user ``local`` is
     used (its key read from ``<data_dir>/apikey``). ``port=0`` lets the server pick a free port
     (it binds it itself and reports it through ``server.json``: no race).
@@ -56,7 +60,10 @@ class LocalServer:
     def __init__(self, data_dir, port: int = 0, users=(), workers: int = 2, max_running=None,
                  fault_rate: float = 0.0, latency_ms: float = 0, seed=None, apps_dirs=(),
                  detach: bool = False, log_file=None, host: str = "127.0.0.1",
-                 count_requests: bool = False):
+                 count_requests: bool = False, list_limit: int | None = None,
+                 max_download_size: int | None = None, md5: bool = False,
+                 archive_uploads: bool = False, null_dates: float = 0.0,
+                 storage_delay_ms: float = 0, delete_delay_ms: float | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.requested_port = port
@@ -70,6 +77,14 @@ class LocalServer:
         self.apps_dirs = [str(Path(d).resolve()) for d in apps_dirs]
         self.detach = detach
         self.count_requests = count_requests
+        # VIP's limits (None / False / 0: the server's strict default)
+        self.list_limit = list_limit
+        self.max_download_size = max_download_size
+        self.md5 = md5
+        self.archive_uploads = archive_uploads
+        self.null_dates = null_dates
+        self.storage_delay_ms = storage_delay_ms
+        self.delete_delay_ms = delete_delay_ms
         self.log_file = Path(log_file) if log_file else self.data_dir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
@@ -116,6 +131,18 @@ class LocalServer:
             cmd += ["--seed", str(self.seed)]
         if self.count_requests:
             cmd += ["--count-requests"]
+        for flag, value in (("--list-limit", self.list_limit), ("--max-download-size", self.max_download_size),
+                            ("--delete-delay", self.delete_delay_ms)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if self.null_dates:
+            cmd += ["--null-dates", str(self.null_dates)]
+        if self.storage_delay_ms:
+            cmd += ["--storage-delay", str(self.storage_delay_ms)]
+        if self.md5:
+            cmd += ["--md5"]
+        if self.archive_uploads:
+            cmd += ["--archive-uploads"]
         return cmd
 
     # ---------------------------------------------------------------- request counts

@@ -29,6 +29,15 @@ class Pipeline:
     def inputs(self) -> list[dict]:
         return list(self.descriptor.get("inputs") or [])
 
+    def custom_ids(self, key: str) -> list[str]:
+        """Input ids listed under ``custom[key]`` (``"vip:dot"``, ``"vip:cross"``)."""
+        return _custom_ids(self.descriptor, key)
+
+    @property
+    def dot_inputs(self) -> list[str]:
+        """Inputs whose lists are paired element by element (VIP's ``vip:dot``)."""
+        return self.custom_ids("vip:dot")
+
     def input(self, pid: str) -> dict | None:
         for i in self.inputs:
             if i["id"] == pid:
@@ -71,6 +80,14 @@ class Pipeline:
         }
 
 
+def _custom_ids(desc: dict, key: str) -> list[str]:
+    custom = desc.get("custom")
+    ids = custom.get(key) if isinstance(custom, dict) else None
+    if not ids:
+        return []
+    return [str(i) for i in ids] if isinstance(ids, list) else [str(ids)]
+
+
 def load_pipelines(apps_dirs=()) -> dict[str, Pipeline]:
     """Load the shipped descriptors, then those of ``apps_dirs`` (later ones win)."""
     found: dict[str, Pipeline] = {}
@@ -86,6 +103,13 @@ def load_pipelines(apps_dirs=()) -> dict[str, Pipeline]:
                 log.warning("skipping %s: not a Boutiques descriptor (%s)", path, e)
                 continue
             pid = f"{name}/{version}"
+            ids = {str(i.get("id")) for i in desc["inputs"]}
+            unknown = sorted({i for k in ("vip:dot", "vip:cross")
+                              for i in _custom_ids(desc, k) if i not in ids})
+            if unknown:  # VIP-portal refuses such a descriptor at import
+                log.warning("skipping %s: %s listed in vip:dot / vip:cross but not in its inputs",
+                            path, ", ".join(unknown))
+                continue
             if pid in found:
                 log.info("pipeline %s from %s replaces %s", pid, path, found[pid].descriptor_path)
             found[pid] = Pipeline(

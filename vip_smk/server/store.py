@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS executions (
     seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_user ON executions(user);
+CREATE TABLE IF NOT EXISTS folders (
+    path TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS jobs (
     exec_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
@@ -249,6 +252,14 @@ class Store:
                 if not self.db.execute("SELECT 1 FROM executions WHERE id = ?", (eid,)).fetchone():
                     return eid
 
+    def reserve_folder(self, user: str, vip_path: str) -> bool:
+        """Take the results folder name ``vip_path`` for good (False if it was ever taken, even
+        by an execution since deleted): VIP never gives two executions one results folder."""
+        with self.lock:
+            cur = self.db.execute("INSERT OR IGNORE INTO folders(path) VALUES (?)",
+                                  (f"{user}:{vip_path}",))
+            return cur.rowcount == 1
+
     def insert_execution(self, ex: dict, jobs: list[dict]) -> None:
         with self.lock:
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM executions").fetchone()[0]
@@ -277,7 +288,9 @@ class Store:
             row = self.db.execute("SELECT * FROM executions WHERE id = ?", (eid,)).fetchone()
         return _ex_row(row) if row else None
 
-    def executions(self, user: str | None = None, status: tuple[str, ...] | None = None) -> list[dict]:
+    def executions(self, user: str | None = None, status: tuple[str, ...] | None = None,
+                   limit: int | None = None) -> list[dict]:
+        """Newest first (at most ``limit``)."""
         q, args = "SELECT * FROM executions WHERE 1=1", []
         if user is not None:
             q += " AND user = ?"
@@ -286,6 +299,9 @@ class Store:
             q += f" AND status IN ({','.join('?' * len(status))})"
             args.extend(status)
         q += " ORDER BY seq DESC"
+        if limit is not None:
+            q += " LIMIT ?"
+            args.append(int(limit))
         with self.lock:
             rows = self.db.execute(q, args).fetchall()
         return [_ex_row(r) for r in rows]

@@ -62,7 +62,7 @@ def _done(seconds, **extra):
 SMK_CHILD = COUNTER + r"""
 from vip_smk.client import VipClient
 op, url, a, b, workers = sys.argv[1:6]
-c = VipClient(url, api_key="VIP_API_KEY", workers=int(workers), progress=False)
+c = VipClient(url, workers=int(workers), progress=False)  # key: $VIP_API_KEY
 t0 = time.perf_counter()
 if op == "up_tree":
     r = c.upload_tree(a, b)

@@ -26,8 +26,9 @@ from vip_smk.client import (
     TransportError,
     VipClient,
     VipError,
+    TooLarge,
     quote_path,
-    resolve_api_key,
+    vip_client_key_kwargs,
 )
 
 
@@ -48,19 +49,65 @@ def _free_port() -> int:
 # ------------------------------------------------------------------------------ key and URL
 
 
-def test_api_key_resolution(tmp_path, monkeypatch):
+def test_api_key_explicit_sources(tmp_path, monkeypatch):
+    url = "http://127.0.0.1:9"
     keyfile = tmp_path / "key.txt"
     keyfile.write_text("  from-file-key\n")
-    assert resolve_api_key(str(keyfile)) == "from-file-key"
-    assert resolve_api_key(keyfile) == "from-file-key"
     monkeypatch.setenv("MY_VIP_KEY", "from-env-key")
-    assert resolve_api_key("MY_VIP_KEY") == "from-env-key"
-    assert resolve_api_key("literal-key-123") == "literal-key-123"
     monkeypatch.setenv("VIP_API_KEY", "default-env-key")
-    assert resolve_api_key() == "default-env-key"
-    monkeypatch.delenv("VIP_API_KEY")
-    with pytest.raises(AuthError, match="no VIP API key found"):
-        VipClient("http://127.0.0.1:9")
+    cases = [
+        ({"api_key": "literal-key-123"}, "literal-key-123", "the api_key argument"),
+        ({"api_key": str(keyfile)}, str(keyfile), "the api_key argument"),  # never read as a file
+        ({"api_key": "MY_VIP_KEY"}, "MY_VIP_KEY", "the api_key argument"),  # nor as a variable
+        ({"api_key_env": "MY_VIP_KEY"}, "from-env-key", "the environment variable MY_VIP_KEY"),
+        ({"api_key_file": keyfile}, "from-file-key", f"the file {keyfile}"),
+        ({"api_key_file": str(keyfile)}, "from-file-key", f"the file {keyfile}"),
+        ({}, "default-env-key", "the environment variable VIP_API_KEY"),
+    ]
+    for kw, key, source in cases:
+        c = VipClient(url, **kw)
+        assert c.session.headers["apikey"] == key and c.key_source == source, kw
+        assert key not in repr(c) and source in repr(c)
+
+
+def test_api_key_errors_name_the_source_never_the_key(tmp_path, monkeypatch):
+    url = "http://127.0.0.1:9"
+    monkeypatch.delenv("VIP_API_KEY", raising=False)
+    monkeypatch.delenv("MY_VIP_KEY", raising=False)
+    with pytest.raises(AuthError, match="environment variable VIP_API_KEY is not set"):
+        VipClient(url)
+    with pytest.raises(AuthError, match="environment variable MY_VIP_KEY is not set"):
+        VipClient(url, api_key_env="MY_VIP_KEY")
+    monkeypatch.setenv("MY_VIP_KEY", "  ")
+    with pytest.raises(AuthError, match="environment variable MY_VIP_KEY .* is empty"):
+        VipClient(url, api_key_env="MY_VIP_KEY")
+    with pytest.raises(AuthError, match=f"API key file {tmp_path / 'nope'} not found"):
+        VipClient(url, api_key_file=tmp_path / "nope")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(AuthError, match="the API key file .*empty is empty"):
+        VipClient(url, api_key_file=tmp_path / "empty")
+    with pytest.raises(AuthError, match="only one of"):
+        VipClient(url, api_key="secret-k", api_key_env="MY_VIP_KEY")
+    with pytest.raises(AuthError, match="api_key_file="):
+        VipClient(url, api_key=tmp_path / "key.txt")  # a path is not a key
+
+
+def test_vip_client_one_string_key_order(tmp_path, monkeypatch):
+    """vip-client 0.1.10's init(api_key=...): an existing file, else a set variable, else the key."""
+    keyfile = tmp_path / "KEYNAME"
+    keyfile.write_text("k")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEYNAME", "from-env")
+    assert vip_client_key_kwargs("KEYNAME") == {"api_key_file": "KEYNAME"}  # file first
+    assert vip_client_key_kwargs(keyfile) == {"api_key_file": keyfile}
+    keyfile.unlink()
+    assert vip_client_key_kwargs("KEYNAME") == {"api_key_env": "KEYNAME"}
+    monkeypatch.delenv("KEYNAME")
+    assert vip_client_key_kwargs("KEYNAME") == {"api_key": "KEYNAME"}
+    assert vip_client_key_kwargs("abc-123.x") == {"api_key": "abc-123.x"}
+    monkeypatch.delenv("VIP_API_KEY", raising=False)
+    # the default name unset: the error names the variable rather than sending it as a key
+    assert vip_client_key_kwargs("VIP_API_KEY") == {"api_key_env": "VIP_API_KEY"}
 
 
 def test_url_defaults_and_repr(monkeypatch):
@@ -117,7 +164,10 @@ def test_paths_round_trip_with_awkward_names(client, home, tmp_path):
     assert entry.path == f"{d}/blob.bin" and entry.size == len(data) and not entry.is_directory
     props = client.properties(f"{d}/blob.bin")
     assert props.size == len(data) and props.exists
-    assert client.md5(f"{d}/blob.bin") == hashlib.md5(data).hexdigest()
+    # VIP-portal does not compute md5 (8001): None, remembered (no second request)
+    assert client.md5(f"{d}/blob.bin") is None and client.md5_offered is False
+    before = client.requests_made
+    assert client.md5(f"{d}/blob.bin") is None and client.requests_made == before
     out = client.download(f"{d}/blob.bin", tmp_path / "out" / "blob.bin")
     assert out.read_bytes() == data
     assert not (tmp_path / "out" / "blob.bin.part").exists()
@@ -202,7 +252,7 @@ def test_error_classes_from_server_answers(client, home, tmp_path):
         client.list("/vip/Home/../../etc")  # refused before sending
 
 
-def test_bad_key_is_auth_error_without_the_key(vip_server, caplog):
+def test_bad_key_is_auth_error_without_the_key(vip_server, caplog, monkeypatch, tmp_path):
     key = "wrong-" + uuid.uuid4().hex
     c = VipClient(vip_server.url, api_key=key, retry_budget=1)
     with caplog.at_level(logging.DEBUG):
@@ -211,7 +261,18 @@ def test_bad_key_is_auth_error_without_the_key(vip_server, caplog):
                 call()
             assert e.value.code == 8002 and e.value.status == 401
             assert key not in str(e.value) and key not in repr(e.value) and key not in repr(e.value.args)
+            assert "the api_key argument" in str(e.value)
     assert key not in caplog.text and key not in repr(c)
+    # the message says where the refused key came from, in one line, no traceback chained
+    monkeypatch.setenv("MY_VIP_KEY", key)
+    with pytest.raises(AuthError) as e:
+        VipClient(vip_server.url, api_key_env="MY_VIP_KEY", retry_budget=1).pipeline("TextStats/1.0")
+    text = str(e.value)
+    assert "environment variable MY_VIP_KEY" in text and vip_server.url in text and "TextStats/1.0" in text
+    assert "\n" not in text and key not in text and e.value.__cause__ is None and e.value.__suppress_context__
+    (tmp_path / "key").write_text(key)
+    with pytest.raises(AuthError, match=f"from the file {tmp_path / 'key'} was refused"):
+        VipClient(vip_server.url, api_key_file=tmp_path / "key", retry_budget=1).check_key()
 
 
 def test_capacity_error(make_server, tmp_path):
@@ -279,11 +340,16 @@ def test_html_error_pages_are_errors(tmp_path):
 
 def test_transport_errors(make_server):
     port = _free_port()
-    c = VipClient(f"http://127.0.0.1:{port}", api_key="k", retry_budget=0.5, backoff=0.05)
+    url = f"http://127.0.0.1:{port}"
+    c = VipClient(url, api_key="some-key-xyz", retry_budget=0.5, backoff=0.05)
     t0 = time.monotonic()
     with pytest.raises(TransportError) as e:
-        c.platform()
-    assert "platform" in str(e.value) and time.monotonic() - t0 < 5
+        c.pipeline("TextStats/1.0")
+    text = str(e.value)
+    # names the call, the URL and what to check; one line, no chained traceback
+    assert text.startswith("pipeline TextStats/1.0: cannot reach VIP at " + url), text
+    assert "check the URL" in text and "\n" not in text and time.monotonic() - t0 < 5
+    assert e.value.__cause__ is None and e.value.__suppress_context__
     slow = make_server(latency_ms=1500)
     c = VipClient(slow.url, api_key=slow.api_key, timeout=(2, 0.3), retries=1, retry_budget=1)
     with pytest.raises(TransportError, match="no answer"):
@@ -395,3 +461,28 @@ def test_every_non_terminal_status_counts_as_running(status, running):
 
     ex = Execution.from_json({"identifier": "workflow-abcdef", "status": status})
     assert ex.is_running is running and ex.is_over is (not running)
+
+
+def test_md5_where_offered_and_download_size_limit(make_server, tmp_path):
+    srv = make_server(md5=True, max_download_size=1000)
+    c = VipClient(srv.url, api_key=srv.api_key, retry_budget=2, progress=False)
+    assert c.max_download_size() == 1000
+    small, big = tmp_path / "small.bin", tmp_path / "big.bin"
+    small.write_bytes(b"s" * 1000)
+    big.write_bytes(b"b" * 1001)
+    c.mkdir("/vip/Home/lim")
+    c.upload(small, "/vip/Home/lim/small.bin")
+    c.upload(big, "/vip/Home/lim/big.bin")
+    assert c.md5("/vip/Home/lim/small.bin") == hashlib.md5(b"s" * 1000).hexdigest() and c.md5_offered
+    assert c.download("/vip/Home/lim/small.bin", tmp_path / "out" / "small.bin", size=1000).stat().st_size == 1000
+    before = c.requests_made
+    with pytest.raises(TooLarge) as e:  # refused before any request (platform already read)
+        c.download("/vip/Home/lim/big.bin", tmp_path / "out" / "big.bin", size=1001)
+    assert c.requests_made == before and not (tmp_path / "out" / "big.bin.part").exists()
+    text = str(e.value)
+    assert "/vip/Home/lim/big.bin" in text and "1,001 bytes" in text and "1,000 bytes" in text
+    assert (e.value.size, e.value.limit) == (1001, 1000)
+    # size unknown to the caller: the server's own refusal is an error too (never an empty file)
+    with pytest.raises(VipError):
+        c.download("/vip/Home/lim/big.bin", tmp_path / "out" / "big2.bin")
+    assert not (tmp_path / "out" / "big2.bin").exists()

@@ -51,7 +51,7 @@ def vip(vip_server, monkeypatch, tmp_path):
         key = vip_server.api_key
         server = vip_server
         root = tmp_path
-        client = VipClient(vip_server.url, vip_server.api_key)
+        client = VipClient(vip_server.url, api_key=vip_server.api_key)
 
     yield Ctx
     Ctx.client.close()
@@ -472,7 +472,7 @@ def test_defect4_queued_counts_as_running(vip, make_server):
     srv = make_server(workers=1)
     relay = _VipStatusRelay(srv.url)
     try:
-        direct = VipClient(srv.url, srv.api_key)
+        direct = VipClient(srv.url, api_key=srv.api_key)
         VipSession.init(api_key=srv.api_key, vip_portal_url=relay.url, verbose=False)
         blocker = VipSession(_name("blocker"), input_dir="data", pipeline_id="Sleep/1.0",
                              input_settings={"duration": 2.5}).launch_pipeline()

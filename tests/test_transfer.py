@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vip_smk.client import VipClient
-from vip_smk.transfer import PreflightError, TransferReport, extract_archive
+from vip_smk.client import TooLarge, VipClient
+from vip_smk.server import LocalServer
+from vip_smk.transfer import PreflightError, TransferError, TransferReport, extract_archive
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     from vip_smk.client import VipClient
     url, vip_dir, dest, limit = sys.argv[1:5]
-    c = VipClient(url, api_key="VIP_API_KEY", workers=1, progress=False)
+    c = VipClient(url, workers=1, progress=False)  # key: $VIP_API_KEY
     seen = [0]
     real = c.download
     def download(vip, local, **kw):
@@ -271,3 +272,57 @@ def test_clash_between_local_folder_and_remote_file_is_refused(client, vip_dir, 
     with pytest.raises(PreflightError, match="a file with this name exists on VIP"):
         client.upload_tree(tmp_path / "src", vip_dir)
     assert [i.name for i in client.list(vip_dir)] == ["sub"]
+
+
+@pytest.fixture(scope="module")
+def limits_server(tmp_path_factory):
+    """A server with VIP's optional behaviours on: md5 offered, a 100 kB download limit and a
+    null lastModificationDate for every file."""
+    srv = LocalServer(tmp_path_factory.mktemp("vip-limits"), port=0, users=["alice:limits-key-123456"],
+                      md5=True, max_download_size=100_000, null_dates=1.0)
+    srv.start(timeout=60)
+    yield srv
+    srv.stop()
+
+
+def test_null_dates_are_unknown_and_size_limit_named(limits_server, tmp_path):
+    c = VipClient(limits_server.url, api_key=limits_server.api_key, retry_budget=5, progress=False)
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "small.txt").write_text("small")
+    (src / "a" / "other.txt").write_text("other")
+    (src / "big.bin").write_bytes(b"x" * 100_001)
+    c.upload_tree(src, "/vip/Home/nd")
+    assert all(i.last_modification_date is None for i in c.list("/vip/Home/nd/a"))
+    # null dates: unknown, so size decides (neither "modified after 1970" nor re-sent)
+    later = time.time() + 3600
+    os.utime(src / "a" / "small.txt", (later, later))
+    again = c.upload_tree(src, "/vip/Home/nd")
+    assert again.files_transferred == 0 and again.requests == 2
+    # too large for VIP's direct transfer: named with its size and the limit, the rest fetched
+    with pytest.raises(TransferError) as e:
+        c.download_tree("/vip/Home/nd", tmp_path / "dst")
+    [(path, err)] = e.value.failures
+    assert path == "/vip/Home/nd/big.bin" and isinstance(err, TooLarge)
+    assert "100,001 bytes" in str(e.value) and "100,000 bytes" in str(e.value)
+    assert e.value.report.files_transferred == 2
+    assert not (tmp_path / "dst" / "big.bin").exists() and not (tmp_path / "dst" / "big.bin.part").exists()
+    (tmp_path / "dst" / "a" / "small.txt").write_text("SMALL")  # same size, older: date unknown
+    os.utime(tmp_path / "dst" / "a" / "small.txt", (0, 0))
+    with pytest.raises(TransferError):
+        c.download_tree("/vip/Home/nd", tmp_path / "dst")
+    assert (tmp_path / "dst" / "a" / "small.txt").read_text() == "SMALL"
+    # md5 offered: a same-size change is found with checksum=True
+    (src / "a" / "other.txt").write_text("OTHER")
+    assert c.upload_tree(src, "/vip/Home/nd").files_transferred == 0
+    assert c.upload_tree(src, "/vip/Home/nd", checksum=True).transferred == [str(src / "a" / "other.txt")]
+
+
+def test_checksum_where_md5_is_not_offered_probes_once(client, vip_dir, tmp_path):
+    files = make_tree(tmp_path / "src", seed=4, n=12)
+    n_dirs = len({str(Path(r).parent) for r in files})
+    client.upload_tree(tmp_path / "src", vip_dir)
+    again = client.upload_tree(tmp_path / "src", vip_dir, checksum=True)
+    assert again.files_transferred == 0 and again.requests <= n_dirs + 1  # listings + one md5 probe
+    assert client.md5_offered is False
+    assert client.upload_tree(tmp_path / "src", vip_dir, checksum=True).requests <= n_dirs

@@ -21,7 +21,7 @@ def _add_globals(p: argparse.ArgumentParser, default) -> None:
                    help="VIP portal URL (default: $VIP_URL or https://vip.creatis.insa-lyon.fr)")
     p.add_argument("--api-key", default=default, metavar="KEY",
                    help="API key, file holding it, or env var name (default: $VIP_API_KEY)")
-    p.add_argument("--workers", type=int, default=default, help="parallel transfers (default 8)")
+    p.add_argument("--workers", type=int, default=default, help="parallel transfers (default 32, the connection limit)")
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", default=default, help="log requests and retries")
 
@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args):
-    from vip_smk.client import VipClient
+    from vip_smk.client import VipClient, vip_client_key_kwargs
 
     kw = {}
     if getattr(args, "workers", None):
         kw["workers"] = args.workers
     return VipClient(
         url=args.url,
-        api_key=args.api_key if args.api_key else "VIP_API_KEY",
+        **(vip_client_key_kwargs(args.api_key) if args.api_key else {}),
         progress=False if args.quiet else None,
         **kw,
     )

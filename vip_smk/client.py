@@ -10,11 +10,9 @@ No module-level mutable state: the URL, the key and every setting live on the in
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
-import random
 import re
 import threading
 import time
@@ -25,7 +23,25 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+
+from vip_smk import transfer
+from vip_smk.errors import (
+    NOT_IMPLEMENTED,
+    AuthError,
+    CapacityError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    ServerError,
+    TooLarge,
+    TransportError,
+    VipError,
+)
+from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VIP's rules: vip_smk.rules)
+from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
+from vip_smk.rules import clean_name as vip_clean_name
+from vip_smk.rules import is_running as status_is_running
+from vip_smk.transport import MAX_CONNECTIONS, Transport
 
 log = logging.getLogger(__name__)
 
@@ -34,115 +50,9 @@ DEFAULT_KEY_ENV = "VIP_API_KEY"
 CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
 
-RUNNING_STATUSES = frozenset({"Initializing", "Ready", "Running"})
-# Statuses after which an execution produces nothing more ("Removed" is set by VipSession.finish).
-# Anything else -- Initializing, Ready, Running, or a status this code does not know -- counts
-# as running: waiting once too often is cheap, deleting the data of a live execution is not.
-TERMINAL_STATUSES = frozenset(
-    {"Finished", "ExecutionFailed", "InitializationFailed", "Killed", "Unknown", "Removed"}
-)
 
 
-def status_is_running(status: str | None) -> bool:
-    """True for every status not known to be terminal (None: not launched yet -> False)."""
-    return status is not None and status not in TERMINAL_STATUSES
-
-# Characters VIP accepts in input values (server check, code 8009), see reference 2.3.
-VIP_VALUE_CHARS = re.compile(r"[0-9.,A-Za-z\-+@/_():\s\[\]?&=]*")
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class VipError(Exception):
-    """Any failure talking to VIP. `.code` = VIP error code (or None), `.status` = HTTP status
-    (or None), `.call` = the client call, `.target` = the VIP path / pipeline / execution."""
-
-    def __init__(
-        self,
-        message: str,
-        code: int | None = None,
-        status: int | None = None,
-        *,
-        call: str | None = None,
-        target: str | None = None,
-    ):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
-        self.call = call
-        self.target = target
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class AuthError(VipError):
-    """Bad, missing or rejected API key (8002/8003/8004, HTTP 401)."""
-
-
-class NotFound(VipError):
-    """Path, pipeline or execution that does not exist."""
-
-
-class PermissionDenied(VipError):
-    """Not allowed (8013, 8008, HTTP 403)."""
-
-
-class InvalidInput(VipError):
-    """VIP refused the request's content (invalid ids, values, names, missing inputs...)."""
-
-
-class CapacityError(VipError):
-    """Too many executions (2000 platform limit, 2001 user limit)."""
-
-
-class ServerError(VipError):
-    """VIP failed (5xx, or an error page that is not a VIP JSON error)."""
-
-
-class TransportError(VipError):
-    """The network failed (connection refused/reset, timeout, truncated body)."""
-
-
-_AUTH_CODES = {8002, 8003, 8004}
-_NOTFOUND_CODES = {8006, 8007}
-_PERMISSION_CODES = {8008, 8013}
-_CAPACITY_CODES = {2000, 2001}
-_INVALID_CODES = {8005, 8009, 8010, 8011, 8012, 8014, 8015, 8016, 8017, 8018, 8019, 8020, 2002}
-_MISSING_RE = re.compile(
-    r"(does ?n[o']t exist|not exist|no such|not found|unknown (path|file|directory))", re.I
-)
-_RETRY_STATUSES = {429, 502, 503, 504}
-
-
-def _error_class(code: int | None, status: int | None, message: str) -> type[VipError]:
-    if code in _AUTH_CODES:
-        return AuthError
-    if code in _CAPACITY_CODES:
-        return CapacityError
-    if code in _NOTFOUND_CODES:
-        return NotFound
-    if code in _PERMISSION_CODES:
-        return PermissionDenied
-    if code in _INVALID_CODES:
-        return InvalidInput
-    if code == 8000 and _MISSING_RE.search(message or ""):
-        return NotFound
-    if status == 401:
-        return AuthError
-    if status == 403:
-        return PermissionDenied
-    if status == 404 and code is not None:
-        return NotFound
-    if status is not None and status >= 500:
-        return ServerError
-    if code is not None:
-        return InvalidInput
-    return ServerError
+# Errors: vip_smk.errors (re-exported here); transport: vip_smk.transport.
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,42 +227,76 @@ class PathInfo(_Model):
 # --------------------------------------------------------------------------------------------
 
 
-def vip_clean_name(name: str) -> str:
-    """The name VIP stores an uploaded file under: spaces become `_`, non-ASCII is dropped."""
-    name = name.replace(" ", "_")
-    return "".join(ch for ch in name if ord(ch) < 128)
+@dataclass(frozen=True, repr=False)
+class ApiKey:
+    """A VIP API key and where it came from (`source`, for messages). The key never appears
+    in `repr`, `str` or messages."""
+
+    value: str
+    source: str
+
+    def __repr__(self) -> str:
+        return f"ApiKey(from {self.source})"
+
+    __str__ = __repr__
 
 
-def resolve_api_key(api_key: str | os.PathLike | None = DEFAULT_KEY_ENV) -> str:
-    """As VIP's client: an existing file -> its stripped content; else the name of a set
-    environment variable -> its value; else the literal key. Never echoes the key."""
-    if api_key is None:
-        api_key = DEFAULT_KEY_ENV
-    if isinstance(api_key, os.PathLike):
-        api_key = os.fspath(api_key)
-    api_key = str(api_key).strip()
-    if not api_key:
-        raise AuthError("no VIP API key given (empty value)", call="api_key")
-    try:
-        if os.path.isfile(api_key):
-            key = Path(api_key).read_text(encoding="utf-8").strip()
-            if not key:
-                raise AuthError(f"the API key file {api_key} is empty", call="api_key")
-            return key
-    except (OSError, ValueError):
-        pass  # too long / invalid as a path: a literal key
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key) and api_key in os.environ:
-        key = os.environ[api_key].strip()
+def read_api_key(
+    api_key: str | None = None, *, api_key_env: str | None = None,
+    api_key_file: str | os.PathLike | None = None,
+) -> ApiKey:
+    """The key from exactly one explicit source: `api_key` (the key itself), `api_key_env`
+    (an environment variable's name) or `api_key_file` (a file holding it); none given:
+    `$VIP_API_KEY`. AuthError naming the source (never the key) if it is missing or empty."""
+    given = [x for x in (api_key, api_key_env, api_key_file) if x is not None]
+    if len(given) > 1:
+        raise AuthError("give only one of api_key=, api_key_env=, api_key_file=", call="api_key")
+    if api_key is not None:
+        if isinstance(api_key, os.PathLike):
+            raise AuthError("api_key= is the key itself: pass a key file as api_key_file=", call="api_key")
+        key = str(api_key).strip()
         if not key:
-            raise AuthError(f"the environment variable {api_key} is empty", call="api_key")
-        return key
-    if api_key == DEFAULT_KEY_ENV:
-        raise AuthError(
-            "no VIP API key found: pass api_key=<key, key file or env var name> "
-            f"or set the environment variable {DEFAULT_KEY_ENV}",
-            call="api_key",
-        )
-    return api_key
+            raise AuthError("the API key given as api_key= is empty", call="api_key")
+        return ApiKey(key, "the api_key argument")
+    if api_key_file is not None:
+        path = Path(api_key_file).expanduser()
+        source = f"the file {path}"
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise AuthError(f"API key file {path} not found", call="api_key") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not a text file"
+            raise AuthError(f"cannot read the API key file {path}: {reason}", call="api_key") from None
+        if not key:
+            raise AuthError(f"the API key file {path} is empty", call="api_key")
+        return ApiKey(key, source)
+    env = DEFAULT_KEY_ENV if api_key_env is None else str(api_key_env)
+    value = os.environ.get(env)
+    if value is None:
+        hint = "" if api_key_env is not None else " (or pass api_key=, api_key_env= or api_key_file=)"
+        raise AuthError(f"no VIP API key: the environment variable {env} is not set{hint}", call="api_key")
+    if not value.strip():
+        raise AuthError(f"the environment variable {env} holding the VIP API key is empty", call="api_key")
+    return ApiKey(value.strip(), f"the environment variable {env}")
+
+
+def vip_client_key_kwargs(api_key: str | os.PathLike) -> dict[str, Any]:
+    """vip-client 0.1.10's one-string `api_key` (its `init(api_key=...)`, reference 4.2) as
+    VipClient's explicit keyword: a path to an existing file -> `api_key_file`; else the name
+    of a set environment variable -> `api_key_env`; else the key itself -> `api_key`.
+    (The default name `VIP_API_KEY` unset -> `api_key_env`, so the error names the variable.)"""
+    if isinstance(api_key, os.PathLike):
+        return {"api_key_file": api_key}
+    text = str(api_key).strip()
+    try:
+        if text and os.path.isfile(text):
+            return {"api_key_file": text}
+    except (OSError, ValueError):
+        pass  # too long / invalid as a path: not a file
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) and (text in os.environ or text == DEFAULT_KEY_ENV):
+        return {"api_key_env": text}
+    return {"api_key": text}
 
 
 def quote_path(path: str) -> str:
@@ -387,25 +331,6 @@ def _start_writeback(fh, start: int, end: int) -> int:
     return end
 
 
-def _norm_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Input values in a comparable form (VIP may echo numbers as strings)."""
-    out: dict[str, Any] = {}
-    for k, v in (values or {}).items():
-        items = v if isinstance(v, (list, tuple)) else [v]
-        out[str(k)] = tuple(str(x) for x in items)
-    return out
-
-
-class _BlockAdapter(HTTPAdapter):
-    """HTTPAdapter whose connections send bodies in `blocksize` blocks."""
-
-    blocksize = 1 << 16  # 64 KiB: fewer syscalls than urllib3's 16 KiB, no big copies
-
-    def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
-        pool_kwargs.setdefault("blocksize", self.blocksize)
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-
-
 class _ReadCounter:
     """A file-like body that reports the bytes read by the HTTP layer (upload progress)."""
 
@@ -427,15 +352,6 @@ class _ReadCounter:
         return data
 
 
-@dataclass
-class _Attempt:
-    """Result of one failed attempt, for the retry loop."""
-
-    error: VipError
-    retryable: bool
-    maybe_sent: bool  # the request may have reached the server
-
-
 # --------------------------------------------------------------------------------------------
 # Client
 # --------------------------------------------------------------------------------------------
@@ -445,23 +361,31 @@ class VipClient:
     """A client of VIP's REST API (or of a local `vip-smk serve`).
 
     url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added.
-    api_key:  the key, a path to a file holding it, or the name of an environment variable
-              (default `VIP_API_KEY`).
+    api_key / api_key_env / api_key_file: the key itself, the name of an environment variable
+              holding it, or a file holding it (at most one; default: `$VIP_API_KEY`).
     timeout:  (connect, read) seconds for every call.
     retries:  max retries of an idempotent call; `retry_budget`: total seconds spent retrying.
-    workers:  parallel transfers (the connection pool is sized for them).
+    max_connections: connections to the server at most (default 32; VIP is shared).
+    workers:  transfers in flight at most (default: `max_connections`; tree transfers adapt it to
+              file sizes: many small files in flight, few large ones).
     progress: tqdm progress bars for transfers: None = when attached to a terminal/notebook.
+
+    The HTTP side (session, retries, error decoding, clock) is `self.transport`
+    (`vip_smk.transport.Transport`); the methods here only build calls.
     """
 
     def __init__(
         self,
         url: str | None = None,
-        api_key: str | os.PathLike | None = DEFAULT_KEY_ENV,
         *,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        api_key_file: str | os.PathLike | None = None,
         timeout: float | tuple[float, float] = (10, 300),
         retries: int = 5,
         retry_budget: float = 60.0,
-        workers: int = 8,
+        workers: int | None = None,
+        max_connections: int = MAX_CONNECTIONS,
         progress: bool | None = None,
         backoff: float = 0.5,
         max_backoff: float = 15.0,
@@ -472,45 +396,31 @@ class VipClient:
             url = url[: -len("/rest")]
         if not re.match(r"https?://", url):
             raise InvalidInput(f"VIP URL must start with http:// or https://: {url!r}", call="url")
+        key = read_api_key(api_key, api_key_env=api_key_env, api_key_file=api_key_file)
         self.url = url
         self.base = url + "/rest/"
-        self.timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self.retries = int(retries)
-        self.retry_budget = float(retry_budget)
-        self.workers = max(1, int(workers))
+        max_connections = max(1, int(max_connections))
+        self.workers = max_connections if workers is None else max(1, min(int(workers), max_connections))
         self.progress = progress
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self._api_key = resolve_api_key(api_key)
-        self._rng = random.Random()
+        self.transport = Transport(
+            url, key.value, key.source,
+            timeout=timeout if isinstance(timeout, tuple) else (timeout, timeout),
+            retries=retries, retry_budget=retry_budget, backoff=backoff, max_backoff=max_backoff,
+            max_connections=max_connections,
+        )
+        self.key_source = key.source
         self._lock = threading.Lock()
         self._launched: set[str] = set()
-        self.requests_made = 0
-        self.clock_skew: float | None = None  # server clock - ours (seconds), once known
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        self._session = requests.Session()
-        self._session.headers.update({"apikey": self._api_key, "Accept": "application/json"})
-        # Environment settings (proxies, CA bundle) resolved once for our single host instead
-        # of on every request (requests scans the whole environment each time: ~1-2 ms).
-        self._session.proxies.update(requests.utils.get_environ_proxies(self.base) or {})
-        ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca:
-            self._session.verify = ca
-        self._session.trust_env = False
-        adapter = _BlockAdapter(
-            pool_connections=4, pool_maxsize=self.workers + 2, max_retries=0, pool_block=False
-        )
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._md5_offered: bool | None = None  # None: not asked yet (VIP-portal answers 8001)
+        self._platform: dict | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"VipClient(url={self.url!r}, workers={self.workers})"
+        return f"VipClient(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
 
     def close(self) -> None:
-        self._session.close()
+        self.transport.close()
 
     def __enter__(self) -> VipClient:
         return self
@@ -523,205 +433,75 @@ class VipClient:
 
     @property
     def session(self) -> requests.Session:
-        return self._session
+        return self.transport.session
 
-    def _scrub(self, text: str) -> str:
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, "***")
-        return text
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return self.transport.timeout
 
-    def _count(self, sent: int = 0, received: int = 0, requests_: int = 0) -> None:
-        with self._lock:
-            self.requests_made += requests_
-            self.bytes_sent += sent
-            self.bytes_received += received
+    @property
+    def retry_budget(self) -> float:
+        return self.transport.retry_budget
+
+    @property
+    def max_connections(self) -> int:
+        return self.transport.max_connections
+
+    @property
+    def requests_made(self) -> int:
+        return self.transport.requests_made
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.transport.bytes_sent
+
+    @property
+    def bytes_received(self) -> int:
+        return self.transport.bytes_received
+
+    @property
+    def clock_skew(self) -> float | None:
+        """Server clock minus ours (seconds), once a reply had a `Date` header."""
+        return self.transport.clock_skew
 
     def _error(self, cls, msg, *, call, target, code=None, status=None) -> VipError:
-        where = f"{call} {target}" if target else call
-        return cls(self._scrub(f"{where}: {msg}"), code=code, status=status, call=call, target=target)
+        return self.transport.error(cls, msg, call=call, target=target, code=code, status=status)
 
-    def _decode_error(self, resp: requests.Response, call: str, target: str | None) -> VipError | None:
-        """None if `resp` is a success, else the VipError it means."""
-        status = resp.status_code
-        ctype = resp.headers.get("Content-Type", "")
-        body = None
-        text = ""
-        if "json" in ctype or (resp.content[:1] in (b"{", b"[")):
-            try:
-                body = resp.json()
-            except ValueError:
-                body = None
-        is_vip_error = (
-            isinstance(body, dict)
-            and "errorCode" in body
-            and set(body) <= {"errorCode", "errorMessage"}
-        )
-        if 200 <= status < 300 and not is_vip_error:
-            return None
-        if is_vip_error:
-            code = body.get("errorCode")
-            try:
-                code = int(code)
-            except (TypeError, ValueError):
-                code = None
-            message = str(body.get("errorMessage") or "").strip() or "error"
-            cls = _error_class(code, status, message)
-            return self._error(
-                cls, f"{message} (VIP error {code}, HTTP {status})",
-                call=call, target=target, code=code, status=status,
-            )
-        # Not a VIP JSON error: HTML page from a proxy, empty body, other JSON.
-        if isinstance(body, dict) and ("detail" in body or "message" in body):
-            text = str(body.get("detail") or body.get("message"))
-        else:
-            raw = resp.text or ""
-            title = re.search(r"<title>(.*?)</title>", raw, re.I | re.S)
-            text = title.group(1).strip() if title else re.sub(r"\s+", " ", raw)[:120].strip()
-        kind = "empty reply" if not resp.content else (
-            "HTML error page" if "html" in ctype or "<html" in resp.text[:500].lower() else "non-VIP reply"
-        )
-        msg = f"HTTP {status} {resp.reason or ''}".rstrip() + f" ({kind}{': ' + text if text else ''})"
-        if status == 401:
-            cls = AuthError
-        elif status == 403:
-            cls = PermissionDenied
-        else:
-            cls = ServerError
-        return self._error(cls, msg, call=call, target=target, status=status)
-
-    def _sleep_for(self, attempt: int, deadline: float) -> float | None:
-        """Backoff before retry `attempt` (1-based), or None if the budget is exhausted."""
-        if attempt > self.retries:
-            return None
-        cap = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        delay = cap / 2 + self._rng.uniform(0, cap / 2)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0.0:
-            return None
-        return min(delay, remaining)
-
-    def _classify_exception(self, exc: Exception, call: str, target: str | None) -> _Attempt:
-        if isinstance(exc, VipError):
-            return _Attempt(exc, isinstance(exc, (TransportError,)) or exc.status in _RETRY_STATUSES, True)
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            err = self._error(TransportError, f"connection timed out ({self._short(exc)})", call=call, target=target)
-            return _Attempt(err, True, False)
-        if isinstance(exc, requests.exceptions.ReadTimeout):
-            err = self._error(TransportError, f"no answer within {self.timeout[1]} s", call=call, target=target)
-            return _Attempt(err, True, True)
-        if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-            err = self._error(TransportError, f"reply cut short ({self._short(exc)})", call=call, target=target)
-            return _Attempt(err, True, True)
-        if isinstance(exc, requests.exceptions.ConnectionError):
-            text = str(exc)
-            refused = any(s in text for s in ("NewConnectionError", "Connection refused", "Name or service", "nodename"))
-            err = self._error(TransportError, f"connection failed ({self._short(exc)})", call=call, target=target)
-            return _Attempt(err, True, not refused)
-        if isinstance(exc, requests.exceptions.RequestException):
-            err = self._error(TransportError, self._short(exc), call=call, target=target)
-            return _Attempt(err, False, True)
-        raise exc
-
-    @staticmethod
-    def _short(exc: Exception) -> str:
-        """A short, key-free description of a requests/urllib3 exception."""
-        text = str(exc)
-        m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-        if m:
-            return m.group(1).strip()
-        for word in ("Connection reset by peer", "Connection aborted", "RemoteDisconnected",
-                     "IncompleteRead", "Read timed out", "timed out", "Remote end closed connection"):
-            if word in text:
-                return word
-        text = re.sub(r"\s+", " ", text)[:160]
-        return f"{type(exc).__name__}: {text}"
-
-    def _note_clock(self, resp: requests.Response) -> None:
-        """Server clock minus ours, from the `Date` header (1 s resolution), for the
-        modification-date comparisons of incremental transfers."""
-        date = resp.headers.get("Date")
-        if not date:
-            return
-        try:
-            server = email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return
-        self.clock_skew = server - time.time()
-
-    def _url(self, endpoint: str) -> str:
-        return self.base + endpoint
-
-    def _request(
-        self,
-        method: str,
-        endpoint: str,
-        *,
-        call: str,
-        target: str | None = None,
-        params: dict | None = None,
-        json_body: Any = None,
-        body_factory: Callable[[], Any] | None = None,
-        headers: dict | None = None,
-        idempotent: bool = True,
-        ok_missing_after_retry: bool = False,
-        timeout: tuple[float, float] | None = None,
-        retry_budget: float | None = None,
-    ) -> requests.Response | None:
-        """One logical call with retries. Returns the (fully read) successful response."""
-        url = self._url(endpoint)
-        budget = self.retry_budget if retry_budget is None else retry_budget
-        deadline = time.monotonic() + budget
-        attempt = 0
-        while True:
-            body = body_factory() if body_factory else None
-            try:
-                self._count(requests_=1)
-                resp = self._session.request(
-                    method, url, params=params, json=json_body, data=body, headers=headers,
-                    timeout=timeout or self.timeout,
-                )
-                self._count(received=len(resp.content))
-                self._note_clock(resp)
-                err = self._decode_error(resp, call, target)
-                if err is None:
-                    return resp
-                raise err
-            except (VipError, requests.exceptions.RequestException) as exc:
-                failed = self._classify_exception(exc, call, target)
-                if (
-                    ok_missing_after_retry and attempt > 0 and isinstance(failed.error, NotFound)
-                ):
-                    return None  # an earlier attempt whose reply was lost did the job
-                if not (failed.retryable and (idempotent or not failed.maybe_sent)):
-                    raise failed.error from None
-                attempt += 1
-                delay = self._sleep_for(attempt, deadline)
-                if delay is None:
-                    raise failed.error from None
-                log.warning("%s (retry %d in %.1f s)", failed.error, attempt, delay)
-                time.sleep(delay)
-            finally:
-                close = getattr(body, "close", None)
-                if close:
-                    close()
+    def _request(self, method: str, endpoint: str, **kw) -> requests.Response | None:
+        return self.transport.request(method, endpoint, **kw)
 
     def _json(self, method: str, endpoint: str, **kw) -> Any:
-        resp = self._request(method, endpoint, **kw)
-        if resp is None:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            raise self._error(
-                ServerError,
-                f"HTTP {resp.status_code}: expected JSON, got {resp.headers.get('Content-Type', 'no content type')}",
-                call=kw.get("call", endpoint), target=kw.get("target"), status=resp.status_code,
-            ) from None
+        return self.transport.json(method, endpoint, **kw)
 
     # -- platform ------------------------------------------------------------------------------
 
-    def platform(self) -> dict:
-        return self._json("GET", "platform", call="platform")
+    def platform(self, *, cached: bool = False) -> dict:
+        """`GET platform` (VIP's settings and limits). `cached`: the first answer of this client."""
+        if cached and self._platform is not None:
+            return self._platform
+        data = self._json("GET", "platform", call="platform")
+        self._platform = data if isinstance(data, dict) else {}
+        return data
+
+    def max_download_size(self) -> int | None:
+        """VIP's direct-transfer limit in bytes (`maxSizeDirectTransfer` of `GET platform`, read
+        once per client), None if VIP states none."""
+        value = self.platform(cached=True).get("maxSizeDirectTransfer")
+        try:
+            return int(value) if value is not None and int(value) > 0 else None
+        except (TypeError, ValueError):
+            return None
+
+    def check_download_size(self, vip_path: str, size: int | None) -> None:
+        """TooLarge naming the file, its size and the limit if VIP would refuse to send it."""
+        limit = self.max_download_size() if size is not None else None
+        if limit is not None and size > limit:
+            raise TooLarge(
+                f"download {vip_path}: {size:,} bytes is over VIP's direct-transfer limit of "
+                f"{limit:,} bytes (maxSizeDirectTransfer): VIP refuses to send it over the API; "
+                "fetch it from the VIP portal or have the pipeline write smaller files",
+                size=size, limit=limit, call="download", target=vip_path,
+            )
 
     def check_key(self) -> None:
         """`PUT /rest/platform` as VIP's client does: AuthError if the key is refused."""
@@ -763,21 +543,61 @@ class VipClient:
         return PathInfo.from_json(self._path_get(path, "properties", "properties"))
 
     def md5(self, path: str) -> str | None:
-        """The file's md5 if the server computes it, else None (VIP-portal 4.6 does not)."""
+        """The file's md5 if the server computes it, else None. VIP-portal answers 8001 (not
+        implemented): remembered, later calls of this client return None without a request."""
+        if self._md5_offered is False:
+            return None
         try:
             data = self._path_get(path, "md5", "md5")
         except VipError as exc:
-            if isinstance(exc, InvalidInput) or exc.code == 8001:
-                log.debug("md5 not available for %s: %s", path, exc)
+            if exc.code == NOT_IMPLEMENTED:
+                log.debug("md5 not offered by %s: %s", self.url, exc)
+                self._md5_offered = False
                 return None
             raise
+        self._md5_offered = True
         if isinstance(data, dict):
             return data.get("md5") or None
         return str(data) if data else None
 
-    def _mkdir_one(self, path: str) -> None:
-        """Create one directory whose parent exists (PUT with an empty body, trailing `/`)."""
+    @property
+    def md5_offered(self) -> bool | None:
+        """Whether the server computes md5 (None: not asked yet)."""
+        return self._md5_offered
+
+    def mkdir(self, path: str, parents: bool = True, *, exist_ok: bool = True, known_missing: bool = False) -> None:
+        """Create a directory (and, with `parents`, its missing parents); no error if it exists
+        (`exist_ok`). `known_missing`: the caller knows it is absent and its parent present
+        (e.g. from a listing): one request, no lookup first."""
         p = _vip_path(path)
+        if p in ("/", "/vip"):
+            return
+        if not known_missing:
+            try:
+                info = self.properties(p)
+            except NotFound:
+                info = None
+            if info is not None and info.exists:
+                if not info.is_directory:
+                    raise self._error(InvalidInput, "a file with this name exists", call="mkdir", target=p)
+                if not exist_ok:
+                    raise self._error(InvalidInput, "already exists", call="mkdir", target=p)
+                return
+        parent = str(PurePosixPath(p).parent)
+        if parents and not known_missing and parent not in ("/", "/vip"):
+            try:
+                self._mkdir_one(p)
+                return
+            except NotFound:
+                pass
+            except VipError as exc:
+                if isinstance(exc, (AuthError, TransportError, CapacityError, PermissionDenied)):
+                    raise
+            self.mkdir(parent, parents=True)
+        self._mkdir_one(p)
+
+    def _mkdir_one(self, p: str) -> None:
+        """Create one directory whose parent exists (PUT with an empty body, trailing `/`)."""
         try:
             self._request("PUT", "path" + quote_path(p) + "/", call="mkdir", target=p,
                           headers={"Content-Type": "application/octet-stream"}, body_factory=lambda: b"")
@@ -789,32 +609,6 @@ class VipClient:
                 raise exc from None
             if not (info.exists and info.is_directory):
                 raise self._error(InvalidInput, "a file with this name exists", call="mkdir", target=p) from None
-
-    def mkdir(self, path: str, parents: bool = True) -> None:
-        """Create a directory (and its missing parents); no error if it exists."""
-        p = _vip_path(path)
-        if p in ("/", "/vip"):
-            return
-        try:
-            info = self.properties(p)
-        except NotFound:
-            info = None
-        if info is not None and info.exists:
-            if not info.is_directory:
-                raise self._error(InvalidInput, "a file with this name exists", call="mkdir", target=p)
-            return
-        parent = str(PurePosixPath(p).parent)
-        if parents and parent not in ("/", "/vip"):
-            try:
-                self._mkdir_one(p)
-                return
-            except NotFound:
-                pass
-            except VipError as exc:
-                if isinstance(exc, (AuthError, TransportError, CapacityError, PermissionDenied)):
-                    raise
-            self.mkdir(parent, parents=True)
-        self._mkdir_one(p)
 
     def upload(
         self,
@@ -869,7 +663,7 @@ class VipClient:
             "PUT", "path" + quote_path(p), call="upload", target=p, body_factory=body,
             headers={"Content-Type": "application/octet-stream"},
         )
-        self._count(sent=size)
+        self.transport.count(sent=size)
 
     def download(
         self,
@@ -882,14 +676,16 @@ class VipClient:
     ) -> Path:
         """Stream `vip_path` to `local` through `local.part` (Range-resumed if present),
         check the size, fsync, rename. Returns the local path. `size` = expected size if
-        known (saves a request)."""
+        known (saves a request). A file over VIP's direct-transfer limit raises TooLarge
+        before any request for its content."""
         p = _vip_path(vip_path)
+        self.check_download_size(p, size)
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
         part = local.with_name(local.name + ".part")
-        url = self._url("path" + quote_path(p))
-        deadline = time.monotonic() + self.retry_budget
-        attempt = 0
+        endpoint = "path" + quote_path(p)
+        tr = self.transport
+        budget = tr.budget()
         while True:
             got = 0
             try:
@@ -903,22 +699,20 @@ class VipClient:
                 headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
-                self._count(requests_=1)
-                with self._session.get(
-                    url, params={"action": "content"}, headers=headers, stream=True, timeout=self.timeout
-                ) as resp:
+                with tr.open_stream(endpoint, params={"action": "content"}, headers=headers) as resp:
                     if resp.status_code == 416 and offset:
                         part.unlink(missing_ok=True)  # our .part is stale: start again
                         continue
                     if resp.status_code not in (200, 206):
                         resp.content  # noqa: B018 - read the (small) error body
-                        err = self._decode_error(resp, "download", p)
-                        raise err or self._error(ServerError, f"HTTP {resp.status_code}", call="download", target=p, status=resp.status_code)
+                        err = tr.decode_error(resp, "download", p)
+                        raise err or self._error(ServerError, f"HTTP {resp.status_code}", call="download",
+                                                 target=p, status=resp.status_code)
                     ctype = resp.headers.get("Content-Type", "")
                     if resp.status_code == 200 and ctype.startswith("application/json"):
                         # a VIP error delivered with 200, or a JSON file: decide by the body shape
                         data = resp.content
-                        err = self._decode_error(resp, "download", p)
+                        err = tr.decode_error(resp, "download", p)
                         if err is not None:
                             raise err
                         chunks: Iterable[bytes] = [data]
@@ -944,7 +738,7 @@ class VipClient:
                                 flushed = _start_writeback(fh, flushed, offset + got)
                         fh.flush()
                         os.fsync(fh.fileno())
-                    self._count(received=got)
+                    tr.count(received=got)
                 if expected is None:
                     expected = self.properties(p).size
                 have = part.stat().st_size
@@ -957,15 +751,7 @@ class VipClient:
                 self._finish_part(part, local, have, p)
                 return local
             except (VipError, requests.exceptions.RequestException) as exc:
-                failed = self._classify_exception(exc, "download", p)
-                if not failed.retryable:
-                    raise failed.error from None
-                attempt += 1
-                delay = self._sleep_for(attempt, deadline)
-                if delay is None:
-                    raise failed.error from None
-                log.warning("%s (retry %d in %.1f s)", failed.error, attempt, delay)
-                time.sleep(delay)
+                tr.retry_or_raise(tr.classify(exc, "download", p), budget)
 
     @staticmethod
     def _total_size(resp: requests.Response, offset: int) -> int | None:
@@ -1033,24 +819,17 @@ class VipClient:
         target = f"{pid} ({name})"
         # on the server's clock when known (Date headers), minus a small slack
         began_ms = int((time.time() + (self.clock_skew or 0.0)) * 1000) - 2000
-        deadline = time.monotonic() + self.retry_budget
-        attempt = 0
+        tr = self.transport
+        budget = tr.budget()
         while True:
             try:
                 data = self._json("POST", "executions", call="launch", target=target,
                                   json_body=body, idempotent=False, retry_budget=0)
             except VipError as exc:
-                failed = self._classify_exception(exc, "launch", target)
-                if not failed.retryable:
-                    raise
+                failed = tr.classify(exc, "launch", target)
                 # Retry; but if VIP may have created it, look for it first (never duplicate).
                 while True:
-                    attempt += 1
-                    delay = self._sleep_for(attempt, deadline)
-                    if delay is None:
-                        raise
-                    log.warning("%s (retry %d in %.1f s)", exc, attempt, delay)
-                    time.sleep(delay)
+                    tr.retry_or_raise(failed, budget)
                     if not failed.maybe_sent:
                         break
                     try:
@@ -1069,30 +848,18 @@ class VipClient:
             log.info("launched %s: %s", target, ex.identifier)
             return ex
 
-    def _find_launched(self, name: str, pid: str, began_ms: int, values: dict | None = None) -> Execution | None:
-        candidates = []
-        for ex in self.executions():
-            if ex.name != name or (ex.pipeline_identifier and ex.pipeline_identifier != pid):
-                continue
-            with self._lock:
-                if ex.identifier in self._launched:
-                    continue
-            if ex.start_date is None or ex.pipeline_identifier is None:
-                ex = self.execution(ex.identifier)
-                if ex.pipeline_identifier and ex.pipeline_identifier != pid:
-                    continue
-            if ex.start_date is not None and ex.start_date < began_ms:
-                continue
-            candidates.append(ex)
-        if not candidates:
-            return None
-        if len(candidates) > 1 and values is not None:
-            # several of that name (other processes?): prefer those with our input values
-            same = [e for e in candidates if _norm_values(e.input_values) == _norm_values(values)]
-            candidates = same or candidates
-        ex = min(candidates, key=lambda e: e.start_date or 0)
+    def _find_launched(self, name: str, pid: str, began_ms: int, values: Mapping[str, Any]) -> Execution | None:
+        """The execution a lost POST reply created, if any (`core.adoptable_on_vip`: same name,
+        pipeline and inputs, started since the call began, not one this client already has)."""
+        from vip_smk import core
+
         with self._lock:
-            self._launched.add(ex.identifier)
+            mine = set(self._launched)
+        ex = core.adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
+                                   started_after=began_ms, include_failed=True)
+        if ex is not None:
+            with self._lock:
+                self._launched.add(ex.identifier)
         return ex
 
     def execution(self, execution_id: str) -> Execution:
@@ -1144,36 +911,32 @@ class VipClient:
         timeout: float | None = None,
         callback: Callable[[Execution], None] | None = None,
     ) -> Execution:
-        """Poll an execution until it is over (any terminal status). TimeoutError after
-        `timeout` seconds (None = no limit)."""
-        end = None if timeout is None else time.monotonic() + timeout
-        delay = min(0.2, poll)
-        while True:
-            ex = self.execution(execution_id)
-            if callback:
-                callback(ex)
-            if ex.is_over:
-                return ex
-            if end is not None and time.monotonic() + delay > end:
-                raise TimeoutError(f"execution {execution_id} still {ex.status} after {timeout} s")
-            time.sleep(delay)
-            delay = min(poll, delay * 2)
+        """Poll an execution until it is over (`core.wait`: soon after the call, backing off up
+        to `poll` seconds). TimeoutError after `timeout` seconds (None = no limit)."""
+        from vip_smk import core
+
+        eid = str(execution_id)
+        on_round = None if callback is None else (lambda states: eid in states and callback(states[eid]))
+        states = core.wait(self, [eid], refresh=poll, first=min(0.2, poll), timeout=timeout,
+                           on_round=on_round)
+        if eid not in states:
+            raise NotFound(f"execution {eid}: unknown to VIP", call="wait", target=eid)
+        if states[eid].is_running:
+            raise TimeoutError(f"execution {eid} still {states[eid].status} after {timeout} s")
+        return states[eid]
 
     # -- trees (vip_smk.transfer) -----------------------------------------------------------------
 
-    def upload_tree(self, local_dir, vip_dir, **kw):
-        from vip_smk import transfer
-
+    def upload_tree(self, local_dir, vip_dir, **kw) -> transfer.TransferReport:
+        """`vip_smk.transfer.upload_tree(self, ...)`."""
         return transfer.upload_tree(self, local_dir, vip_dir, **kw)
 
-    def download_tree(self, vip_dir, local_dir, **kw):
-        from vip_smk import transfer
-
+    def download_tree(self, vip_dir, local_dir, **kw) -> transfer.TransferReport:
+        """`vip_smk.transfer.download_tree(self, ...)`."""
         return transfer.download_tree(self, vip_dir, local_dir, **kw)
 
-    def download_files(self, pairs, **kw):
-        from vip_smk import transfer
-
+    def download_files(self, pairs, **kw) -> transfer.TransferReport:
+        """`vip_smk.transfer.download_files(self, ...)`."""
         return transfer.download_files(self, pairs, **kw)
 
 
@@ -1191,7 +954,10 @@ __all__ = [
     "TransportError",
     "VipClient",
     "VipError",
+    "ApiKey",
+    "TooLarge",
     "quote_path",
-    "resolve_api_key",
+    "read_api_key",
+    "vip_client_key_kwargs",
     "vip_clean_name",
 ]

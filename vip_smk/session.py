@@ -339,9 +339,9 @@ class VipSession:
             raise ValueError(f"backup_location {backup_location!r} is not supported "
                              "(only 'local': <output_dir>/session_data.json)")
         if client is None:
-            from .client import VipClient
+            from .client import VipClient, vip_client_key_kwargs
 
-            client = VipClient(url=vip_portal_url, api_key=api_key)
+            client = VipClient(url=vip_portal_url, **vip_client_key_kwargs(api_key))
         cls._VERBOSE = bool(verbose)
         client.check_key()
         pipelines = client.pipelines()

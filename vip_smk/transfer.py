@@ -25,21 +25,16 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from vip_smk.client import (
-    VIP_VALUE_CHARS,
-    InvalidInput,
-    NotFound,
-    PathInfo,
-    VipError,
-    vip_clean_name,
-)
+from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
+from vip_smk.rules import clean_name, value_problem
 
-if TYPE_CHECKING:
-    from vip_smk.client import VipClient
+if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
+    from vip_smk.client import PathInfo, VipClient
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +58,6 @@ class TransferReport:
     skipped: list[str] = field(default_factory=list)
     extracted: list[str] = field(default_factory=list)  # directories made from archives
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def files_sent(self) -> int:
-        return self.files_transferred
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.bytes_transferred
 
     def __str__(self) -> str:
         verb = "uploaded" if self.direction == "upload" else "downloaded"
@@ -250,13 +237,12 @@ def _name_problems(rel: str, seen: set[str]) -> list[str]:
         if prefix in seen:
             continue
         seen.add(prefix)
-        clean = vip_clean_name(part)
+        clean = clean_name(part)
         if clean != part:
             what = "folder" if i < len(parts) - 1 else "name"
             problems.append(f"{prefix}: VIP would rename this {what} to {clean!r} (spaces, non-ASCII)")
-        elif not VIP_VALUE_CHARS.fullmatch(part):
-            bad = "".join(sorted({c for c in part if not VIP_VALUE_CHARS.fullmatch(c)}))
-            problems.append(f"{prefix}: characters {bad!r} are refused by VIP in pipeline inputs")
+        elif (bad := value_problem(part)) is not None:
+            problems.append(f"{prefix}: {bad}, refused by VIP in pipeline inputs")
     return problems
 
 
@@ -295,6 +281,36 @@ def _pool(client: VipClient, workers: int | None) -> int:
     if n > client.workers:
         log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)
     return max(1, min(n, client.workers))
+
+
+LARGE = 8 << 20  # bytes: a "large" file (bandwidth-bound rather than round-trip-bound)
+LARGE_IN_FLIGHT = 4  # large files transferred at once at most (the rest of the pool: small ones)
+
+
+def _map_sized(n: int, fn, items: list, size_of, name: str):
+    """(item, future) as they complete, with concurrency adapted to sizes: up to
+    LARGE_IN_FLIGHT large files (largest first) beside the small ones, which take the rest
+    of the `n` slots (many in flight: their time is round trips). Stopping the consumer
+    cancels what has not started."""
+    large = sorted((it for it in items if size_of(it) > LARGE), key=size_of, reverse=True)
+    small = [it for it in items if size_of(it) <= LARGE]
+    if n < 2 or not large or not small:  # one pool, in the given order
+        groups = [(list(items), min(n, LARGE_IN_FLIGHT if not small else n), "all")]
+    else:
+        n_large = min(LARGE_IN_FLIGHT, n - 1, len(large))
+        groups = [(large, n_large, "large"), (small, n - n_large, "small")]
+    with ExitStack() as stack:
+        futures = {}
+        for group, workers, tag in groups:
+            if group:
+                ex = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-{tag}"))
+                futures.update({ex.submit(fn, it): it for it in group})
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut
+        finally:
+            for fut in futures:
+                fut.cancel()
 
 
 def _map(executor: ThreadPoolExecutor, fn, items):
@@ -400,7 +416,7 @@ def upload_tree(
         new_dirs = [d for d in by_depth if remote[d] is None]
         for depth in sorted({_depth(d) for d in new_dirs}):
             level = [d for d in new_dirs if _depth(d) == depth]
-            for _, fut in _map(ex, lambda d: client._mkdir_one(_join(vip_dir, d)), level):
+            for _, fut in _map(ex, lambda d: client.mkdir(_join(vip_dir, d), known_missing=True), level):
                 fut.result()
         # 4. send
         prog = _Progress(want_progress(client.progress if progress is None else progress),
@@ -411,7 +427,7 @@ def upload_tree(
                 client.upload(f.path, _join(vip_dir, f.rel), progress=prog.add_bytes)
                 prog.file_done()
 
-            for f, fut in _map(ex, send, todo):
+            for f, fut in _map_sized(n, send, todo, lambda f: f.size, "vip-up"):
                 try:
                     fut.result()
                 except (VipError, OSError) as exc:
@@ -451,24 +467,33 @@ def _newer(mtime: float, than: float | int | None) -> bool:
 
 
 def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
+    """Same-size files whose content differs, where the server computes md5. VIP-portal does
+    not (8001): the first answer tells, and the client remembers it (size/date decide)."""
     import hashlib
 
     skipped = set(report.skipped)
     cands = [f for f in files if str(f.path) in skipped]
 
-    def compare(f: _LocalFile) -> bool:
+    def compare(f: _LocalFile) -> bool | None:
         remote = client.md5(_join(vip_dir, f.rel))
         if remote is None:
-            return False
+            return None  # not offered: size and date decide
         h = hashlib.md5()  # noqa: S324 - content comparison, not security
         with open(f.path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         return h.hexdigest() != remote.lower()
 
+    if not cands or client.md5_offered is False:
+        return []
     changed = []
-    for f, fut in _map(ex, compare, cands):
-        if fut.result():
+    first = compare(cands[0])  # one probe: is md5 offered at all?
+    if first is None:
+        log.info("md5 not offered by %s: unchanged files are judged by size and date", client.url)
+        return []
+    results = [(cands[0], first)] + [(f, fut.result()) for f, fut in _map(ex, compare, cands[1:])]
+    for f, differs in results:
+        if differs:
             changed.append(f)
             report.skipped.remove(str(f.path))
             report.files_skipped -= 1
@@ -540,7 +565,7 @@ def download_files(
     req0 = client.requests_made
     items: list[tuple[PathInfo | None, str, Path]] = []
     for vip, local in pairs:
-        info = vip if isinstance(vip, PathInfo) else None
+        info = None if isinstance(vip, (str, os.PathLike, PurePosixPath)) else vip  # a PathInfo
         path = info.path if info else str(vip)
         if info is not None and (info.size is None or info.is_directory):
             info = None
@@ -605,8 +630,9 @@ def _download_many(
                 report.skipped.append(str(local))
                 continue
         st = local.stat() if local.is_file() else None
+        remote_date = info.last_modification_date  # None (VIP may send null): unknown, not 1970
         if st is not None and info.size is not None and st.st_size == info.size and not (
-                mtime_check and _newer((info.last_modification_date or 0) - skew, st.st_mtime)):
+                mtime_check and remote_date is not None and _newer(remote_date - skew, st.st_mtime)):
             report.files_skipped += 1
             report.skipped.append(str(local))
             if extract and tarfile.is_tarfile(local):
@@ -617,6 +643,17 @@ def _download_many(
                                                       call=call, target=info.path)))
             continue
         todo.append((info, local))
+    limit = client.max_download_size() if todo else None  # GET platform, once per client
+    if limit is not None:
+        fits = []
+        for info, local in todo:
+            try:
+                client.check_download_size(info.path, info.size)
+            except TooLarge as exc:
+                failures.append((info.path, exc))
+                continue
+            fits.append((info, local))
+        todo = fits
 
     def partial(local: Path) -> int:
         try:
@@ -635,18 +672,18 @@ def _download_many(
         return local
 
     try:
-        with ThreadPoolExecutor(max_workers=_pool(client, workers), thread_name_prefix="vip-down") as ex:
-            for (info, local), fut in _map(ex, fetch, todo):
-                try:
-                    fut.result()
-                except (VipError, OSError) as exc:
-                    failures.append((info.path, exc))
-                    log.error("download %s: %s", info.path, exc)
-                    continue
-                report.files_transferred += 1
-                report.transferred.append(str(local))
-                if extract and tarfile.is_tarfile(local):
-                    pending_extract.append(local)
+        for (info, local), fut in _map_sized(_pool(client, workers), fetch, todo,
+                                             lambda item: item[0].size or 0, "vip-down"):
+            try:
+                fut.result()
+            except (VipError, OSError) as exc:
+                failures.append((info.path, exc))
+                log.error("download %s: %s", info.path, exc)
+                continue
+            report.files_transferred += 1
+            report.transferred.append(str(local))
+            if extract and tarfile.is_tarfile(local):
+                pending_extract.append(local)
     finally:
         prog.close()
     for archive in pending_extract:

@@ -1,0 +1,45 @@
+"""Neutral helpers shared by every layer (no VIP knowledge, no network)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_json", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 4) -> None:
+    """Write ``obj`` as JSON (4-space indent by default, as vip-client) so that a crash leaves
+    either the old file or the new one, never a part: temp file in the same directory, fsync,
+    ``os.replace``. Parent directories are created. Values JSON cannot encode are written as
+    their ``str()``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str | os.PathLike, default: Any = None, *, strict: bool = False) -> Any:
+    """The JSON value in ``path``; ``default`` when the file is missing, unreadable or not
+    JSON. ``strict=True`` raises instead (``OSError`` / ``ValueError``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        if strict:
+            raise
+        return default

@@ -10,9 +10,11 @@
 import asyncio
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,170 @@ class TestDirectoriesUnderFaults(_Base):
     __test__ = True
     files_only = False
     server_fixture = "faulty_server"
+
+
+# --------------------------------------------------------------------------------------------
+# Queries
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", [
+    "vip://vip/Home/study/data/subject01.csv",
+    "vip://vip/Home/study/{subject}/x_{run,[0-9]+}.txt",
+    "vip://vip/Home/study/{sample,[^/]+}.csv",
+    "vip://vip/EGI tutorial (group)/data/a.csv",
+    "vip://vip/Home/results/13-06-2023_20:08:05/out.tgz",
+])
+def test_valid_queries(query):
+    assert StorageProvider.is_valid_query(query)
+
+
+@pytest.mark.parametrize("query, named", [
+    ("vip://vip/Home/my data/a.csv", "'my data'"),
+    ("vip://vip/Home/study/résumé.csv", "'résumé.csv'"),
+    ("vip://vip/Home/study/a#1.csv", "'a#1.csv'"),
+    ("vip://vip/Home/{subject} scan.csv", "'{subject} scan.csv'"),
+    ("vip://Home/study/a.csv", "/Home/study/a.csv"),
+    ("vip://vip/Home", "/vip/Home"),
+    ("vip://vip/Home/study/", "trailing"),
+    ("vip://vip/Home/../etc/a.csv", "'..'"),
+    ("vip://vip/Home//a.csv", "//"),
+    ("s3://bucket/a.csv", "vip://"),
+    ("/vip/Home/a.csv", "vip://"),
+])
+def test_invalid_queries_name_the_part(query, named):
+    res = StorageProvider.is_valid_query(query)
+    assert not res
+    assert named in res.reason, res.reason
+
+
+def test_example_queries_are_valid():
+    for ex in StorageProvider.example_queries():
+        assert StorageProvider.is_valid_query(ex.query), ex.query
+
+
+# --------------------------------------------------------------------------------------------
+# Inventory, dates, directories, empty outputs (the provider used directly)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def provider(vip_server, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, vip_server.api_key)
+    p = _provider(vip_server, tmp_path)
+    yield p
+    p.client.close()
+
+
+def test_missing_key_variable_is_named(vip_server, tmp_path, monkeypatch):
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(WorkflowError, match=KEY_ENV):
+        _provider(vip_server, tmp_path)
+
+
+def test_inventory_one_list_for_all_siblings(provider, client, tmp_path):
+    folder = f"/vip/Home/inv/{tmp_path.name}"
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(25):
+        (src / f"f{i:02d}.txt").write_text("x" * (i + 1))
+    (src / "sub" / "deep.txt").write_text("deep")
+    client.upload_tree(src, folder)
+
+    objs = [provider.object(f"vip:/{folder}/f{i:02d}.txt") for i in range(25)]
+    missing = provider.object(f"vip:/{folder}/nothere.txt")
+    cache = IOCache(max_wait_time=10)
+    before = provider.client.requests_made
+    for o in objs + [missing]:
+        asyncio.run(o.inventory(cache))
+    assert provider.client.requests_made - before == 1  # one action=list of the folder
+    for i, o in enumerate(objs):
+        key = str(o.local_path())
+        assert cache.exists_in_storage[key] is True
+        assert cache.size[key] == i + 1
+        assert abs(cache.mtime[key].storage() - time.time()) < 120
+    assert str(missing.local_path().parent) in cache.exists_in_storage.has_inventory
+    assert str(missing.local_path()) not in dict(cache.exists_in_storage)
+    sub = str(provider.object(f"vip:/{folder}/sub").local_path())
+    assert cache.exists_in_storage[sub] is True and sub not in cache.mtime  # asked on demand
+
+
+def test_directory_store_skips_timestamp_and_dates_newest_file(provider, client, tmp_path):
+    obj = provider.object(f"vip://vip/Home/dirs/{tmp_path.name}/out")
+    local = obj.local_path()
+    (local / "a").mkdir(parents=True)
+    (local / "a" / "one.txt").write_text("1")
+    (local / "two.txt").write_text("22")
+    (local / ".snakemake_timestamp").touch()  # as Snakemake leaves it (empty)
+    t0 = time.time()
+    obj.store_object()
+    names = sorted(i.name for i in client.list(obj.path))
+    assert names == ["a", "two.txt"]
+    fresh = provider.object(obj.query)
+    assert fresh.exists() and fresh.size() == 0 and fresh.local_footprint() == 3
+    assert t0 <= fresh.mtime() <= time.time()
+    shutil.rmtree(local)
+    fresh.retrieve_object()
+    assert (local / "a" / "one.txt").read_text() == "1" and (local / "two.txt").read_text() == "22"
+
+
+def test_empty_output_fails_naming_it(provider, client, tmp_path):
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    obj = provider.object(f"vip://vip/Home/empty/{tmp_path.name}/out.txt")
+    obj.local_path().parent.mkdir(parents=True)
+    obj.local_path().touch()
+    with pytest.raises(WorkflowError, match="out.txt is empty"):
+        obj.store_object()
+    assert not client.exists(obj.path)
+    d = provider.object(f"vip://vip/Home/empty/{tmp_path.name}/outdir")
+    (d.local_path() / "sub").mkdir(parents=True)
+    (d.local_path() / "sub" / "blank.csv").touch()
+    with pytest.raises(WorkflowError, match="blank.csv"):
+        d.store_object()
+
+
+def test_our_uploads_date_precisely_and_null_dates_are_unknown_not_1970(make_server, tmp_path, monkeypatch):
+    srv = make_server(null_dates=1.0)  # every date null
+    monkeypatch.setenv(KEY_ENV, srv.api_key)
+    p = _provider(srv, tmp_path)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("data")
+    p.client.upload(theirs, "/vip/Home/nd/theirs.txt")
+    assert p.client.properties("/vip/Home/nd/theirs.txt").last_modification_date is None
+
+    t0 = time.time()
+    first = p.object("vip://vip/Home/nd/theirs.txt").mtime()
+    assert t0 - 1 <= first <= time.time()  # first seen now: unknown, not 1970
+    out = p.object("vip://vip/Home/nd/out.txt")
+    out.local_path().parent.mkdir(parents=True, exist_ok=True)
+    out.local_path().write_text("result")
+    out.store_object()
+    done = p.object(out.query).mtime()
+    assert first < done <= time.time()  # the output is newer than the input it came from
+    # a later run (new provider, same workflow directory) sees the same times
+    p2 = _provider(srv, tmp_path)
+    assert p2.object("vip://vip/Home/nd/theirs.txt").mtime() == first
+    assert p2.object(out.query).mtime() == done
+    # the input changes (another size): it is newer than the output
+    theirs.write_text("new data")
+    p.client.upload(theirs, "/vip/Home/nd/theirs.txt")
+    assert p2.object("vip://vip/Home/nd/theirs.txt").mtime() > done
+    p.client.close()
+    p2.client.close()
+
+
+def test_dates_book_and_units(tmp_path):
+    assert vip_seconds(None) is None and vip_seconds(0) is None
+    assert vip_seconds(1_700_000_000) == 1_700_000_000
+    assert vip_seconds(1_700_000_000_000) == 1_700_000_000  # milliseconds
+    book = DateBook(tmp_path)
+    book.record_upload([("/vip/Home/a", 3, 1000.0)], when=1000.7)
+    assert book.resolve([("/vip/Home/a", 3, 1000.0)], skew=0) == [1000.7]
+    assert book.resolve([("/vip/Home/a", 3, None)], skew=0) == [1000.7]
+    # rewritten by someone else (another date): VIP's date on our clock
+    assert DateBook(tmp_path).resolve([("/vip/Home/a", 3, 2000.0)], skew=5) == [1995.0]
+    book.forget("/vip/Home")
+    assert DateBook(tmp_path).resolve([("/vip/Home/a", 3, 2000.0)], skew=0) == [2000.0]

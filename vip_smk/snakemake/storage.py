@@ -87,16 +87,12 @@ class StorageProvider(StorageProviderBase):
     def __post_init__(self):
         settings = self.settings or StorageProviderSettings()
         env = (getattr(settings, "api_key_env", None) or "VIP_API_KEY").strip()
-        key = os.environ.get(env, "").strip()
-        if not key:
-            raise WorkflowError(
-                f"vip:// storage: no VIP API key: set the environment variable {env} "
-                "(or name another variable with --storage-vip-api-key-env)"
-            )
         try:
-            self.client = VipClient(getattr(settings, "url", None) or None, api_key=key)
-        except VipError as exc:
-            raise WorkflowError(f"vip:// storage: {exc}") from None
+            self.client = VipClient(getattr(settings, "url", None) or None, api_key_env=env)
+        except VipError as exc:  # names the variable, never the key
+            raise WorkflowError(
+                f"vip:// storage: {exc} (the variable is set by --storage-vip-api-key-env)"
+            ) from None
         self.dates = DateBook(self.local_prefix)
         self._skew: Optional[float] = None
         self.folders: set = set()  # VIP folders known to exist (listed or created in this run)
@@ -190,7 +186,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         return self.provider.client
 
     def _props(self) -> Optional[PathInfo]:
-        if self._info is None and not self._missing:
+        # a missing object is asked again: a remote job (--executor vip) may create it meanwhile
+        if self._info is None:
             try:
                 info = self.client.properties(self.path)
             except NotFound:
@@ -338,6 +335,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         self._forget()
         self.client.delete(self.path, missing_ok=True)
         self.provider.dates.forget(self.path)
+        self.provider.folders -= {
+            f for f in self.provider.folders if f == self.path or f.startswith(self.path + "/")}
 
     # -- glob ----------------------------------------------------------------------------------
 

@@ -36,14 +36,14 @@ USERS_ENV = "VIP_SMK_SERVE_USERS"
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Run a local VIP server on this machine: VIP's REST API under URL/rest/ (header "
-        "'apikey'), running Boutiques apps here (shipped: TextStats/1.0, Smooth/1.0, Sleep/1.0, "
-        "Fail/1.0; add yours with --apps-dir). Give the printed 'VIP portal URL' to VIP clients."
+        "'apikey'), running Boutiques apps here (shipped: TextStats/1.0, Smooth/1.0, PairStats/1.0, "
+        "Sleep/1.0, Fail/1.0; add yours with --apps-dir). As strict as VIP by default. Give the printed 'VIP portal URL' to VIP clients."
     )
     parser.epilog = (
         "Restart behaviour: nothing is lost; executions that were running when the server stopped "
         "(or crashed) are run again on the next start on the same --data-dir (their unfinished "
-        "jobs restart from scratch). Results go to RESULTS_LOCATION/dd-mm-yyyy_HH:MM:SS/ (if two "
-        "executions start in the same second, the later one takes the next free second). "
+        "jobs restart from scratch). Results go to RESULTS_LOCATION/dd-mm-yyyy_HH:MM:SS/, a name "
+        "never given twice (if it was ever taken, the next free second). "
         "Users: --user NAME:KEY[:PASSWORD] or, to keep keys out of `ps`, one spec per line in "
         "$VIP_SMK_SERVE_USERS; with neither, a user 'local' is created once and its key kept in "
         "DATA_DIR/apikey."

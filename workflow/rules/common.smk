@@ -35,29 +35,28 @@ def uploaded_marker(wildcards):
 
 def upload_params(wildcards):
     # Another VIP (or study folder) means another upload.
-    return f"{STUDY.vip['url']} {STUDY.remote_dataset_dir(wildcards.dataset)}"
+    return f"{STUDY.vip.url} {STUDY.remote_dataset_dir(wildcards.dataset)}"
 
 
 def launch_params(wildcards):
     # Snakemake reruns a launch whose parameters changed (and only that session).
-    s = STUDY.sessions[wildcards.session]
-    return vs.json.dumps(
-        {
-            "vip": STUDY.vip["url"],
-            "results": STUDY.results_location(s.name),
-            "pipeline": s.pipeline_id,
-            "inputs": s.input_values,
-        },
-        sort_keys=True,
-    )
+    return STUDY.launch_params(wildcards.session)
 
 
 def dataset_sessions_finished(wildcards):
     return [f"{R}/{s}/finished" for s in STUDY.sessions_of_dataset(wildcards.dataset)]
 
 
+def session_targets():
+    # Every session's done.json and outputs/ are targets themselves (not only inputs of the
+    # summary): whatever is deleted under results/ is made again by the next run.
+    return [
+        f"{R}/{s}/{f}" for s in sorted(STUDY.sessions) for f in ("done.json", "outputs")
+    ]
+
+
 def finished_targets():
-    if not STUDY.vip["cleanup"]:
+    if not STUDY.vip.cleanup:
         return []
     return [f"{R}/{s}/finished" for s in sorted(STUDY.sessions)] + [
         f"{R}/datasets/{d}/finished" for d in STUDY.used_datasets

@@ -1,5 +1,7 @@
 # One row per session: dataset, pipeline, parameters, status, jobs ok/failed, duration,
 # output count and size; the HTML page has a chart. Both go into `snakemake --report`.
+# Then the verdict: a session that did not finish fails the run (exit status 1), naming it,
+# unless vip.allow_failures.
 
 
 rule summary:
@@ -23,3 +25,15 @@ rule summary:
     priority: -10
     run:
         vs.rule_summary(STUDY, wildcards, input, output, log)
+
+
+rule check_study:
+    input:
+        rules.summary.output,
+    output:
+        f"{R}/study_ok.json",
+    log:
+        f"{R}/logs/check_study.log",
+    priority: -20
+    run:
+        vs.rule_check(STUDY, wildcards, input, output, log)

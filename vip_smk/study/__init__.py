@@ -1,0 +1,81 @@
+"""A study = datasets x pipelines x parameter sets, run on VIP as named sessions.
+
+By concern:
+
+- :mod:`.config`  -- load the YAML, check it against the schema (defaults come from it),
+  expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
+  (the shipped descriptors for ``url: local``: a dry run starts nothing);
+- :mod:`.connect` -- the study's VIP: the embedded local server (started, restarted) or a portal;
+- :mod:`.steps`   -- what the Snakemake rules call, each a call of the shared core
+  (:mod:`vip_smk.core`);
+- :mod:`.summary` -- the CSV / text / HTML summary;
+- :mod:`.runs`    -- resuming after kill -9 (Snakemake's stale lock).
+
+The API key is never stored in a `Study`, a marker, a log or an exception: for ``url: local``
+the client reads it from ``<local_dir>/apikey``; for a real URL from the environment variable
+named by ``vip.api_key_env``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vip_smk.util import read_json, write_json_atomic
+
+from .config import (
+    Session,
+    Study,
+    StudyConfigError,
+    VipSettings,
+    check_config,
+    expand_sessions,
+    load_config,
+    load_study,
+    shipped_descriptors,
+    slug,
+)
+from .connect import StudyError, StudyVip, ensure_local_server
+from .runs import clear_stale_lock, forget_run, record_run
+from .steps import (
+    check_study,
+    download_session,
+    failed_sessions,
+    finish_dataset,
+    finish_session,
+    job_log,
+    launch_session,
+    log_to_stderr,
+    rule_check,
+    rule_finish_dataset,
+    rule_finish_session,
+    rule_launch,
+    rule_upload,
+    rule_wait_and_download,
+    upload_dataset,
+    wait_session,
+)
+from .summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, write_summary
+
+
+def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:
+    """`load_study` for the Snakefile: a config mistake becomes a Snakemake WorkflowError
+    (a clean message, no traceback) so that even `snakemake -n` stops on it. Log records of
+    the parse (retry warnings...) go to stderr with time and logger name."""
+    from snakemake.exceptions import WorkflowError
+
+    log_to_stderr()
+    try:
+        return load_study(config, workdir)
+    except (StudyConfigError, StudyError) as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+__all__ = [
+    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip", "VipSettings",
+    "check_config", "check_study", "clear_stale_lock", "download_session", "ensure_local_server",
+    "expand_sessions", "failed_sessions", "finish_dataset", "finish_session", "forget_run", "job_log",
+    "launch_session", "load_config", "load_study", "load_study_or_fail", "log_to_stderr", "read_json",
+    "record_run", "rule_check", "rule_finish_dataset", "rule_finish_session", "rule_launch", "rule_summary",
+    "rule_upload", "rule_wait_and_download", "shipped_descriptors", "slug", "summary_rows", "summary_text",
+    "upload_dataset", "wait_session", "write_json_atomic", "write_summary",
+]

@@ -1,0 +1,613 @@
+"""Study configuration: load, check against the schema (defaults filled from it), expand into
+sessions and validate every session against its pipeline, with no network for ``url: local``.
+
+Every mistake is reported before anything is uploaded or launched, each on one line naming the
+session and the key (or, for a key the schema does not know, where it is and the closest known
+key).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import glob
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SHIPPED_APPS = Path(__file__).resolve().parents[1] / "server" / "apps"
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_GLOB_CHARS = set("*?[")
+_RESERVED = {"datasets", "logs"}
+MAX_SESSION_NAME = 100
+
+
+class StudyConfigError(ValueError):
+    """A mistake in the study configuration; the message names the session and the key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VipSettings:
+    """`vip:` of the config. No defaults here: each is written once, in the schema."""
+
+    url: str
+    api_key_env: str
+    max_running: int | None
+    poll_seconds: float
+    cleanup: bool
+    allow_failures: bool
+    root: str
+    local_dir: str
+    local_workers: int
+    workers: int
+    max_wait_hours: float | None
+    retry_seconds: float
+
+    @classmethod
+    def from_config(cls, vip: Mapping[str, Any] | None) -> VipSettings:
+        filled = fill_defaults({"vip": dict(vip or {})}, schema())["vip"]
+        return cls(**{f.name: filled[f.name] for f in fields(cls)})
+
+    @property
+    def is_local(self) -> bool:
+        return self.url == "local"
+
+    def public(self) -> dict[str, Any]:
+        """What markers record (never a key: there is none here anyway)."""
+        return {"url": self.url, "root": self.root, "max_running": self.max_running, "cleanup": self.cleanup}
+
+
+@dataclass(frozen=True)
+class Session:
+    name: str
+    dataset: str
+    pipeline: str  # alias in `pipelines:`
+    pipeline_id: str
+    parameters: dict[str, Any]  # what distinguishes it (grid point / explicit settings)
+    settings: dict[str, Any]  # merged user-level settings (relative paths / globs)
+    input_values: dict[str, Any]  # VIP-bound values (absolute VIP paths)
+    origin: str  # "study[i]" or "sessions"
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps({"pipeline": self.pipeline_id, "inputs": self.input_values}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Study:
+    name: str
+    vip: VipSettings
+    datasets: dict[str, Path]
+    pipelines: dict[str, str]  # alias -> VIP id
+    sessions: dict[str, Session]
+    results: Path
+    workdir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def remote_root(self) -> str:
+        return str(PurePosixPath(self.vip.root) / self.name)
+
+    def remote_dataset_dir(self, dataset: str) -> str:
+        return f"{self.remote_root}/datasets/{dataset}"
+
+    def remote_session_dir(self, session: str) -> str:
+        return f"{self.remote_root}/{session}"
+
+    def results_location(self, session: str) -> str:
+        return f"{self.remote_session_dir(session)}/OUTPUTS"
+
+    def sessions_of_dataset(self, dataset: str) -> list[str]:
+        return sorted(s.name for s in self.sessions.values() if s.dataset == dataset)
+
+    @property
+    def used_datasets(self) -> list[str]:
+        return sorted({s.dataset for s in self.sessions.values()})
+
+    def local_dir(self) -> Path:
+        return (self.workdir / self.vip.local_dir).resolve()
+
+    def launch_params(self, session: str) -> str:
+        """What makes Snakemake rerun a launch when it changes (and only that session's)."""
+        s = self.sessions[session]
+        return json.dumps(
+            {"vip": self.vip.url, "results": self.results_location(s.name), "pipeline": s.pipeline_id,
+             "inputs": s.input_values},
+            sort_keys=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Schema: defaults, unknown keys, types
+# --------------------------------------------------------------------------------------------
+
+
+@cache
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text(encoding="utf-8")
+
+
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(_schema_text())
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML study config file -> dict (a mistake in the YAML names the file and line)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise StudyConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except OSError as exc:
+        raise StudyConfigError(f"{path}: {exc.strerror}") from None
+    return data or {}
+
+
+def fill_defaults(data: Any, sch: Mapping[str, Any]) -> Any:
+    """Fill the schema's `default`s into `data` (in place; returned)."""
+    if isinstance(data, dict) and sch.get("type") == "object":
+        for key, sub in (sch.get("properties") or {}).items():
+            if key not in data and "default" in sub:
+                data[key] = copy.deepcopy(sub["default"])
+            if key in data:
+                fill_defaults(data[key], sub)
+        extra = sch.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in data:
+                if key not in (sch.get("properties") or {}):
+                    fill_defaults(data[key], extra)
+    elif isinstance(data, list) and isinstance(sch.get("items"), dict):
+        for item in data:
+            fill_defaults(item, sch["items"])
+    return data
+
+
+def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str) -> list[str]:
+    """One line per key the schema does not allow, with the closest known key."""
+    out: list[str] = []
+    if isinstance(data, dict) and sch.get("type") == "object":
+        props = sch.get("properties") or {}
+        extra = sch.get("additionalProperties", True)
+        for key, value in data.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in props:
+                out += _unknown_keys(value, props[key], path)
+            elif extra is False:
+                place = f"in {where}" if where else "at the top level"
+                close = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.5)
+                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(props)}"
+                out.append(f"{path}: unknown key '{key}' {place} ({hint})")
+            elif isinstance(extra, dict):
+                out += _unknown_keys(value, extra, path)
+    elif isinstance(data, list) and isinstance(sch.get("items"), dict):
+        for i, item in enumerate(data):
+            out += _unknown_keys(item, sch["items"], f"{where}[{i}]")
+    return out
+
+
+def _schema_problem(exc: Exception) -> str:
+    """A jsonschema ValidationError (wrapped by Snakemake) -> 'key.path: message'."""
+    err = next((a for a in getattr(exc, "args", ()) if hasattr(a, "absolute_path")), exc)
+    if hasattr(err, "absolute_path"):
+        parts = list(err.absolute_path)
+        path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
+        return f"{path or 'config'}: {err.message}"
+    return " ".join(str(exc).split())[:300]
+
+
+def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `config` checked against the schema, defaults filled in. Raises
+    StudyConfigError: unknown keys (with the closest known one), then type/range mistakes,
+    each on one line naming the key."""
+    if not isinstance(config, Mapping):
+        raise StudyConfigError("invalid study configuration: the config is not a mapping of keys")
+    data = copy.deepcopy(dict(config))
+    sch = schema()
+    _raise_if_any(_unknown_keys(data, sch, ""))
+    fill_defaults(data, sch)
+    try:
+        from snakemake.utils import validate
+    except ImportError:  # without Snakemake: defaults and unknown keys only
+        return data
+    try:
+        validate(data, str(SCHEMA_PATH), set_default=True)
+    except Exception as exc:  # WorkflowError wrapping jsonschema's ValidationError
+        _raise_if_any([_schema_problem(exc)])
+    return data
+
+
+def _raise_if_any(items: list[str]) -> None:
+    if not items:
+        return
+    if len(items) == 1:
+        raise StudyConfigError(f"invalid study configuration: {items[0]}")
+    head = f"invalid study configuration ({len(items)} errors):"
+    raise StudyConfigError("\n  ".join([head, *items]))
+
+
+# --------------------------------------------------------------------------------------------
+# Expansion: study blocks x grid -> session specs
+# --------------------------------------------------------------------------------------------
+
+
+class _Errors:
+    """Collects every mistake; the same (key, message) for many sessions of one grid is
+    reported once, naming the first session and how many more."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], list[str]] = {}
+
+    def add(self, where: str, key: str, msg: str) -> None:
+        self._groups.setdefault((key, msg), []).append(where)
+
+    @property
+    def items(self) -> list[str]:
+        out = []
+        for (key, msg), wheres in self._groups.items():
+            more = f" and {len(wheres) - 1} more session(s)" if len(wheres) > 1 else ""
+            out.append(f"{wheres[0]}{more}: {key}: {msg}")
+        return out
+
+    def raise_if_any(self) -> None:
+        _raise_if_any(self.items)
+
+
+# Punctuation spelled out in session names ('-' and '_' are kept, '.' is 'p' as in 0p5).
+_WORDS = {
+    ",": "comma", ";": "semicolon", ":": "colon", "|": "pipe", "\t": "tab", " ": "space",
+    "/": "slash", "\\": "backslash", "+": "plus", "*": "star", "=": "eq", "&": "and", "@": "at",
+    "#": "hash", "%": "pct", "!": "excl", "?": "qmark", "'": "quote", '"': "dquote", "~": "tilde",
+    "(": "lpar", ")": "rpar", "[": "lbr", "]": "rbr", "{": "lbrace", "}": "rbrace", "<": "lt",
+    ">": "gt", "^": "caret", "$": "dollar",
+}
+
+
+def slug(value: Any) -> str:
+    """A readable, stable fragment of a session name for a grid value: letters, digits, '-'
+    and '_' only. Punctuation is spelled out (',' -> 'comma'); a value with other characters
+    (accents, control characters...) gets a short hash of itself so two values never meet."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "+".join(slug(v) for v in value).replace("+", "_") or "empty"
+    text = str(value)
+    parts: list[str] = []
+    lossy = False
+    for i, ch in enumerate(text):
+        if ch.isascii() and (ch.isalnum() or ch in "-_"):
+            parts.append(ch)
+        elif ch == "." and 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit():
+            parts.append("p")  # 0.5 -> 0p5
+        elif ch in _WORDS or ch == ".":
+            word = _WORDS.get(ch, "dot")
+            sep_before = "" if not parts or parts[-1].endswith("_") else "_"
+            parts.append(f"{sep_before}{word}_")
+        else:
+            lossy = True
+            parts.append("_")
+    out = re.sub(r"_+", "_", "".join(parts)).strip("_")
+    if text == "":
+        return "empty"
+    if lossy or not out:
+        digest = hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:6]
+        out = f"{out}_{digest}" if out else f"v{digest}"
+    return out
+
+
+def _grid_points(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    values = [v if isinstance(v, list) else [v] for v in grid.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def _default_name(ds: str, alias: str, point: Mapping[str, Any]) -> str:
+    name = "-".join([ds, alias, *(f"{slug(k)}{slug(v)}" for k, v in point.items())])
+    if len(name) > MAX_SESSION_NAME:  # stable: the hash of the full name
+        name = name[: MAX_SESSION_NAME - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def expand_sessions(config: Mapping[str, Any]) -> tuple[list[dict[str, Any]], _Errors]:
+    """The raw session specs (name, dataset, pipeline, parameters, settings, origin) from
+    `study:` blocks and `sessions:` entries, without any check against VIP."""
+    errors = _Errors()
+    pipelines = config.get("pipelines") or {}
+    specs: list[dict[str, Any]] = []
+    for i, block in enumerate(config.get("study") or []):
+        where = f"study[{i}]"
+        points = _grid_points(block.get("grid") or {})
+        for ds in block["datasets"]:
+            for alias in block["pipelines"]:
+                base = dict((pipelines.get(alias) or {}).get("settings") or {})
+                for point in points:
+                    template = block.get("name")
+                    if template:
+                        try:
+                            name = template.format(dataset=ds, pipeline=alias, **point)
+                        except (KeyError, IndexError, ValueError) as exc:
+                            errors.add(where, f"{where}.name", f"template {template!r}: unknown field {exc}")
+                            continue
+                    else:
+                        name = _default_name(ds, alias, point)
+                    specs.append({"name": name, "dataset": ds, "pipeline": alias, "parameters": dict(point),
+                                  "settings": {**base, **point}, "origin": where})
+    for name, entry in (config.get("sessions") or {}).items():
+        alias = entry["pipeline"]
+        base = dict((pipelines.get(alias) or {}).get("settings") or {})
+        own = dict(entry.get("settings") or {})
+        specs.append({"name": name, "dataset": entry["dataset"], "pipeline": alias, "parameters": own,
+                      "settings": {**base, **own}, "origin": "sessions"})
+    return specs, errors
+
+
+def _where(spec: Mapping[str, Any]) -> str:
+    return f"session '{spec['name']}' ({spec['origin']})"
+
+
+def _key(spec: Mapping[str, Any], param: str) -> str:
+    if spec["origin"] == "sessions":
+        return f"sessions.{spec['name']}.settings.{param}"
+    if param in spec["parameters"]:
+        return f"{spec['origin']}.grid.{param}"
+    return f"pipelines.{spec['pipeline']}.settings.{param}"
+
+
+class _DatasetFiles:
+    """Glob results per (dataset, pattern), computed once (500-session studies)."""
+
+    def __init__(self, datasets: Mapping[str, Path]):
+        self.datasets = datasets
+        self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def match(self, dataset: str, pattern: str) -> list[str]:
+        key = (dataset, pattern)
+        if key not in self._cache:
+            root = self.datasets[dataset]
+            found = glob.glob(pattern, root_dir=root, recursive=True)
+            self._cache[key] = sorted(Path(p).as_posix() for p in found if (root / p).is_file())
+        return self._cache[key]
+
+
+def _resolve_file(value: Any, spec: Mapping[str, Any], param: str, study_root: str,
+                  files: _DatasetFiles, errors: _Errors) -> Any:
+    """A File setting (dataset-relative path, glob or /vip/ path) -> VIP path(s)."""
+    ds = spec["dataset"]
+    where, key = _where(spec), _key(spec, param)
+    if isinstance(value, list):
+        out: list[str] = []
+        for v in value:
+            r = _resolve_file(v, spec, param, study_root, files, errors)
+            if r is not None:
+                out.extend(r if isinstance(r, list) else [r])
+        return out
+    if not isinstance(value, str) or not value:
+        errors.add(where, key, f"a File parameter needs a path or glob, got {value!r}")
+        return None
+    if value.startswith("/vip/"):
+        return value  # already on VIP: passed as is
+    if value.startswith("/") or ".." in PurePosixPath(value).parts:
+        errors.add(where, key, f"{value!r}: give a path relative to dataset '{ds}' (or a /vip/ path)")
+        return None
+    remote = f"{study_root}/datasets/{ds}"
+    if _GLOB_CHARS & set(value):
+        matched = files.match(ds, value)
+        if not matched:
+            errors.add(where, key, f"glob {value!r} matches no file in dataset '{ds}' ({files.datasets[ds]})")
+            return None
+        return [f"{remote}/{m}" for m in matched]
+    if not (files.datasets[ds] / value).is_file():
+        errors.add(where, key, f"{value!r} is not a file of dataset '{ds}' ({files.datasets[ds]})")
+        return None
+    return f"{remote}/{PurePosixPath(Path(value).as_posix())}"
+
+
+def _dataset_problems(root: Path) -> list[str]:
+    """What would make the dataset's upload fail (names VIP refuses, empty files, unreadable
+    entries), found without any network so that the dry run reports it."""
+    from vip_smk.transfer import check_local_tree
+
+    files, problems = check_local_tree(root)
+    if not files:
+        problems = [*problems, f"{root} holds no file"]
+    return problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+
+
+def session_values(desc, spec: Mapping[str, Any], study_root: str, files: _DatasetFiles,
+                   errors: _Errors) -> dict[str, Any]:
+    """The session's VIP-bound input values (core.validate_settings on the settings, File
+    values resolved in the dataset first), every problem added to `errors` under its key."""
+    from vip_smk.core import SettingsError, validate_settings
+
+    where = _where(spec)
+    params = [p.name for p in desc.parameters if not p.is_returned_value]
+    settings: dict[str, Any] = {}
+    unresolved: set[str] = set()
+    for pname, value in spec["settings"].items():
+        p = next((q for q in desc.parameters if q.name == pname), None)
+        if p is not None and p.type == "File":
+            resolved = _resolve_file(value, spec, pname, study_root, files, errors)
+            if resolved is None:
+                unresolved.add(pname)
+                continue
+            value = resolved
+        settings[pname] = value
+    try:
+        return validate_settings(desc, settings, where=where)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            param = problem.param or ""
+            if param in unresolved:
+                continue  # already reported, with the dataset
+            text = str(problem)
+            if problem.kind == "unknown":
+                close = difflib.get_close_matches(param, params, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                text = f"unknown parameter of {desc.identifier} ({hint}known: {', '.join(sorted(params))})"
+            errors.add(where, _key(spec, param), text)
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines' descriptors without touching anything
+# --------------------------------------------------------------------------------------------
+
+
+def _boutiques_to_vip(desc: Mapping[str, Any]) -> dict[str, Any]:
+    """A shipped Boutiques descriptor -> the pipeline as the local VIP describes it."""
+    params = []
+    for inp in desc.get("inputs") or []:
+        t = inp.get("type")
+        vtype = ("Int64" if inp.get("integer") else "Double") if t == "Number" else (
+            "Boolean" if t == "Flag" else (t if t in ("File", "String") else "String"))
+        params.append({"name": inp["id"], "type": vtype,
+                       "isOptional": bool(inp.get("optional", False)) or t == "Flag",
+                       "isReturnedValue": False, "defaultValue": inp.get("default-value"),
+                       "description": str(inp.get("description") or "")})
+    name, version = str(desc["name"]), str(desc["tool-version"])
+    return {"identifier": f"{name}/{version}", "name": name, "version": version,
+            "description": str(desc.get("description") or ""), "parameters": params, "canExecute": True}
+
+
+def shipped_descriptors() -> dict[str, dict[str, Any]]:
+    """Pipeline id -> VIP JSON of the apps the embedded local server runs, read as files (the
+    study never imports the server package: it needs the `server` extra)."""
+    out = {}
+    for path in sorted(SHIPPED_APPS.glob("*.json")):
+        try:
+            vip = _boutiques_to_vip(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError):
+            continue
+        out[vip["identifier"]] = vip
+    return out
+
+
+def descriptor_cache(workdir: Path, url: str) -> Path:
+    """Where a real run records the pipelines it fetched from `url` (read by dry runs)."""
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", url.split("://", 1)[-1]).strip("_")[:60]
+    return workdir / ".snakemake" / "vip-smk" / f"pipelines-{tag}.json"
+
+
+def cached_descriptors(workdir: Path, url: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(descriptor_cache(workdir, url).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def offline_descriptors(vip: VipSettings, workdir: Path) -> dict[str, Any] | None:
+    """Descriptors known without any request: the shipped apps for `url: local`, else those
+    a real run cached. None when only VIP can tell."""
+    if vip.is_local:
+        return shipped_descriptors()
+    return cached_descriptors(workdir, vip.url)
+
+
+# --------------------------------------------------------------------------------------------
+# load_study
+# --------------------------------------------------------------------------------------------
+
+
+def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = None,
+               descriptors: Mapping[str, Any] | None = None) -> Study:
+    """Check `config` (schema, defaults) and expand it into validated sessions. Raises
+    StudyConfigError listing every mistake.
+
+    `descriptors`: pipeline id -> Pipeline / VIP JSON / None (unknown). When not given: the
+    shipped apps for `url: local` (no server started), the cache of the last real run for a
+    VIP URL, else fetched from VIP (read-only requests)."""
+    from vip_smk.client import Pipeline
+
+    wd = Path(workdir or os.getcwd()).resolve()
+    config = check_config(config)
+    vip = VipSettings.from_config(config.get("vip"))
+    name = config["name"]
+    errors = _Errors()
+
+    datasets: dict[str, Path] = {}
+    for ds, d in config["datasets"].items():
+        path = (wd / d).resolve()
+        if not path.is_dir():
+            errors.add(f"dataset '{ds}'", f"datasets.{ds}", f"{d!r} is not a directory ({path})")
+        datasets[ds] = path
+    pipelines = {alias: p["id"] for alias, p in config["pipelines"].items()}
+
+    specs, expand_errors = expand_sessions(config)
+    errors._groups.update(expand_errors._groups)
+    if not specs and not expand_errors.items:
+        errors.add("study", "study/sessions", "no session defined (add a study: block or sessions:)")
+
+    seen: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        where = _where(spec)
+        if spec["dataset"] not in datasets:
+            key = f"sessions.{spec['name']}.dataset" if spec["origin"] == "sessions" else f"{spec['origin']}.datasets"
+            errors.add(where, key, f"unknown dataset {spec['dataset']!r} (known: {sorted(datasets)})")
+        if spec["pipeline"] not in pipelines:
+            key = f"sessions.{spec['name']}.pipeline" if spec["origin"] == "sessions" else f"{spec['origin']}.pipelines"
+            errors.add(where, key, f"unknown pipeline {spec['pipeline']!r} (known: {sorted(pipelines)})")
+        if not _NAME_OK.match(spec["name"]) or len(spec["name"]) > MAX_SESSION_NAME or spec["name"] in _RESERVED:
+            errors.add(where, "name", f"session names use letters, digits, '-' and '_' "
+                                      f"(at most {MAX_SESSION_NAME}; not {sorted(_RESERVED)})")
+        if spec["name"] in seen:
+            other = seen[spec["name"]]
+            errors.add(where, "name", f"same name as a session of {other['origin']}: give one a name "
+                                      f"(study[i].name template or sessions:)")
+        seen.setdefault(spec["name"], spec)
+    for ds in sorted({s["dataset"] for s in specs if s["dataset"] in datasets}):
+        if datasets[ds].is_dir():
+            for problem in _dataset_problems(datasets[ds]):
+                errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
+    errors.raise_if_any()  # structural errors first: VIP is never asked about those
+
+    wanted = sorted(set(pipelines.values()))
+    if descriptors is None:
+        descriptors = offline_descriptors(vip, wd)
+        if descriptors is None or any(pid not in descriptors for pid in wanted):
+            from .connect import fetch_descriptors
+
+            descriptors = fetch_descriptors(vip, wanted, wd)
+    models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
+              for pid, d in descriptors.items()}
+    study_root = str(PurePosixPath(vip.root) / name)
+    files = _DatasetFiles(datasets)
+    sessions: dict[str, Session] = {}
+    where_vip = "the shipped apps of the local VIP" if vip.is_local else vip.url
+    for alias, pid in pipelines.items():
+        if models.get(pid) is None:
+            users = sorted({s["name"] for s in specs if s["pipeline"] == alias})
+            errors.add(f"pipeline '{alias}'", f"pipelines.{alias}.id",
+                       f"pipeline {pid!r} not found on VIP ({where_vip}); used by {users[:3]}"
+                       f"{'...' if len(users) > 3 else ''}")
+    for spec in specs:
+        pid = pipelines[spec["pipeline"]]
+        desc = models.get(pid)
+        if desc is None:
+            continue
+        values = session_values(desc, spec, study_root, files, errors)
+        sessions[spec["name"]] = Session(
+            name=spec["name"], dataset=spec["dataset"], pipeline=spec["pipeline"], pipeline_id=pid,
+            parameters=spec["parameters"], settings=spec["settings"], input_values=values,
+            origin=spec["origin"],
+        )
+    errors.raise_if_any()
+    return Study(name=name, vip=vip, datasets=datasets, pipelines=pipelines, sessions=sessions,
+                 results=Path(config["results"]), workdir=wd)

@@ -1,0 +1,191 @@
+"""The study's connection to VIP: the embedded local server (`url: local`) or a VIP portal.
+
+`StudyVip` owns the client of a job; `recover()` is what a step calls when VIP stops
+answering: the embedded server is restarted (it belongs to the study), a remote VIP is given
+up on with a message naming its URL (the client has already spent its retry budget).
+Errors a user can fix (key, URL) become one-line `StudyError`s naming what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import StudyConfigError, VipSettings, descriptor_cache
+
+log = logging.getLogger(__name__)
+
+
+class StudyError(RuntimeError):
+    """A study step that cannot go on (remote failure, timeout...); one line, no traceback."""
+
+
+def ensure_local_server(local_dir: Path, workers: int = 2):
+    """The local server on `local_dir`: attach to the running one, else start it detached
+    (it outlives this run so that the next run resumes against the same data)."""
+    try:
+        from vip_smk.server import LocalServer
+    except ImportError as exc:  # pragma: no cover - base install
+        raise StudyError(f"url 'local' needs the local VIP server: pip install 'vip-smk[server]' ({exc})") from None
+    local_dir = Path(local_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    srv = LocalServer.attach(local_dir)
+    if srv is not None:
+        return srv
+    with _file_lock(local_dir / ".start.lock"):
+        srv = LocalServer.attach(local_dir)
+        if srv is None:
+            log.info("starting the local VIP server (data in %s)", local_dir)
+            srv = LocalServer(local_dir, port=0, workers=workers, detach=True,
+                              log_file=local_dir / "server.log")
+            srv.start(timeout=60)
+    return srv
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _new_client(url: str, *, key_env: str | None = None, key_file: Path | None = None, **kw):
+    from vip_smk.client import VipClient
+
+    if key_file:
+        return VipClient(url, api_key_file=key_file, **kw)
+    return VipClient(url, api_key_env=key_env, **kw)
+
+
+class StudyVip:
+    """A job's client of the study's VIP (context manager). `.client` may change after
+    `recover()` (a restarted local server listens on a new port)."""
+
+    def __init__(self, vip: VipSettings, workdir: Path, client=None, **kw):
+        self.vip = vip
+        self.workdir = Path(workdir)
+        self._kw = {"workers": vip.workers, "retry_budget": vip.retry_seconds, **kw}
+        self._own = client is None
+        self._server = None
+        self.client = client if client is not None else self._connect()
+
+    @property
+    def url(self) -> str:
+        return self.client.url if self.vip.is_local else self.vip.url
+
+    def _local_dir(self) -> Path:
+        return (self.workdir / self.vip.local_dir).resolve()
+
+    def _connect(self):
+        if self.vip.is_local:
+            self._server = ensure_local_server(self._local_dir(), self.vip.local_workers)
+            return _new_client(self._server.url, key_file=self._local_dir() / "apikey", **self._kw)
+        env = self.vip.api_key_env
+        if not os.environ.get(env, "").strip():
+            raise StudyConfigError(
+                f"vip.api_key_env: environment variable {env} is not set; export your VIP API key "
+                f"in it (the key is never written to any file)")
+        return _new_client(self.vip.url, key_env=env, **self._kw)
+
+    def server_alive(self) -> bool:
+        """For `url: local`: is the server this client talks to still running?"""
+        if self._server is None:
+            return True
+        from vip_smk.server.local import pid_alive
+
+        pid = self._server.pid
+        return pid is None or pid_alive(int(pid))
+
+    def recover(self, exc: Exception, what: str) -> None:
+        """VIP did not answer (`exc`, after the client's retries). The embedded server is
+        started again and a new client made; for a VIP URL, StudyError naming the URL."""
+        if not self.vip.is_local:
+            raise StudyError(
+                f"{what}: cannot reach VIP at {self.vip.url} (vip.url) for {self.vip.retry_seconds:g} s "
+                f"({exc}); check the network or vip.url, then run again: nothing is lost") from None
+        log.warning("%s: the local VIP server does not answer (%s): starting it again", what, exc)
+        self.ensure()
+
+    def ensure(self) -> None:
+        """For `url: local`: if the server died (kill -9, reboot), start it and reconnect."""
+        if not self.vip.is_local or not self._own:
+            return
+        if self.server_alive() and self._server is not None:
+            from vip_smk.server import LocalServer
+
+            if LocalServer.attach(self._local_dir()) is not None:
+                return
+        old = self.client
+        self.client = self._connect()
+        with contextlib.suppress(Exception):
+            old.close()
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+
+    def __enter__(self) -> StudyVip:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def describe_key(vip: VipSettings, workdir: Path) -> str:
+    if vip.is_local:
+        return f"the local server's key file {(Path(workdir) / vip.local_dir / 'apikey')}"
+    return f"the environment variable {vip.api_key_env} (vip.api_key_env)"
+
+
+def explain(exc: Exception, vip: VipSettings, workdir: Path, what: str) -> StudyError:
+    """A client error -> one line saying what to fix (the URL, the key's variable)."""
+    from vip_smk.client import AuthError, TransportError
+
+    url = vip.url if not vip.is_local else "the local VIP server"
+    if isinstance(exc, AuthError):
+        return StudyError(f"{what}: VIP at {vip.url} refused the API key from {describe_key(vip, workdir)}: "
+                          f"{exc}; put a valid key there")
+    if isinstance(exc, TransportError):
+        return StudyError(f"{what}: cannot reach VIP at {vip.url} (vip.url): {exc}; check the URL and the "
+                          f"network, then run again")
+    return StudyError(f"{what}: {url}: {exc}")
+
+
+def fetch_descriptors(vip: VipSettings, ids: list[str], workdir: Path) -> dict[str, Any]:
+    """Pipeline id -> VIP JSON (None when VIP does not know it), one request per id; a
+    real run records them for dry runs (`descriptor_cache`)."""
+    from vip_smk.client import NotFound, PermissionDenied, VipError
+
+    out: dict[str, Any] = {}
+    try:
+        with StudyVip(vip, workdir, retries=3) as conn:
+            for pid in ids:
+                try:
+                    out[pid] = conn.client.pipeline(pid).to_json()
+                except (NotFound, PermissionDenied):
+                    out[pid] = None
+    except VipError as exc:
+        raise StudyConfigError(str(explain(exc, vip, workdir, "reading the pipelines"))) from None
+    return out
+
+
+def save_descriptors(vip: VipSettings, workdir: Path, descriptors: dict[str, Any]) -> None:
+    """Record what a real run learned from VIP, for the next dry run."""
+    from vip_smk.util import write_json_atomic
+
+    if vip.is_local:
+        return
+    path = descriptor_cache(Path(workdir), vip.url)
+    known = {k: v for k, v in descriptors.items() if v is not None}
+    with contextlib.suppress(OSError):
+        old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if {**old, **known} != old:
+            write_json_atomic(path, {**old, **known})

@@ -1,0 +1,532 @@
+"""The study's steps, one per Snakemake target, each a call of the shared core
+(`vip_smk.core`): the study adds its markers, its remote layout and its resume rules.
+
+    upload_dataset   -> results/datasets/<dataset>/uploaded.json
+    launch_session   -> results/<session>/launched.json   (launch or adopt: never twice)
+    wait_session     -> results/<session>/done.json
+    download_session -> results/<session>/outputs/
+    finish_session   -> results/<session>/finished        (vip.cleanup)
+    finish_dataset   -> results/datasets/<dataset>/finished
+    check_study      -> results/study_ok                   (fails naming the failed sessions)
+
+Remote layout (VipSession's ``/vip/Home/API/<session>/...``, one level down so that two
+studies never share a folder)::
+
+    <vip.root>/<study name>/datasets/<dataset>/...      uploaded once, shared
+    <vip.root>/<study name>/<session>/OUTPUTS            resultsLocation of the session
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Mapping
+
+from tqdm.auto import tqdm
+
+from vip_smk import core, rules
+from vip_smk.util import read_json, write_json_atomic
+
+from .config import Session, Study
+from .connect import StudyError, StudyVip, explain, save_descriptors
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@contextlib.contextmanager
+def job_log(path: str | os.PathLike | None, level: int = logging.INFO) -> Iterator[None]:
+    """Send the `vip_smk` log records of this thread to `path` (the rule's log file) and to
+    stderr for the duration of a Snakemake job."""
+    logger = logging.getLogger("vip_smk")
+    ident = threading.get_ident()
+    handlers: list[logging.Handler] = []
+    fmt = logging.Formatter(LOG_FORMAT, LOG_DATEFMT)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path))
+    handlers.append(logging.StreamHandler())
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.setLevel(level)
+        # this job's thread, and the transfer worker threads it starts (named vip-*)
+        h.addFilter(lambda record: record.thread == ident or record.threadName.startswith("vip-"))
+        logger.addHandler(h)
+    # the parse-time handler (log_to_stderr) stays quiet for this job's records
+    parse = [h for h in logger.handlers if hasattr(h, "_vip_smk_quiet")]
+    for h in parse:
+        h._vip_smk_quiet.add(ident)
+    old_level = logger.level
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)
+        for h in parse:
+            h._vip_smk_quiet.discard(ident)
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """While Snakemake parses the workflow: `vip_smk` records (retry warnings...) on stderr
+    with time and logger name, like every other message. Installed once per process."""
+    logger = logging.getLogger("vip_smk")
+    if any(hasattr(h, "_vip_smk_quiet") for h in logger.handlers):
+        return
+    h = logging.StreamHandler()
+    quiet: set[int] = set()  # threads running a job: job_log prints their records
+    h._vip_smk_quiet = quiet  # type: ignore[attr-defined]
+    h.addFilter(lambda r: not quiet or (r.thread not in quiet and not r.threadName.startswith("vip-")))
+    h.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    h.setLevel(level)
+    logger.addHandler(h)
+    if logger.level == logging.NOTSET or logger.level > level:
+        logger.setLevel(level)
+
+
+# --------------------------------------------------------------------------------------------
+# upload
+# --------------------------------------------------------------------------------------------
+
+
+def _dataset_inventory(root: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out.append({"path": p.relative_to(root).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client=None) -> dict:
+    """Upload the dataset folder (incrementally) to <root>/<study>/datasets/<dataset>."""
+    local = study.datasets[dataset]
+    remote = study.remote_dataset_dir(dataset)
+    inventory = _dataset_inventory(local)
+    # The inventory of the last upload survives Snakemake's removal of the marker before a
+    # rerun: a file changed since then is sent again even if its size did not change.
+    last_file = Path(marker).parent / "inventory.json"
+    last_inv = read_json(last_file)
+    last = {f["path"]: f for f in last_inv["files"]} if last_inv else None
+    with StudyVip(study.vip, study.workdir, client) as conn:
+        c = conn.client
+        log.info("uploading dataset %s: %d file(s) from %s to %s", dataset, len(inventory), local, remote)
+        c.mkdir(remote, parents=True)
+        # Without a previous inventory, files already on VIP are compared by checksum where
+        # VIP offers one (by size otherwise).
+        report = c.upload_tree(local, remote, checksum=last is None)
+        skipped = {str(Path(p).resolve()) for p in getattr(report, "skipped", [])}
+        for f in inventory:
+            before = (last or {}).get(f["path"])
+            if before and before != f and str((local / f["path"]).resolve()) in skipped:
+                log.info("dataset %s: %s changed (same size): sending it again", dataset, f["path"])
+                c.upload(local / f["path"], f"{remote}/{f['path']}")
+    info = {
+        "dataset": dataset, "local_dir": str(local), "vip_dir": remote, "vip": study.vip.public(),
+        "files": inventory, "count": len(inventory), "bytes": sum(f["size"] for f in inventory),
+        "fingerprint": hashlib.sha256(json.dumps(inventory, sort_keys=True).encode()).hexdigest()[:16],
+        "uploaded_at": _now(), "sessions": study.sessions_of_dataset(dataset),
+    }
+    write_json_atomic(marker, info)
+    write_json_atomic(last_file, {"dataset": dataset, "files": inventory})
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# launch (or adopt)
+# --------------------------------------------------------------------------------------------
+
+
+def _history_path(marker: Path) -> Path:
+    return marker.parent / "launch-history.json"
+
+
+def _session_fingerprint(session: Session, uploaded: Mapping[str, Any] | None) -> str:
+    blob = json.dumps({"session": session.fingerprint, "data": (uploaded or {}).get("fingerprint")}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _input_files(session: Session) -> list[str]:
+    out = []
+    for v in session.input_values.values():
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, str) and x.startswith("/vip/"):
+                out.append(x)
+    return out
+
+
+def _newest_input_ms(client, session: Session) -> int | None:
+    """Server-side modification time (ms) of the session's newest input file: one listing per
+    folder. None when unknown."""
+    from vip_smk.errors import VipError
+
+    wanted = set(_input_files(session))
+    newest = None
+    for parent in sorted({str(PurePosixPath(p).parent) for p in wanted}):
+        try:
+            infos = client.list(parent)
+        except VipError:
+            continue
+        for info in infos:
+            if info.path.rstrip("/") in wanted and info.last_modification_date:
+                ms = int(info.last_modification_date) * 1000
+                newest = ms if newest is None else max(newest, ms)
+    return newest
+
+
+def _not_adoptable(client, session: Session, executions, history: list[dict], fp: str) -> set[str]:
+    """Executions of this session's name the core must not adopt: superseded by a change of
+    the session or its data (history), or started before its input files were last uploaded
+    (results/ deleted, data changed: no history to tell)."""
+    superseded = {eid for h in history if h.get("fingerprint") != fp for eid in h.get("executions", [])}
+    trusted = {eid for h in history if h.get("fingerprint") == fp for eid in h.get("executions", [])}
+    reported = {eid for h in history for eid in h.get("failed_reported", [])}
+    mine = [e for e in executions if e.name == session.name and e.identifier not in superseded | trusted]
+    stale: set[str] = set()
+    if mine:
+        newest = _newest_input_ms(client, session)
+        if newest is not None:
+            for e in mine:
+                if (e.start_date or 0) < newest:
+                    log.info("session %s: execution %s ran on older input files: not reused", session.name, e.identifier)
+                    stale.add(e.identifier)
+    return superseded | stale | reported
+
+
+def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded: str | os.PathLike | None = None,
+                   client=None, exclude: set[str] = frozenset()) -> dict:
+    """Launch the session's execution, or adopt the one already on VIP (core.launch_or_adopt).
+    Waits for a free slot (vip.max_running, VIP error 2001) inside this job. `marker` is
+    written atomically right after the POST."""
+    from vip_smk.errors import CapacityError, ServerError, TransportError
+
+    session = study.sessions[name]
+    marker = Path(marker)
+    up = read_json(uploaded) if uploaded else None
+    fp = _session_fingerprint(session, up)
+    history_file = _history_path(marker)
+    history = read_json(history_file, [])
+    poll = float(study.vip.poll_seconds)
+    cap = study.vip.max_running
+    with StudyVip(study.vip, study.workdir, client) as conn:
+        if up is not None and not conn.client.exists(up["vip_dir"]):
+            log.warning("dataset %s is no longer on VIP (cleanup?): uploading it again", session.dataset)
+            conn.client.mkdir(up["vip_dir"], parents=True)
+            conn.client.upload_tree(study.datasets[session.dataset], up["vip_dir"])
+        save_descriptors(study.vip, study.workdir, {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
+        results_location = study.results_location(name)
+        conn.client.mkdir(results_location, parents=True)
+        waited_since = None
+        while True:
+            try:
+                conn.ensure()
+                executions = conn.client.executions()
+                excluded = _not_adoptable(conn.client, session, executions, history, fp) | set(exclude)
+                mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
+                if cap and mine_running >= cap and core.find_adoptable(
+                        executions, name=name, pipeline_id=session.pipeline_id, values=session.input_values,
+                        exclude=excluded) is None:
+                    if waited_since is None:
+                        waited_since = time.monotonic()
+                        log.info("session %s: %d execution(s) in flight (vip.max_running): waiting for a slot", name, cap)
+                    time.sleep(poll)
+                    continue
+                ex, adopted = core.launch_or_adopt(conn.client, session.pipeline_id, session.input_values,
+                                                   results_location, name, executions=executions, exclude=excluded)
+                break
+            except CapacityError as exc:
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                log.info("session %s: VIP is at capacity (%s): waiting for a slot", name, exc.code or exc)
+                time.sleep(poll)
+            except (TransportError, ServerError) as exc:
+                conn.recover(exc, f"session {name}")
+    info = {
+        "session": name, "dataset": session.dataset, "pipeline": session.pipeline,
+        "pipeline_id": session.pipeline_id, "parameters": session.parameters,
+        "input_values": session.input_values, "results_location": results_location,
+        "executions": [ex.identifier], "adopted": adopted, "fingerprint": fp,
+        "launched_at": _now(), "vip": study.vip.public(),
+    }
+    write_json_atomic(marker, info)
+    if not any(ex.identifier in h.get("executions", []) for h in history):
+        history.append({"fingerprint": fp, "executions": [ex.identifier], "at": info["launched_at"]})
+        write_json_atomic(history_file, history)
+    if waited_since is not None:
+        log.info("session %s: waited %.0f s for a slot", name, time.monotonic() - waited_since)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# wait
+# --------------------------------------------------------------------------------------------
+
+
+def _progress(bar, executions) -> None:
+    """Jobs done / total over the session's executions (when VIP reports its jobs)."""
+    counts = rules.JobCounts()
+    for e in executions:
+        if e.jobs:
+            counts = counts + rules.job_counts(e.jobs)
+    if counts.total:
+        if bar.total != counts.total:
+            bar.total = counts.total
+        bar.n = counts.done
+        bar.refresh()
+
+
+def _reported_failed(history_file: Path, ids: list[str]) -> bool:
+    """Did an earlier run already write a done.json for these (failed) executions?"""
+    reported = {eid for h in read_json(history_file, []) for eid in h.get("failed_reported", [])}
+    return bool(ids) and set(ids) <= reported
+
+
+def _note_failed_reported(history_file: Path, ids: list[str]) -> None:
+    history = read_json(history_file, [])
+    for h in history:
+        if set(h.get("executions", [])) & set(ids):
+            h["failed_reported"] = sorted(set(h.get("failed_reported", [])) | set(ids))
+    write_json_atomic(history_file, history)
+
+
+def wait_session(study: Study, name: str, launched: str | os.PathLike, marker: str | os.PathLike,
+                 client=None) -> dict:
+    """Wait for the session's executions (core.wait: one `GET executions` per round for all
+    of them). A failed execution whose done.json the user deleted is launched again."""
+    from vip_smk.errors import ServerError, TransportError
+
+    info = read_json(launched, strict=True)
+    ids = list(info["executions"])
+    history_file = _history_path(Path(launched))
+    max_wait = study.vip.max_wait_hours
+    deadline = time.monotonic() + max_wait * 3600 if max_wait else None
+    last: dict[str, str | None] = {}
+    bar = tqdm(desc=f"{name}: jobs done", unit="job", total=None, disable=None, leave=False)
+
+    def on_round(current: dict) -> None:
+        for eid, e in current.items():
+            if last.get(eid) != e.status:
+                log.info("session %s: execution %s is %s", name, eid, e.status)
+                last[eid] = e.status
+        _progress(bar, current.values())
+
+    try:
+        with StudyVip(study.vip, study.workdir, client) as conn:
+            if _reported_failed(history_file, ids):
+                log.info("session %s: execution(s) %s failed and its done.json was removed: launching again",
+                         name, ", ".join(ids))
+                info = launch_session(study, name, launched, client=conn.client, exclude=set(ids))
+                ids = list(info["executions"])
+            while True:
+                try:
+                    conn.ensure()
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    current = core.wait(conn.client, ids, refresh=float(study.vip.poll_seconds),
+                                        first=min(1.0, float(study.vip.poll_seconds)), timeout=remaining,
+                                        on_round=on_round)
+                    break
+                except (TransportError, ServerError) as exc:
+                    conn.recover(exc, f"session {name}")
+            gone = [eid for eid in ids if eid not in current]
+            if gone:
+                raise StudyError(
+                    f"session {name}: execution {', '.join(gone)} no longer exists on VIP; delete "
+                    f"results/{name}/launched.json (or the session folder) to launch it again")
+            if any(e.is_running for e in current.values()):
+                raise StudyError(f"session {name}: still running after vip.max_wait_hours={max_wait}; "
+                                 f"run again to keep waiting")
+            details = []
+            for eid in ids:
+                e = conn.client.execution(eid)  # full record: jobs, returnedFiles
+                counts = rules.job_counts(e.jobs, e.status)
+                d = {
+                    "id": eid, "status": e.status, "start_date": e.start_date, "end_date": e.end_date,
+                    "duration_s": round((e.end_date - e.start_date) / 1000, 3) if e.start_date and e.end_date else None,
+                    "jobs": e.jobs or {}, "jobs_ok": counts.ok, "jobs_failed": counts.failed,
+                    "error_code": e.error_code, "returned_files": e.returned_files or {}, "outputs": e.output_paths,
+                }
+                if e.status != rules.SUCCESS:
+                    with contextlib.suppress(Exception):
+                        d["error"] = core.failure_detail(conn.client, e)
+                        log.warning("session %s: execution %s %s:\n%s", name, eid, e.status, d["error"])
+                details.append(d)
+    finally:
+        bar.close()
+    statuses = {d["status"] for d in details}
+    done = {
+        "session": name, "status": statuses.pop() if len(statuses) == 1 else "Mixed",
+        "executions": details, "jobs_ok": sum(d["jobs_ok"] for d in details),
+        "jobs_failed": sum(d["jobs_failed"] for d in details),
+        "results_location": info["results_location"], "finished_at": _now(),
+    }
+    write_json_atomic(marker, done)
+    if done["status"] != rules.SUCCESS:
+        _note_failed_reported(history_file, [d["id"] for d in details if d["status"] != rules.SUCCESS])
+    return done
+
+
+# --------------------------------------------------------------------------------------------
+# download
+# --------------------------------------------------------------------------------------------
+
+
+def download_session(study: Study, name: str, done: str | os.PathLike, outdir: str | os.PathLike,
+                     client=None) -> dict:
+    """Download the session's outputs into `outdir` in the core's layout (core.download_results;
+    tarballs extracted by its one rule). Partial downloads are kept in `<outdir>.partial/` and
+    resumed by the next run; `outdir` appears atomically when everything is there."""
+    from vip_smk.errors import ServerError, TransportError
+
+    info = read_json(done, strict=True)
+    outdir = Path(outdir)
+    staging = outdir.parent / (outdir.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    ids = [d["id"] for d in info["executions"] if d.get("outputs")]
+    if ids:
+        with StudyVip(study.vip, study.workdir, client) as conn:
+            while True:
+                try:
+                    conn.ensure()
+                    executions = [conn.client.execution(eid) for eid in ids]
+                    log.info("session %s: downloading the outputs of %d execution(s)", name, len(executions))
+                    report = core.download_results(conn.client, executions, staging, unzip=True,
+                                                   vip_root=info["results_location"])
+                    break
+                except (TransportError, ServerError) as exc:
+                    conn.recover(exc, f"session {name}")
+        if not report.ok:
+            lines = "; ".join(f"{p}: {why}" for p, why in list(report.failed.items())[:5])
+            raise StudyError(f"session {name}: {len(report.failed)} output file(s) not downloaded ({lines}); "
+                             f"run again to resume (what arrived is kept in {staging})")
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    os.replace(staging, outdir)
+    count, size = tree_size(outdir)
+    log.info("session %s: %d file(s), %d bytes in %s", name, count, size, outdir)
+    return {"files": count, "bytes": size}
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    count = size = 0
+    if root.is_dir():
+        for p in root.rglob("*"):
+            if p.is_file() and p.name != ".snakemake_timestamp":
+                count += 1
+                size += p.stat().st_size
+    return count, size
+
+
+# --------------------------------------------------------------------------------------------
+# cleanup, verdict
+# --------------------------------------------------------------------------------------------
+
+
+def finish_session(study: Study, name: str, marker: str | os.PathLike, client=None) -> None:
+    """Remove the session's remote folder (its outputs are downloaded)."""
+    remote = study.remote_session_dir(name)
+    with StudyVip(study.vip, study.workdir, client) as conn:
+        log.info("session %s: removing %s from VIP", name, remote)
+        core.remove_remote(conn.client, remote)
+    write_json_atomic(marker, {"session": name, "removed": remote, "at": _now()})
+
+
+def finish_dataset(study: Study, dataset: str, marker: str | os.PathLike, client=None) -> None:
+    """Remove the dataset's remote copy: every session of the study using it is finished."""
+    remote = study.remote_dataset_dir(dataset)
+    with StudyVip(study.vip, study.workdir, client) as conn:
+        log.info("dataset %s: no session needs it any more: removing %s from VIP", dataset, remote)
+        core.remove_remote(conn.client, remote)
+    write_json_atomic(marker, {"dataset": dataset, "removed": remote, "at": _now()})
+
+
+def failed_sessions(study: Study) -> dict[str, str]:
+    """Session -> status, for every session whose done.json says it did not finish."""
+    out = {}
+    for name in sorted(study.sessions):
+        done = read_json(study.results / name / "done.json") or {}
+        if done.get("status") != rules.SUCCESS:
+            out[name] = done.get("status", "missing")
+    return out
+
+
+def check_study(study: Study, marker: str | os.PathLike) -> None:
+    """The study's verdict, after the summary: a failed session fails the run (exit status
+    non-zero) naming it, unless vip.allow_failures."""
+    failed = failed_sessions(study)
+    if failed and not study.vip.allow_failures:
+        listed = ", ".join(f"{n} ({s})" for n, s in list(failed.items())[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        raise StudyError(
+            f"study {study.name}: {len(failed)} of {len(study.sessions)} session(s) did not finish: "
+            f"{listed}{more}. Their outputs and the summary are in {study.results}/; delete "
+            f"{study.results}/<session>/done.json to launch one again, or set vip.allow_failures: true")
+    write_json_atomic(marker, {"study": study.name, "failed": failed, "at": _now()})
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points of the rules' `run:` blocks (one short call each; logs to the rule's log file)
+# --------------------------------------------------------------------------------------------
+
+
+def _run(study: Study, log_path, what: str, fn, *args, **kw):
+    """Run a step with its log; a client error becomes one line saying what to fix."""
+    from vip_smk.errors import VipError
+
+    from .config import StudyConfigError
+
+    with job_log(log_path):
+        try:
+            return fn(*args, **kw)
+        except VipError as exc:
+            err = explain(exc, study.vip, study.workdir, what)
+        except StudyConfigError as exc:
+            err = StudyError(str(exc))
+        except StudyError as exc:
+            err = exc
+        log.error("%s", err)
+    raise err from None
+
+
+def rule_upload(study: Study, wildcards, input, output, log) -> None:
+    _run(study, log[0], f"dataset {wildcards.dataset}", upload_dataset, study, wildcards.dataset, output[0])
+
+
+def rule_launch(study: Study, wildcards, input, output, log) -> None:
+    _run(study, log[0], f"session {wildcards.session}", launch_session, study, wildcards.session, output[0],
+         uploaded=input[0])
+
+
+def rule_wait_and_download(study: Study, wildcards, input, output, log) -> None:
+    def both():
+        wait_session(study, wildcards.session, input[0], output.done)
+        download_session(study, wildcards.session, output.done, output.outputs)
+
+    _run(study, log[0], f"session {wildcards.session}", both)
+
+
+def rule_finish_session(study: Study, wildcards, input, output, log) -> None:
+    _run(study, log[0], f"session {wildcards.session}", finish_session, study, wildcards.session, output[0])
+
+
+def rule_finish_dataset(study: Study, wildcards, input, output, log) -> None:
+    _run(study, log[0], f"dataset {wildcards.dataset}", finish_dataset, study, wildcards.dataset, output[0])
+
+
+def rule_check(study: Study, wildcards, input, output, log) -> None:
+    _run(study, log[0], f"study {study.name}", check_study, study, output[0])

@@ -100,7 +100,8 @@ def main() -> int:
         key = secrets.token_urlsafe(16)
         rows = []
         for latency in (0, 30):
-            with LocalServer(work / f"data-{latency}", users=[f"bench:{key}"], latency_ms=latency) as srv:
+            with LocalServer(work / f"data-{latency}", users=[f"bench:{key}"], latency_ms=latency,
+                             md5=True) as srv:  # md5: to check the upload (VIP has none)
                 pid = srv.pid
                 rss0 = vm(pid, "VmRSS")
                 best = {}

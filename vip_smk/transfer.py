@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import threading
@@ -198,7 +199,8 @@ def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
     files: list[_LocalFile] = []
     problems: list[str] = []
     seen_dirs: set[str] = set()
-    for root, dirs, names in os.walk(local_dir, followlinks=True, onerror=lambda e: problems.append(
+    top = os.fspath(local_dir)
+    for root, dirs, names in os.walk(top, followlinks=True, onerror=lambda e: problems.append(
             f"{e.filename}: unreadable directory ({e.strerror})")):
         real = os.path.realpath(root)
         if real in seen_dirs:
@@ -206,26 +208,26 @@ def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
             continue
         seen_dirs.add(real)
         dirs.sort()
+        rel_root = os.path.relpath(root, top).replace(os.sep, "/")
+        prefix = "" if rel_root == "." else rel_root + "/"
+        present = set(names) | set(dirs)
         for name in sorted(names):
-            path = Path(root) / name
-            rel = path.relative_to(local_dir).as_posix()
-            if name.endswith(".part") and (Path(root) / name[: -len(".part")]).exists():
+            path = os.path.join(root, name)
+            rel = prefix + name
+            if name.endswith(".part") and name[: -len(".part")] in present:
                 continue  # an interrupted download of ours next to its target
             try:
-                st = path.stat()
+                st = os.stat(path)
             except OSError as exc:
                 problems.append(f"{rel}: unreadable ({exc.strerror or 'broken link'})")
                 continue
-            if not path.is_file():
+            if not stat.S_ISREG(st.st_mode):
                 problems.append(f"{rel}: not a regular file")
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-                os.close(fd)
-            except OSError as exc:
-                problems.append(f"{rel}: unreadable ({exc.strerror})")
+            if not os.access(path, os.R_OK):
+                problems.append(f"{rel}: unreadable (Permission denied)")
                 continue
-            files.append(_LocalFile(rel, path, st.st_size, st.st_mtime))
+            files.append(_LocalFile(rel, Path(path), st.st_size, st.st_mtime))
     return files, problems
 
 

@@ -4,15 +4,18 @@ Against the shared local VIP server (real HTTP on 127.0.0.1)."""
 from __future__ import annotations
 
 import copy
-import shutil
-import time
 import json
+import re
+import shutil
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 from snakemake.utils import validate
 
 from vip_smk import study as vs
@@ -262,3 +265,59 @@ def test_schema_requires_a_study_name_and_fills_defaults():
     cfg["name"] = "s"
     validate(cfg, SCHEMA, set_default=True)
     assert cfg["vip"]["url"] == "local" and cfg["vip"]["poll_seconds"] == 30 and cfg["study"] == []
+
+
+# ---- issue 9: config mistakes in one line, punctuation in grid values; issue 8: no server ----
+
+
+@pytest.mark.parametrize("mutate,expected", [
+    (lambda c: c.update(pipelnes=c.pop("pipelines")),
+     "pipelnes: unknown key 'pipelnes' at the top level (did you mean 'pipelines'?)"),
+    (lambda c: c["vip"].update(poll_second=3),
+     "vip.poll_second: unknown key 'poll_second' in vip (did you mean 'poll_seconds'?)"),
+    (lambda c: c["study"][0].update(gird={"window": [1]}),
+     "study[0].gird: unknown key 'gird' in study[0] (did you mean 'grid'?)"),
+    (lambda c: c["vip"].update(max_running=0), "vip.max_running: 0 is less than the minimum of 1"),
+])
+def test_schema_mistake_is_one_line_naming_key_and_closest(project, mutate, expected):
+    cfg = base_config("local")
+    mutate(cfg)
+    with pytest.raises(vs.StudyConfigError) as err:
+        vs.load_study(cfg, project)
+    msg = str(err.value)
+    assert expected in msg and "\n" not in msg and len(msg) < 300, msg
+
+
+def test_grid_values_with_punctuation_give_valid_stable_distinct_names(project):
+    cfg = base_config("local", "punct")
+    cfg["study"] = [{"datasets": ["mri"], "pipelines": ["stats"],
+                     "grid": {"delimiter": [",", ";", "|", "\t", " ", ":", "é", "a.b", 0.5]}}]
+    cfg["sessions"] = {}
+    specs, errors = vs.expand_sessions(cfg)
+    names = [s["name"] for s in specs]
+    assert not errors.items and len(set(names)) == len(names) == 9
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,100}", n) for n in names), names
+    assert names[:2] == ["mri-stats-delimitercomma", "mri-stats-delimitersemicolon"]
+    assert "mri-stats-delimiter0p5" in names
+    assert names == [s["name"] for s in vs.expand_sessions(copy.deepcopy(cfg))[0]]  # stable
+    # values VIP accepts load as a study; ';' is refused by VIP itself, naming the key
+    cfg["study"][0]["grid"]["delimiter"] = [",", ":"]
+    assert sorted(vs.load_study(cfg, project).sessions) == ["mri-stats-delimitercolon", "mri-stats-delimitercomma"]
+    cfg["study"][0]["grid"]["delimiter"] = [";"]
+    with pytest.raises(vs.StudyConfigError, match=r"study\[0\]\.grid\.delimiter: .*contains ';'"):
+        vs.load_study(cfg, project)
+
+
+def test_local_study_loads_without_server_or_request(project):
+    """url: local: the shipped descriptors are read as files; no server package, no process."""
+    code = (
+        "import sys, yaml; from vip_smk import study as vs; "
+        f"cfg = yaml.safe_load(open({str(project / 'c.yaml')!r})); "
+        f"st = vs.load_study(cfg, {str(project)!r}); "
+        "assert not any(m.startswith('vip_smk.server') for m in sys.modules), 'server imported'; "
+        "print(len(st.sessions))"
+    )
+    (project / "c.yaml").write_text(yaml.safe_dump(base_config("local", "offline")))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "5", out.stderr
+    assert not (project / ".vip-local").exists()

@@ -1,6 +1,7 @@
 """`vip-smk` command line: client verbs on VIP (or a local server) and `serve`.
 
-Global options `--url` (default `$VIP_URL` or VIP's portal) and `--api-key` (a key, a key file
+Global options `--url` (default `$VIP_URL` or VIP's portal; `local`: the local VIP server of
+the current directory's `.vip-local/`, as the demo study runs it, started if needed) and `--api-key` (a key, a key file
 or an env var name; default `$VIP_API_KEY`) may be given before or after the verb. Errors are
 one line on stderr and a non-zero exit code (1 for VIP errors, 2 for usage, 130 on Ctrl-C).
 """
@@ -15,10 +16,14 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
+LOCAL_DIR = ".vip-local"  # the study's default vip.local_dir: `--url local` attaches to it
+
 
 def _add_globals(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--url", default=default,
-                   help="VIP portal URL (default: $VIP_URL or https://vip.creatis.insa-lyon.fr)")
+                   help="VIP portal URL, or 'local' for the local VIP server of this directory "
+                        "(.vip-local/, started if needed; the demo study's) "
+                        "(default: $VIP_URL or https://vip.creatis.insa-lyon.fr)")
     p.add_argument("--api-key", default=default, metavar="KEY",
                    help="API key, file holding it, or env var name (default: $VIP_API_KEY)")
     p.add_argument("--workers", type=int, default=default, help="parallel transfers (default 32, the connection limit)")
@@ -81,17 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client(args):
+    """The client of `--url` (`local`: the embedded server of this directory's `.vip-local/`,
+    started if needed, with its key unless --api-key is given)."""
     from vip_smk.client import VipClient, vip_client_key_kwargs
 
-    kw = {}
+    kw: dict = {}
     if getattr(args, "workers", None):
         kw["workers"] = args.workers
-    return VipClient(
-        url=args.url,
-        **(vip_client_key_kwargs(args.api_key) if args.api_key else {}),
-        progress=False if args.quiet else None,
-        **kw,
-    )
+    url = args.url or os.environ.get("VIP_URL")
+    if url == "local":
+        from vip_smk.study.connect import ensure_local_server
+
+        srv = ensure_local_server(Path(LOCAL_DIR).resolve())
+        url = srv.url
+        if not args.api_key:
+            kw["api_key_file"] = Path(srv.data_dir) / "apikey"
+    if args.api_key:
+        kw.update(vip_client_key_kwargs(args.api_key))
+    return VipClient(url=url, progress=False if args.quiet else None, **kw)
 
 
 def _date(ms) -> str:
@@ -256,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         text = lines[0].rstrip(":") + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")
         print(f"vip-smk: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, TimeoutError) as exc:
-        print(f"vip-smk: {exc}", file=sys.stderr)
+    except (OSError, ValueError, TimeoutError, RuntimeError) as exc:
+        print(f"vip-smk: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 
 

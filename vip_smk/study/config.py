@@ -205,7 +205,10 @@ def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str) -> list[str]:
 
 def _schema_problem(exc: Exception) -> str:
     """A jsonschema ValidationError (wrapped by Snakemake) -> 'key.path: message'."""
-    err = next((a for a in getattr(exc, "args", ()) if hasattr(a, "absolute_path")), exc)
+    err = exc
+    while err is not None and not hasattr(err, "absolute_path"):
+        err = err.__cause__ or err.__context__
+    err = err or exc
     if hasattr(err, "absolute_path"):
         parts = list(err.absolute_path)
         path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
@@ -483,7 +486,8 @@ def _boutiques_to_vip(desc: Mapping[str, Any]) -> dict[str, Any]:
                        "description": str(inp.get("description") or "")})
     name, version = str(desc["name"]), str(desc["tool-version"])
     return {"identifier": f"{name}/{version}", "name": name, "version": version,
-            "description": str(desc.get("description") or ""), "parameters": params, "canExecute": True}
+            "description": str(desc.get("description") or ""), "parameters": params, "canExecute": True,
+            "custom": desc.get("custom") or {}}  # vip:dot, checked by core.validate_settings
 
 
 def shipped_descriptors() -> dict[str, dict[str, Any]]:

@@ -72,7 +72,9 @@ class StudyVip:
     def __init__(self, vip: VipSettings, workdir: Path, client=None, **kw):
         self.vip = vip
         self.workdir = Path(workdir)
-        self._kw = {"workers": vip.workers, "retry_budget": vip.retry_seconds, **kw}
+        # the embedded server is ours: when it does not answer for 15 s, see whether it died
+        budget = min(vip.retry_seconds, 15.0) if vip.is_local else vip.retry_seconds
+        self._kw = {"workers": vip.workers, "retry_budget": budget, **kw}
         self._own = client is None
         self._server = None
         self.client = client if client is not None else self._connect()
@@ -105,24 +107,22 @@ class StudyVip:
         return pid is None or pid_alive(int(pid))
 
     def recover(self, exc: Exception, what: str) -> None:
-        """VIP did not answer (`exc`, after the client's retries). The embedded server is
-        started again and a new client made; for a VIP URL, StudyError naming the URL."""
-        if not self.vip.is_local:
-            raise StudyError(
-                f"{what}: cannot reach VIP at {self.vip.url} (vip.url) for {self.vip.retry_seconds:g} s "
-                f"({exc}); check the network or vip.url, then run again: nothing is lost") from None
-        log.warning("%s: the local VIP server does not answer (%s): starting it again", what, exc)
-        self.ensure()
+        """VIP did not answer (`exc`, after the client's retries). A dead embedded server is
+        started again and a new client made; otherwise StudyError naming the URL."""
+        if self.vip.is_local and self._own and not self.server_alive():
+            log.warning("%s: the local VIP server (pid %s) is gone: starting it again", what, self._server.pid)
+            self.ensure()
+            return
+        if self.vip.is_local:
+            raise StudyError(f"{what}: the local VIP server at {self.client.url} fails ({exc}); see "
+                             f"{self._local_dir() / 'server.log'}, then run again: nothing is lost") from None
+        raise StudyError(f"{what}: {exc}; vip.url is {self.vip.url}: run again when VIP answers "
+                         f"(nothing is lost)") from None
 
     def ensure(self) -> None:
         """For `url: local`: if the server died (kill -9, reboot), start it and reconnect."""
-        if not self.vip.is_local or not self._own:
+        if not self.vip.is_local or not self._own or self.server_alive():
             return
-        if self.server_alive() and self._server is not None:
-            from vip_smk.server import LocalServer
-
-            if LocalServer.attach(self._local_dir()) is not None:
-                return
         old = self.client
         self.client = self._connect()
         with contextlib.suppress(Exception):
@@ -139,24 +139,19 @@ class StudyVip:
         self.close()
 
 
-def describe_key(vip: VipSettings, workdir: Path) -> str:
-    if vip.is_local:
-        return f"the local server's key file {(Path(workdir) / vip.local_dir / 'apikey')}"
-    return f"the environment variable {vip.api_key_env} (vip.api_key_env)"
-
-
 def explain(exc: Exception, vip: VipSettings, workdir: Path, what: str) -> StudyError:
-    """A client error -> one line saying what to fix (the URL, the key's variable)."""
-    from vip_smk.client import AuthError, TransportError
+    """A client error -> one line saying what to fix (the client's message names the URL and
+    where the key came from; this adds the config key to change)."""
+    from vip_smk.errors import AuthError, TransportError
 
-    url = vip.url if not vip.is_local else "the local VIP server"
+    text = " ".join(str(exc).split())
     if isinstance(exc, AuthError):
-        return StudyError(f"{what}: VIP at {vip.url} refused the API key from {describe_key(vip, workdir)}: "
-                          f"{exc}; put a valid key there")
+        where = ("the local server's key file" if vip.is_local
+                 else f"vip.api_key_env names the variable holding your key ({vip.api_key_env})")
+        return StudyError(f"{what}: {text} [{where}]")
     if isinstance(exc, TransportError):
-        return StudyError(f"{what}: cannot reach VIP at {vip.url} (vip.url): {exc}; check the URL and the "
-                          f"network, then run again")
-    return StudyError(f"{what}: {url}: {exc}")
+        return StudyError(f"{what}: {text} [vip.url: {vip.url}]")
+    return StudyError(f"{what}: {text}")
 
 
 def fetch_descriptors(vip: VipSettings, ids: list[str], workdir: Path) -> dict[str, Any]:

@@ -266,3 +266,112 @@ def test_dates_book_and_units(tmp_path):
     assert DateBook(tmp_path).resolve([("/vip/Home/a", 3, 2000.0)], skew=5) == [1995.0]
     book.forget("/vip/Home")
     assert DateBook(tmp_path).resolve([("/vip/Home/a", 3, 2000.0)], skew=0) == [2000.0]
+
+
+# --------------------------------------------------------------------------------------------
+# Real Snakemake runs
+# --------------------------------------------------------------------------------------------
+
+EXAMPLE = ROOT / "workflow" / "examples" / "storage" / "Snakefile"
+
+
+def _snakemake(workdir: Path, srv, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    env.pop("VIP_API_KEY", None)
+    env[KEY_ENV] = srv.api_key
+    cmd = [SNAKEMAKE, "--cores", "4", "--storage-vip-url", srv.url,
+           "--storage-vip-api-key-env", KEY_ENV, *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=240)
+
+
+def _jobs(out: str) -> dict[str, int]:
+    """Snakemake's 'Job stats' table: rule -> number of jobs."""
+    lines = out.split("Job stats:", 1)[1].splitlines() if "Job stats:" in out else []
+    jobs = {}
+    for line in lines[3:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def _assert_no_key(key: str, workdir: Path, *outputs: str) -> None:
+    for text in outputs:
+        assert key not in text
+    for path in workdir.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+
+
+def test_snakefile_second_run_nothing_and_one_changed_input(vip_server, client, tmp_path):
+    prefix = f"/vip/Home/wf/{tmp_path.name}"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "s01.csv").write_text("a,b\n1,2\n")
+    (data / "s02.csv").write_text("a,b\n3,4\n5,6\n")
+    (data / "s03.csv").write_text("a,b\n" + "7,8\n" * 300_000)  # 1.2 MB: no checksum fallback
+    client.upload_tree(data, prefix + "/data")
+    work = tmp_path / "work"
+    work.mkdir()
+    args = ("-s", str(EXAMPLE), "--config", f"prefix=vip:/{prefix}")
+
+    first = _snakemake(work, vip_server, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _jobs(first.stderr) == {"all": 1, "bundle": 1, "stats": 3, "summary": 1}
+    summary = tmp_path / "summary.txt"
+    client.download(prefix + "/summary.txt", summary)
+    assert summary.read_text().split("\n")[2].split()[:2] == ["s03", "300001"]
+    bundle = sorted(i.name for i in client.list(prefix + "/bundle"))
+    assert bundle == ["csv", "index.txt"]  # no .snakemake_timestamp
+    assert client.properties(prefix + "/bundle/csv/s03.csv").size == (data / "s03.csv").stat().st_size
+
+    second = _snakemake(work, vip_server, *args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Nothing to be done" in second.stderr, second.stderr[-3000:]
+
+    time.sleep(1.05)  # VIP dates are whole seconds: a change within the same second is invisible
+    (data / "s02.csv").write_text("a,b\n9,9\n")
+    client.upload(data / "s02.csv", prefix + "/data/s02.csv")
+    third = _snakemake(work, vip_server, *args)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert _jobs(third.stderr) == {"all": 1, "bundle": 1, "stats": 1, "summary": 1}
+    assert "subject=s02" in third.stderr and "subject=s01" not in third.stderr
+    assert "Nothing to be done" in _snakemake(work, vip_server, *args).stderr
+
+    _assert_no_key(vip_server.api_key, work, first.stdout, first.stderr, second.stderr, third.stderr)
+
+
+PLAIN = """
+rule all:
+    input: expand("stats/{s}.txt", s=["a", "b"])
+
+rule stats:
+    input: "data/{s}.csv"
+    output: "stats/{s}.txt"
+    shell: "wc -c < {input} > {output}"
+"""
+
+
+def test_default_storage_provider_with_null_dates(make_server, tmp_path):
+    """Plain paths with --default-storage-provider vip, on a server giving no dates at all."""
+    srv = make_server(null_dates=1.0)
+    c = VipClient(srv.url, api_key=srv.api_key, progress=False)
+    prefix = "/vip/Home/plain"
+    for s in ("a", "b"):
+        p = tmp_path / f"{s}.csv"
+        p.write_text(s * 10)
+        c.upload(p, f"{prefix}/data/{s}.csv") if c.exists(prefix + "/data") else (
+            c.mkdir(prefix + "/data"), c.upload(p, f"{prefix}/data/{s}.csv"))
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "Snakefile").write_text(textwrap.dedent(PLAIN))
+    args = ("--default-storage-provider", "vip", "--default-storage-prefix", f"vip:/{prefix}")
+    first = _snakemake(work, srv, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _jobs(first.stderr) == {"all": 1, "stats": 2}
+    assert c.properties(prefix + "/stats/a.txt").last_modification_date is None
+    second = _snakemake(work, srv, *args)
+    assert "Nothing to be done" in second.stderr, second.stderr[-3000:]
+    _assert_no_key(srv.api_key, work, first.stderr, second.stderr)
+    c.close()

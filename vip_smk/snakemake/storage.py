@@ -273,10 +273,14 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         if info is None:
             raise WorkflowError(f"{self.print_query}: not found on VIP")
         local = self.local_path()
+        # Dates are resolved (files without a date recorded as seen) *before* the job runs:
+        # its outputs will be newer than its inputs in every later run.
         if info.is_directory:
+            self.provider.times(self.provider.tree_files(self.path))
             self.client.download_tree(self.path, local)
             local.mkdir(parents=True, exist_ok=True)
         else:
+            self.provider.times([info])
             self.client.download(self.path, local, size=info.size)
 
     # -- write ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -307,3 +308,151 @@ def test_snakefmt_and_lint(tmp_path, make_server):
     lint = run_smk(project, "--lint", key=srv.api_key, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+# ---- issue 8 item 7: a dry run touches nothing; issue 9: resume, config files, failures, errors ----
+
+
+def test_dry_run_lint_dag_start_nothing_and_still_report_mistakes(tmp_path):
+    """A fresh copy of the demo (url: local): -n, --lint and --dag read the shipped descriptors,
+    start no server, write no .vip-local/; a config mistake is still reported by -n."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    project = make_project(tmp_path, cfg)
+    dry = run_smk(project, "-n")
+    assert "launch_session" in dry.stdout and "demo-smooth-normalized" in dry.stdout
+    run_smk(project, "--lint", check=False)
+    dag = run_smk(project, "--dag")
+    assert "digraph" in dag.stdout
+    assert not (project / ".vip-local").exists() and not (project / "results").exists()
+    cfg["pipelines"]["smooth"]["settings"]["windw"] = 4
+    write_config(project, cfg)
+    out = run_smk(project, "-n", check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0 and "pipelines.smooth.settings.windw" in err and "did you mean 'window'?" in err
+    assert "Traceback" not in err and not (project / ".vip-local").exists()
+
+
+def test_configfile_is_the_whole_study(tmp_path, vip_server):
+    """--configfile other.yaml: the demo's sessions (config/config.yaml) do not join in."""
+    project = make_project(tmp_path, yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    other = study_config(vip_server, {"mine": {"dataset": "demo", "pipeline": "stats"}})
+    (project / "other.yaml").write_text(yaml.safe_dump(other))
+    out = run_smk(project, "-n", "--configfile", "other.yaml", key=vip_server.api_key).stdout
+    assert "results/mine/launched.json" in out and "demo-smooth" not in out and "demo-stats" not in out
+
+
+def test_deleting_under_results_redoes_exactly_what_is_missing(tmp_path, make_server):
+    srv = make_server()
+    sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
+                "other": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject02.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    run_smk(project, key=srv.api_key)
+    res = project / "results"
+    untouched = {p: p.stat().st_mtime_ns for p in (res / "other").rglob("*") if p.is_file()}
+    for victim in (res / "st" / "outputs", res / "st" / "done.json", res / "st"):
+        shutil.rmtree(victim) if victim.is_dir() else victim.unlink()
+        out = run_smk(project, key=srv.api_key)
+        assert "Nothing to be done" not in out.stdout + out.stderr, victim
+        assert len(list((res / "st" / "outputs").glob("*/subject01.csv.stats.txt"))) == 1, victim
+        assert (res / "st" / "done.json").is_file() and summary(project)["st"]["status"] == "Finished"
+        with client_for(srv) as c:
+            assert c.count_executions() == 2, victim  # downloaded again from the same execution
+    assert {p: p.stat().st_mtime_ns for p in (res / "other").rglob("*") if p.is_file()} == untouched
+    assert "Nothing to be done" in run_smk(project, key=srv.api_key).stderr
+
+
+def test_failed_study_exits_nonzero_then_retry_by_deleting_done(tmp_path, make_server):
+    """A failed session: outputs downloaded, summary written, exit status 1 naming it;
+    vip.allow_failures keeps 0; deleting its done.json launches it again."""
+    srv = make_server()
+    sessions = {"good": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
+                "bad": {"dataset": "demo", "pipeline": "fail", "settings": {"message": "boom"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    out = run_smk(project, key=srv.api_key, check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0 and "1 of 2 session(s) did not finish: bad (ExecutionFailed)" in err
+    assert "Traceback" not in err and "boom" in (project / "results" / "logs" / "wait_and_download" / "bad.log").read_text()
+    rows = summary(project)
+    assert rows["good"]["status"] == "Finished" and rows["bad"]["status"] == "ExecutionFailed"
+    assert run_smk(project, key=srv.api_key, check=False).returncode != 0  # still failed, still says so
+
+    write_config(project, study_config(srv, sessions, allow_failures=True))
+    assert run_smk(project, key=srv.api_key).returncode == 0
+    (project / "results" / "bad" / "done.json").unlink()
+    out = run_smk(project, key=srv.api_key)
+    assert "failed and its done.json was removed: launching again" in out.stderr
+    with client_for(srv) as c:
+        assert c.count_executions() == 3
+
+
+def test_dead_embedded_server_is_restarted(tmp_path):
+    """url: local, kill -9 of the .vip-local server while the study waits: the study starts
+    it again and finishes (the server runs the interrupted execution again)."""
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 3}}}
+    project = make_project(tmp_path, study_config(None, sessions, retry_seconds=2))
+    local = project / ".vip-local"
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (project / "results" / "nap" / "launched.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        first = LocalServer.attach(local)
+        os.kill(first.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err[-3000:]
+        assert "is gone: starting it again" in err
+        second = LocalServer.attach(local)
+        assert second is not None and second.pid != first.pid
+        assert summary(project)["nap"]["status"] == "Finished"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        srv = LocalServer.attach(local)
+        if srv is not None:
+            srv.stop()
+
+
+def test_remote_vip_gone_stops_within_budget_naming_url(tmp_path, make_server):
+    srv = make_server()
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 30}}}
+    project = make_project(tmp_path, study_config(srv, sessions, retry_seconds=2))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (project / "results" / "nap" / "launched.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        srv.kill()
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - t0 < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert f"cannot reach VIP at {srv.url}" in out and "vip.url" in out and "Traceback" not in out
+
+
+def test_unreachable_url_and_bad_key_say_what_to_fix(tmp_path, vip_server):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = study_config(vip_server, {"a": {"dataset": "demo", "pipeline": "stats"}}, retry_seconds=1.5)
+    cfg["vip"]["url"] = f"http://127.0.0.1:{port}"
+    project = make_project(tmp_path, cfg)
+    out = run_smk(project, "-n", key="some-key-123456", check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0 and f"cannot reach VIP at http://127.0.0.1:{port}" in err and "Traceback" not in err
+    # retry warnings printed while the workflow is parsed: time and logger name, like the others
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING vip_smk\.transport: .*\(retry 1 ", err, re.M), err
+    write_config(project, study_config(vip_server, {"a": {"dataset": "demo", "pipeline": "stats"}}))
+    out = run_smk(project, "-n", key="wrong-key-" + "x" * 20, check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0 and "environment variable VIP_API_KEY" in err and "vip.api_key_env" in err
+    assert "Traceback" not in err and "client.py" not in err and "transport.py" not in err

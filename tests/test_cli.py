@@ -84,3 +84,25 @@ def test_cli_put_preflight_lists_all_problems_on_one_line(vip_server, tmp_path):
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "PreflightError" in proc.stderr and "empty.csv: empty file" in proc.stderr
     assert "'with_space.csv'" in proc.stderr
+
+
+def test_cli_url_local_attaches_to_the_directory_server(tmp_path):
+    """`--url local` / VIP_URL=local: the local VIP of ./.vip-local (the demo study's), started
+    when needed, its key read from .vip-local/apikey."""
+    from vip_smk.server import LocalServer
+
+    env = {k: v for k, v in os.environ.items() if k not in ("VIP_URL", "VIP_API_KEY")}
+    try:
+        first = subprocess.run([sys.executable, "-m", "vip_smk.cli", "--url", "local", "pipelines"], cwd=tmp_path,
+                               capture_output=True, text=True, env=env, timeout=90)
+        assert first.returncode == 0 and "TextStats/1.0" in first.stdout.split(), first.stderr
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        assert srv is not None
+        second = subprocess.run([sys.executable, "-m", "vip_smk.cli", "ls", "/vip/Home"], cwd=tmp_path,
+                                capture_output=True, text=True, env={**env, "VIP_URL": "local"}, timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert LocalServer.attach(tmp_path / ".vip-local").pid == srv.pid  # attached, not restarted
+    finally:
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        if srv is not None:
+            srv.stop()

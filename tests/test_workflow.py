@@ -76,6 +76,14 @@ def summary(project: Path) -> dict[str, dict]:
         return {row["session"]: row for row in csv.DictReader(fh)}
 
 
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"snakemake ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.1)
+
+
 def client_for(server: LocalServer) -> VipClient:
     return VipClient(server.url, api_key=server.api_key, retries=1, retry_budget=5)
 
@@ -394,10 +402,7 @@ def test_dead_embedded_server_is_restarted(tmp_path):
     proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (project / "results" / "nap" / "launched.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(project / "results" / "nap" / "launched.json", proc)
         first = LocalServer.attach(local)
         os.kill(first.pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=90)
@@ -422,10 +427,7 @@ def test_remote_vip_gone_stops_within_budget_naming_url(tmp_path, make_server):
     proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (project / "results" / "nap" / "launched.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(project / "results" / "nap" / "launched.json", proc)
         srv.kill()
         t0 = time.monotonic()
         out, _ = proc.communicate(timeout=60)

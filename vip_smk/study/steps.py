@@ -437,22 +437,22 @@ def tree_size(root: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------
 
 
+def _remove(study: Study, remote: str, marker, why: str, record: dict, client=None) -> None:
+    with StudyVip(study.vip, study.workdir, client) as conn:
+        log.info("%s: removing %s from VIP", why, remote)
+        core.remove_remote(conn.client, remote)
+    write_json_atomic(marker, {**record, "removed": remote, "at": _now()})
+
+
 def finish_session(study: Study, name: str, marker: str | os.PathLike, client=None) -> None:
     """Remove the session's remote folder (its outputs are downloaded)."""
-    remote = study.remote_session_dir(name)
-    with StudyVip(study.vip, study.workdir, client) as conn:
-        log.info("session %s: removing %s from VIP", name, remote)
-        core.remove_remote(conn.client, remote)
-    write_json_atomic(marker, {"session": name, "removed": remote, "at": _now()})
+    _remove(study, study.remote_session_dir(name), marker, f"session {name}", {"session": name}, client)
 
 
 def finish_dataset(study: Study, dataset: str, marker: str | os.PathLike, client=None) -> None:
     """Remove the dataset's remote copy: every session of the study using it is finished."""
-    remote = study.remote_dataset_dir(dataset)
-    with StudyVip(study.vip, study.workdir, client) as conn:
-        log.info("dataset %s: no session needs it any more: removing %s from VIP", dataset, remote)
-        core.remove_remote(conn.client, remote)
-    write_json_atomic(marker, {"dataset": dataset, "removed": remote, "at": _now()})
+    _remove(study, study.remote_dataset_dir(dataset), marker, f"dataset {dataset}: no session needs it any more",
+            {"dataset": dataset}, client)
 
 
 def failed_sessions(study: Study) -> dict[str, str]:

@@ -14,8 +14,20 @@ from vip_smk.client import Execution, Parameter, Pipeline, VipClient
 
 
 @pytest.fixture(scope="module")
-def vc(vip_server):
-    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+def srv(tmp_path_factory):
+    """A server of this module's own, counting the requests it receives by route."""
+    from vip_smk.server import LocalServer
+
+    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2,
+                         users=[f"alice:core-{uuid.uuid4().hex}"], count_requests=True)
+    server.start(timeout=60)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def vc(srv):
+    c = VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False)
     yield c
     c.close()
 
@@ -38,14 +50,23 @@ def csv(vc, home, tmp_path_factory):
     return f"{home}/in/a.csv"
 
 
-def _counting(client):
-    seen: list[str] = []
-    client.session.hooks["response"].append(lambda r, *a, **k: seen.append(f"{r.request.method} {r.request.url}"))
-    return seen
+class _Counting:
+    """The requests the server received inside the block: ``.routes`` {"GET /rest/...": n}."""
 
+    def __init__(self, server):
+        self.server = server
+        self.routes: dict[str, int] = {}
 
-def _uncount(client):
-    client.session.hooks["response"].clear()
+    def __enter__(self):
+        self.server.reset_request_counts()
+        return self
+
+    def __exit__(self, *exc):
+        self.routes = self.server.request_counts()["routes"]
+
+    @property
+    def total(self) -> int:
+        return sum(self.routes.values())
 
 
 # ---- validate_settings ----------------------------------------------------------------------
@@ -88,15 +109,12 @@ def test_validate_settings_one_error_listing_every_problem(vc, csv, home):
         core.validate_settings(vc.pipeline("Sleep/1.0"), {"duration": "soon"})
 
 
-def test_validate_settings_file_checks_one_listing_per_directory(vc, csv, home):
+def test_validate_settings_file_checks_one_listing_per_directory(vc, srv, csv, home):
     p = vc.pipeline("TextStats/1.0")
     files = [csv, f"{home}/in/b.csv"] * 10
-    seen = _counting(vc)
-    try:
+    with _Counting(srv) as seen:
         core.validate_settings(p, {"input_file": files}, check_file=core.vip_file_check(vc))
-    finally:
-        _uncount(vc)
-    assert len(seen) == 1 and "action=list" in seen[0]
+    assert seen.routes == {"GET /rest/path/{path}?action=list": 1}
 
 
 def test_validate_settings_vip_dot_lists():
@@ -119,7 +137,7 @@ def test_validate_settings_vip_dot_lists():
 # ---- launch_or_adopt, poll, wait ------------------------------------------------------------
 
 
-def test_launch_or_adopt_never_duplicates(vc, home):
+def test_launch_or_adopt_never_duplicates(vc, srv, home):
     name = f"adopt-{uuid.uuid4().hex[:6]}"
     out = f"{home}/out-{name}"
     vc.mkdir(out)
@@ -135,13 +153,10 @@ def test_launch_or_adopt_never_duplicates(vc, home):
     assert all(e.status == "Finished" for e in done.values())
     # finished -> still adopted (from a listing already fetched: no request)
     listing = vc.executions()
-    seen = _counting(vc)
-    try:
+    with _Counting(srv) as seen:
         again, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                               executions=listing)
-    finally:
-        _uncount(vc)
-    assert adopted and again.identifier == ex.identifier and seen == []
+    assert adopted and again.identifier == ex.identifier and seen.total == 0
     # excluded (e.g. its outputs were removed) -> launched again
     new, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                         exclude={ex.identifier})
@@ -167,24 +182,23 @@ def test_find_adoptable_rules():
     assert not core.same_inputs({"l": ["a", "b"]}, {"l": "a"})
 
 
-def test_poll_one_request_per_round(vc, home):
+def test_poll_one_request_per_round(vc, srv, home):
     out = f"{home}/poll"
     vc.mkdir(out)
     ids = [vc.launch("Sleep/1.0", {"duration": 0}, out, f"poll{i}").identifier for i in range(4)]
-    seen = _counting(vc)
-    try:
+    with _Counting(srv) as seen:
         states = core.poll(vc, ids)
-        assert list(states) == ids and len(seen) == 1 and seen[0].endswith("/rest/executions")
-        seen.clear()
-        core.poll(vc, ids[:1])
-        assert len(seen) == 1 and seen[0].endswith(ids[0])
-        seen.clear()
+    assert list(states) == ids and seen.routes == {"GET /rest/executions": 1}
+    with _Counting(srv) as seen:
+        assert list(core.poll(vc, ids[:1])) == ids[:1]
+    assert seen.routes == {"GET /rest/executions/{eid}": 1}
+    with _Counting(srv) as seen:
         states = core.poll(vc, ids + ["workflow-nope00"])  # unknown: one direct GET, left out
-        assert list(states) == ids and len(seen) == 2
-        seen.clear()
-        assert core.poll(vc, []) == {} and seen == []
-    finally:
-        _uncount(vc)
+    assert list(states) == ids
+    assert seen.routes == {"GET /rest/executions": 1, "GET /rest/executions/{eid}": 1}
+    with _Counting(srv) as seen:
+        assert core.poll(vc, []) == {}
+    assert seen.total == 0
 
 
 def test_wait_polls_soon_and_backs_off(vc, home):

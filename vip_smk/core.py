@@ -499,6 +499,7 @@ class ResultsReport:
     extracted: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # vip path -> why
     warnings: list[str] = field(default_factory=list)
+    bytes: int = 0  # bytes received
 
     @property
     def ok(self) -> bool:
@@ -568,6 +569,7 @@ def download_results(client: VipClient, executions: Iterable[Execution] | Mappin
     report.skipped += [Path(p) for p in tr.skipped]
     report.extracted = [Path(p) for p in tr.extracted]
     report.warnings = list(tr.warnings)
+    report.bytes = int(tr.bytes_transferred or 0)
     return report
 
 
@@ -607,5 +609,5 @@ def remove_remote(client: VipClient, vip_path: str, *, timeout: float = 300) -> 
             return False
         time.sleep(pause)
         pause = min(2.0, pause * 2)
-    log.info("%s: removed from VIP", path)
+    log.debug("%s: removed from VIP", path)
     return True

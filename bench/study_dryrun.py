@@ -4,14 +4,18 @@
 
 Generates a study project in a temp directory (the repository's workflow/ + a dataset of
 `--files` small CSV files + a config crossing 2 pipelines x N/2 parameter values, every session
-on a glob of the whole dataset), starts a local VIP server on 127.0.0.1 and times
-`snakemake --cores 1 -n` against it. Baseline measured in the same run: the same command on a
-1-session study (Snakemake's and Python's fixed start-up cost). Goal: < 10 s for 500 sessions.
+on a glob of the whole dataset) and times `snakemake --cores 1 -n` on it with `url: local`, as
+the demo runs: the shipped descriptors are read as files, no server is started (checked: no
+`.vip-local/` appears). `--remote` instead starts a local VIP server and gives its URL (the dry
+run then reads the pipelines from it, one request each). Baseline measured in the same run: the
+same command on a 1-session study (Snakemake's and Python's fixed start-up cost). Goal: < 10 s
+for 500 sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -60,14 +64,16 @@ def make_project(root: Path, url: str, sessions: int, files: int) -> Path:
     return root
 
 
-def dry_run(project: Path, key: str) -> tuple[float, str]:
-    env = dict(os.environ, VIP_API_KEY=key)
+def dry_run(project: Path, key: str | None) -> tuple[float, str]:
+    env = dict(os.environ, VIP_API_KEY=key) if key else dict(os.environ)
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "-n"],
                           cwd=project, env=env, capture_output=True, text=True, timeout=600)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"snakemake -n failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    if (project / ".vip-local").exists():
+        raise SystemExit("the dry run started the local VIP server (.vip-local/ appeared)")
     return elapsed, proc.stdout + proc.stderr
 
 
@@ -76,21 +82,27 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=500)
     ap.add_argument("--files", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--remote", action="store_true", help="dry run against a server's URL")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="vip-smk-bench-") as tmp:
         tmp = Path(tmp)
-        with LocalServer(tmp / "server", port=0, users=["bench:bench-key-0123456789abcdef"]) as srv:
-            big = make_project(tmp / "big", srv.url, args.sessions, args.files)
-            small = make_project(tmp / "small", srv.url, 1, args.files)
-            dry_run(small, srv.api_key)  # warm the file-system and bytecode caches
-            base = [dry_run(small, srv.api_key)[0] for _ in range(args.repeat)]
+        with contextlib.ExitStack() as stack:
+            url, key = "local", None
+            if args.remote:
+                srv = stack.enter_context(LocalServer(tmp / "server", port=0, users=["bench:bench-key-0123456789abcdef"]))
+                url, key = srv.url, srv.api_key
+            big = make_project(tmp / "big", url, args.sessions, args.files)
+            small = make_project(tmp / "small", url, 1, args.files)
+            dry_run(small, key)  # warm the file-system and bytecode caches
+            base = [dry_run(small, key)[0] for _ in range(args.repeat)]
             runs = []
             for _ in range(args.repeat):
-                elapsed, out = dry_run(big, srv.api_key)
+                elapsed, out = dry_run(big, key)
                 runs.append(elapsed)
             jobs = next((line.split()[-1] for line in out.splitlines() if line.startswith("total")), "?")
     b, t = statistics.median(base), statistics.median(runs)
-    print(f"study dry run: {args.sessions} sessions x {args.files}-file glob, {jobs} jobs")
+    where = "a server's URL" if args.remote else "url: local, no server started"
+    print(f"study dry run: {args.sessions} sessions x {args.files}-file glob, {jobs} jobs ({where})")
     print(f"  baseline (1-session study):   {b:6.2f} s  (median of {args.repeat})")
     print(f"  snakemake -n, {args.sessions} sessions:  {t:6.2f} s  (median of {args.repeat}; runs {', '.join(f'{r:.2f}' for r in runs)})")
     print(f"  ratio to baseline: {t / b:.2f}x; per session above baseline: {(t - b) / max(1, args.sessions - 1) * 1000:.1f} ms")

@@ -375,3 +375,15 @@ def test_default_storage_provider_with_null_dates(make_server, tmp_path):
     assert "Nothing to be done" in second.stderr, second.stderr[-3000:]
     _assert_no_key(srv.api_key, work, first.stderr, second.stderr)
     c.close()
+
+
+def test_key_given_instead_of_variable_name_is_not_echoed(vip_server, tmp_path, monkeypatch):
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    import logging
+
+    for pasted in (vip_server.api_key, "abcDEF123ghi456"):  # with or without '-'
+        settings = StorageProviderSettings(url=vip_server.url, api_key_env=pasted)
+        with pytest.raises(WorkflowError) as err:
+            StorageProvider(local_prefix=tmp_path / "p", logger=logging.getLogger("t"), settings=settings)
+        assert pasted not in str(err.value) and "api-key-env" in str(err.value)

@@ -24,6 +24,7 @@ argparse types.
 
 import logging
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -87,6 +88,17 @@ class StorageProvider(StorageProviderBase):
     def __post_init__(self):
         settings = self.settings or StorageProviderSettings()
         env = (getattr(settings, "api_key_env", None) or "VIP_API_KEY").strip()
+        # Never echo what may be a key pasted by mistake: only conventional variable names.
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            raise WorkflowError(
+                "vip:// storage: --storage-vip-api-key-env takes the NAME of an environment "
+                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
+        if not os.environ.get(env, "").strip():
+            shown = env if re.fullmatch(r"[A-Z_][A-Z0-9_]*", env) else "named by --storage-vip-api-key-env"
+            raise WorkflowError(
+                f"vip:// storage: no VIP API key: the environment variable {shown} is not set "
+                "or empty (export VIP_API_KEY=..., or name another variable with "
+                "--storage-vip-api-key-env)")
         try:
             self.client = VipClient(getattr(settings, "url", None) or None, api_key_env=env)
         except VipError as exc:  # names the variable, never the key
@@ -261,6 +273,14 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         if info is None:
             raise FileNotFoundError(self.print_query)
         return 0 if info.is_directory else int(info.size or 0)
+
+    def checksum(self) -> Optional[str]:
+        """`md5:...` where the server computes it, else None (VIP does not: error 8001)."""
+        info = self._props()
+        if info is None or info.is_directory:
+            return None
+        md5 = self.client.md5(self.path)
+        return f"md5:{md5.lower()}" if md5 else None
 
     def local_footprint(self) -> int:
         info = self._props()

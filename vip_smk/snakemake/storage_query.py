@@ -6,7 +6,7 @@ A query is `vip://` followed by a VIP path without its leading `/`:
 
 from snakemake_interface_storage_plugins.io import WILDCARD_REGEX
 
-from vip_smk.client import VIP_VALUE_CHARS, vip_clean_name
+from vip_smk.rules import clean_name, value_problem
 
 SCHEME = "vip://"
 
@@ -35,12 +35,12 @@ def _split(path: str) -> list[str]:
 
 def name_problem(name: str) -> str | None:
     """Why VIP would not keep this file/folder name as it is (None if it would)."""
-    clean = vip_clean_name(name)
+    clean = clean_name(name)
     if clean != name:
         return f"VIP would rename it to {clean!r} (spaces and non-ASCII characters are not kept)"
-    if not VIP_VALUE_CHARS.fullmatch(name):
-        bad = "".join(sorted({c for c in name if not VIP_VALUE_CHARS.fullmatch(c)}))
-        return f"VIP refuses the characters {bad!r} in pipeline inputs"
+    problem = value_problem(name)
+    if problem:
+        return f"{problem}: VIP refuses it in pipeline inputs"
     return None
 
 

@@ -292,6 +292,14 @@ def test_capacity_failures_and_cleanup(tmp_path, make_server):
         assert c.count_executions() == 4
         assert not c.exists("/vip/Home/API/t/datasets/demo")
 
+    # a cleaned-up session deleted locally: its finished execution has no outputs left on VIP,
+    # so it is launched again (not adopted)
+    shutil.rmtree(res / "s1")
+    run_smk(project, key=srv.api_key)
+    assert len(list((res / "s1" / "outputs").glob("*/sleep.txt"))) == 1
+    with client_for(srv) as c:
+        assert c.count_executions() == 5
+
 
 def test_max_running_caps_executions_in_flight(tmp_path, make_server):
     srv = make_server()

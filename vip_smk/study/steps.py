@@ -231,6 +231,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
             conn.client.upload_tree(study.datasets[session.dataset], up["vip_dir"])
         save_descriptors(study.vip, study.workdir, {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
         results_location = study.results_location(name)
+        # outputs removed from VIP (vip.cleanup): a finished execution has nothing left to give
+        outputs_gone = not conn.client.exists(results_location)
         conn.client.mkdir(results_location, parents=True)
         waited_since = None
         while True:
@@ -238,6 +240,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                 conn.ensure()
                 executions = conn.client.executions()
                 excluded = _not_adoptable(conn.client, session, executions, history, fp) | set(exclude)
+                if outputs_gone:
+                    excluded |= {e.identifier for e in executions if e.name == name and e.status == rules.SUCCESS}
                 mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
                 if cap and mine_running >= cap and core.find_adoptable(
                         executions, name=name, pipeline_id=session.pipeline_id, values=session.input_values,

@@ -199,7 +199,7 @@ def test_kill9_during_wait_then_resume(tmp_path, make_server):
 
 
 def test_changed_parameter_reruns_only_that_session(tmp_path, make_server):
-    srv = make_server()
+    srv = make_server(count_requests=True)
     sessions = {
         "p2": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": 2}},
         "p5": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": 5}},
@@ -214,8 +214,11 @@ def test_changed_parameter_reruns_only_that_session(tmp_path, make_server):
 
     sessions["p5"]["settings"]["precision"] = 1
     write_config(project, study_config(srv, sessions))
+    srv.reset_request_counts()
     dry = run_smk(project, "-n", key=srv.api_key)
     assert "output: results/p5/launched.json" in dry.stdout
+    # the dry run read the pipelines the real run cached: not one request to VIP
+    assert srv.request_counts()["total"] == 0
     assert "output: results/p2/" not in dry.stdout  # the other session is untouched
     run_smk(project, key=srv.api_key)
     with client_for(srv) as c:

@@ -582,13 +582,16 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
                 errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
     errors.raise_if_any()  # structural errors first: VIP is never asked about those
 
+    used = {s["pipeline"] for s in specs}
+    pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}  # the rest: unused
     wanted = sorted(set(pipelines.values()))
     if descriptors is None:
-        descriptors = offline_descriptors(vip, wd)
-        if descriptors is None or any(pid not in descriptors for pid in wanted):
+        descriptors = dict(offline_descriptors(vip, wd) or {})
+        missing = [pid for pid in wanted if pid not in descriptors]
+        if missing and not vip.is_local:
             from .connect import fetch_descriptors
 
-            descriptors = fetch_descriptors(vip, wanted, wd)
+            descriptors.update(fetch_descriptors(vip, missing, wd))
     models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
               for pid, d in descriptors.items()}
     study_root = str(PurePosixPath(vip.root) / name)

@@ -387,3 +387,121 @@ def test_key_given_instead_of_variable_name_is_not_echoed(vip_server, tmp_path, 
         with pytest.raises(WorkflowError) as err:
             StorageProvider(local_prefix=tmp_path / "p", logger=logging.getLogger("t"), settings=settings)
         assert pasted not in str(err.value) and "api-key-env" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------------
+# VIP's clock ahead of ours (a relay shifting the server's Date header and its dates)
+# --------------------------------------------------------------------------------------------
+
+SKEW = 600  # seconds
+
+
+class SkewedClockRelay:
+    """HTTP relay on 127.0.0.1 in front of a local VIP whose clock seems SKEW seconds ahead:
+    the `Date` header and every `lastModificationDate` are shifted."""
+
+    def __init__(self, target: str):
+        import email.utils
+        import http.server
+        import json
+        import threading
+
+        import requests
+
+        session = requests.Session()
+
+        def shift(obj):
+            if isinstance(obj, list):
+                return [shift(o) for o in obj]
+            if isinstance(obj, dict):
+                return {k: (v + SKEW if k == "lastModificationDate" and isinstance(v, (int, float))
+                            else shift(v)) for k, v in obj.items()}
+            return obj
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length", "connection")}
+                r = session.request(self.command, target + self.path, data=body or None,
+                                    headers=headers, allow_redirects=False)
+                data = r.content
+                if r.headers.get("Content-Type", "").startswith("application/json") and data:
+                    try:
+                        data = json.dumps(shift(json.loads(data))).encode()
+                    except ValueError:
+                        pass
+                self.send_response(r.status_code)
+                skip = ("content-length", "transfer-encoding", "connection", "content-encoding",
+                        "date", "server")
+                for k, v in r.headers.items():
+                    if k.lower() not in skip:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _relay
+
+            def date_time_string(self, timestamp=None):  # the Date header send_response adds
+                return email.utils.formatdate(time.time() + SKEW, usegmt=True)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.api_key = None
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+SKEWED = """
+rule all:
+    input: "down.txt", storage.vip("vip://vip/Home/skew/up.txt")
+
+rule down:  # a VIP input (written by someone else) -> a local output
+    input: storage.vip("vip://vip/Home/skew/data.csv")
+    output: "down.txt"
+    shell: "cat {input} > {output}"
+
+rule up:  # a local input -> a VIP output
+    input: "local.txt"
+    output: storage.vip("vip://vip/Home/skew/up.txt")
+    shell: "cat {input} > {output}"
+"""
+
+
+def test_vip_clock_ahead_of_ours(vip_server, tmp_path, monkeypatch):
+    relay = SkewedClockRelay(vip_server.url)
+    relay.api_key = vip_server.api_key
+    try:
+        c = VipClient(relay.url, api_key=vip_server.api_key, progress=False)
+        src = tmp_path / "data.csv"
+        src.write_text("a,b\n1,2\n")
+        c.mkdir("/vip/Home/skew")
+        c.upload(src, "/vip/Home/skew/data.csv")
+        assert c.properties("/vip/Home/skew/data.csv").last_modification_date > time.time() + SKEW - 5
+
+        monkeypatch.setenv(KEY_ENV, vip_server.api_key)
+        p = _provider(relay, tmp_path / "direct")
+        assert abs(p.object("vip://vip/Home/skew/data.csv").mtime() - time.time()) < 5  # our clock
+        p.client.close()
+
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "Snakefile").write_text(textwrap.dedent(SKEWED))
+        (work / "local.txt").write_text("local\n")
+        first = _snakemake(work, relay)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert _jobs(first.stderr) == {"all": 1, "down": 1, "up": 1}
+        second = _snakemake(work, relay)
+        assert "Nothing to be done" in second.stderr, second.stderr[-3000:]
+        c.close()
+    finally:
+        relay.close()

@@ -188,7 +188,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
 
     def __post_init__(self):
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
-        self._info: Optional[PathInfo] = None  # properties of self.path, once asked
+        # properties of self.path from the last exists()/store (reused by mtime, size...)
+        self._info: Optional[PathInfo] = None
         self._missing = False
 
     # -- helpers -------------------------------------------------------------------------------
@@ -255,6 +256,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         pass  # nothing besides the local copy, which Snakemake removes itself
 
     def exists(self) -> bool:
+        self._forget()  # always asked afresh (another job may have written it since)
         return self._props() is not None
 
     def mtime(self) -> float:
@@ -289,6 +291,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         return self.size()
 
     def retrieve_object(self):
+        self._forget()
         info = self._props()
         if info is None:
             raise WorkflowError(f"{self.print_query}: not found on VIP")

@@ -764,3 +764,89 @@ def test_get_inputs_rules(vip):
     with pytest.raises(FileNotFoundError):
         VipSession(_name("d")).get_inputs(a)
     assert not vip.client.exists(f"{API}/{a.session_name}")
+
+
+# ---- issue 9: defects found trying VipSession as a new user --------------------------------------
+
+
+def test_issue9_4_resumed_session_goes_on_monitoring_its_execution(vip):
+    """#4: `run_session` killed (-9) while monitoring, then the same script again: the session
+    adopts the execution it launched instead of launching a second one (vip-client 0.1.10
+    launches a second one: 2 workflows in session_data.json)."""
+    name = _name("kill")
+    code = ("import os\nfrom vip_smk import VipSession\n"
+            "VipSession.init(api_key='VIP_API_KEY', vip_portal_url=os.environ['VIP_URL'])\n"
+            f"VipSession({name!r}, input_dir='data', pipeline_id='Sleep/1.0', "
+            "input_settings={'duration': 3}).run_session(refresh_time=1)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_")}
+    env.update(VIP_URL=vip.url, VIP_API_KEY=vip.key)
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=vip.root, env=env,
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    seen = ""
+    while "=== MONITOR WORKFLOWS ===" not in seen:
+        line = first.stderr.readline()
+        assert line, seen
+        seen += line
+    first.kill()
+    first.wait()
+    wid, = _backup(f"vip_outputs/{name}")["workflows"]
+    second = subprocess.run([sys.executable, "-c", code], cwd=vip.root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "Session restored" in second.stderr and "adopted" in second.stderr
+    wfs = _backup(f"vip_outputs/{name}")["workflows"]
+    assert list(wfs) == [wid] and wfs[wid]["status"] == "Finished"
+    assert [p.name for p in _local_outputs(f"vip_outputs/{name}")] == ["sleep.txt"]
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    VipSession(name).finish()
+
+
+def test_issue9_13_polls_soon_after_launch(vip):
+    """#13: with the default refresh_time (30 s) a 0.3 s job is seen over within seconds
+    (polls soon after launch, backing off up to refresh_time)."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("soon"), input_dir="data", pipeline_id="Sleep/1.0",
+                   input_settings={"duration": 0.3}).launch_pipeline()
+    t0 = time.monotonic()
+    s.monitor_workflows()
+    assert time.monotonic() - t0 < 10
+    assert [w["status"] for w in s.workflows.values()] == ["Finished"]
+    s.finish()
+
+
+def test_issue9_12_and_9_local_names_and_one_execution_per_file(vip):
+    """#12: local folder names are valid on Windows and Unix (VIP's dated folder has ':'), the
+    mapping of rules.local_name. #9 (client side): when an earlier workflow of the session
+    claims the same VIP path (a results folder reused), the later one's file is downloaded into
+    its own folder, never skipped as if it were the earlier one's."""
+    from vip_smk.rules import local_name
+
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    name = _name("names")
+    s = VipSession(name, input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/a.csv"})
+    s.upload_inputs().launch_pipeline().monitor_workflows(refresh_time=0.1)
+    wid, = s.workflows
+    info, = vip.client.results(wid)
+    dated = PurePosixPath(info.path).parent.name
+    assert ":" in dated
+    # an earlier workflow (removed since) whose output had the same VIP path, and its local file
+    backup = _backup(s.output_dir)
+    old = {"status": "Removed", "start": "2026/01/01 00:00:00",
+           "outputs": [{"path": info.path, "isDirectory": False, "size": info.size, "exists": True}]}
+    backup["workflows"] = {"workflow-old001": old, **backup["workflows"]}
+    (s.output_dir / "session_data.json").write_text(json.dumps(backup, indent=4))
+    theirs = s.output_dir / local_name(dated) / "a.csv.stats.txt"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("z" * info.size)  # same size: looks complete
+    r = VipSession(name)
+    r.download_outputs()
+    assert theirs.read_text() == "z" * info.size  # the old workflow's file is untouched
+    mine = s.output_dir / f"{local_name(dated)}-{wid}" / "a.csv.stats.txt"
+    assert "mean=3.00" in mine.read_text()
+    for p in _local_outputs(s.output_dir):
+        rel = p.relative_to(s.output_dir)
+        assert all(part == local_name(part) for part in rel.parts), rel
+        assert not set('<>:"|?*\\') & set(str(rel))
+    assert list(_backup(s.output_dir)["workflows"]) == ["workflow-old001", wid]
+    r.finish()

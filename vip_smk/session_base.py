@@ -559,8 +559,8 @@ class SessionBase:
                     f"{datetime.now():%Y/%m/%d %H:%M:%S}"
                 done += 1
                 self._save()
-                what = ("already on VIP: adopted, not launched again (finish() the session "
-                        "to launch anew)") if adopted else "launched"
+                what = "adopted (already on VIP; finish() the session to launch anew)" if adopted \
+                    else "launched"
                 self._info(f"  [{done}/{nb_runs}] {ex.identifier} ({ex.status}): {what}")
         except BaseException:
             self._warn(f"(!) Stopped after {done} execution(s).")
@@ -592,7 +592,9 @@ class SessionBase:
                 self._report()
                 self._info(f"Monitoring {len(ids)} execution(s) (refresh up to every {refresh_time}s"
                            f"{'' if timeout is None else f', timeout {timeout}s'}) ...")
-                bar = self._progress(desc=f"{self.session_name}", unit="job", leave=True)
+                counts, _ = self._job_progress(ids, states)
+                bar = self._progress(desc=f"{self.session_name}", unit="job", leave=True,
+                                     total=counts.total, initial=counts.done)
             if bar is not None:
                 self._update_bar(bar, ids, states)
             last = now
@@ -618,7 +620,9 @@ class SessionBase:
         self._save(announce=True)
         return self
 
-    def _update_bar(self, bar: tqdm, ids: list[str], states: dict[str, Execution]) -> None:
+    def _job_progress(self, ids: list[str], states: dict[str, Execution]
+                      ) -> tuple[rules.JobCounts, dict[str, int]]:
+        """Jobs of ``ids`` (:func:`rules.job_counts`) and executions per status."""
         counts = rules.JobCounts()
         statuses: dict[str, int] = {}
         for w in ids:
@@ -626,6 +630,10 @@ class SessionBase:
             status = self._workflows[w]["status"]
             counts = counts + rules.job_counts(ex.jobs if ex is not None else None, status)
             statuses[str(status)] = statuses.get(str(status), 0) + 1
+        return counts, statuses
+
+    def _update_bar(self, bar: tqdm, ids: list[str], states: dict[str, Execution]) -> None:
+        counts, statuses = self._job_progress(ids, states)
         bar.total, bar.n = counts.total, counts.done
         bar.set_postfix_str(", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())), refresh=False)
         bar.refresh()

@@ -190,7 +190,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
         # properties of self.path from the last exists()/store (reused by mtime, size...)
         self._info: Optional[PathInfo] = None
-        self._missing = False
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -205,15 +204,12 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
                 info = self.client.properties(self.path)
             except NotFound:
                 info = None
-            if info is None or not info.exists:
-                self._missing = True
-            else:
+            if info is not None and info.exists:
                 self._info = info
         return self._info
 
     def _forget(self) -> None:
         self._info = None
-        self._missing = False
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -231,6 +227,9 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
             self.provider.folders.add(folder)
         except NotFound:
             infos = []  # no folder: none of its files exists
+        except VipError as exc:  # Snakemake asks file by file instead (and reports errors)
+            log.warning("vip:// inventory of %s skipped: %s", folder, exc)
+            return
         files = [i for i in infos if not i.is_directory]
         for info, t in zip(files, self.provider.times(files)):
             key = self.provider.local_key(info.path)

@@ -505,3 +505,18 @@ def test_vip_clock_ahead_of_ours(vip_server, tmp_path, monkeypatch):
         c.close()
     finally:
         relay.close()
+
+
+def test_snakemake_job_with_empty_output_fails_naming_it(vip_server, client, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prefix = f"vip://vip/Home/emptyjob/{tmp_path.name}"
+    (work / "Snakefile").write_text(textwrap.dedent(f"""
+        rule empty:
+            output: storage.vip("{prefix}/nothing.txt")
+            shell: "touch {{output}}"
+    """))
+    run = _snakemake(work, vip_server)
+    assert run.returncode != 0
+    assert "nothing.txt is empty" in run.stderr and "VIP cannot store an empty file" in run.stderr
+    assert not client.exists(f"/vip/Home/emptyjob/{tmp_path.name}/nothing.txt")

@@ -567,8 +567,8 @@ class VipClient:
 
     def mkdir(self, path: str, parents: bool = True, *, exist_ok: bool = True, known_missing: bool = False) -> None:
         """Create a directory (and, with `parents`, its missing parents); no error if it exists
-        (`exist_ok`). `known_missing`: the caller knows it is absent and its parent present
-        (e.g. from a listing): one request, no lookup first."""
+        (`exist_ok`). `known_missing`: the caller knows it is absent (e.g. from a listing): no
+        lookup first (one request when its parent exists)."""
         p = _vip_path(path)
         if p in ("/", "/vip"):
             return
@@ -584,7 +584,7 @@ class VipClient:
                     raise self._error(InvalidInput, "already exists", call="mkdir", target=p)
                 return
         parent = str(PurePosixPath(p).parent)
-        if parents and not known_missing and parent not in ("/", "/vip"):
+        if parents and parent not in ("/", "/vip"):
             try:
                 self._mkdir_one(p)
                 return

@@ -414,7 +414,7 @@ def upload_tree(
             todo.extend(_changed_by_md5(client, ex, files, vip_dir, report))
         # 3. create the missing directories (parents first)
         if remote[""] is None:
-            client.mkdir(vip_dir, parents=True)
+            client.mkdir(vip_dir, parents=True, known_missing=True)
         new_dirs = [d for d in by_depth if remote[d] is None]
         for depth in sorted({_depth(d) for d in new_dirs}):
             level = [d for d in new_dirs if _depth(d) == depth]

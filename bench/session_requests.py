@@ -9,6 +9,12 @@ loopback and with the server's `--latency 30`.
 The scenario: upload a dataset (4 files in 2 folders + an empty folder), add a file and upload
 again, launch Smooth/1.0 on a list of 2 files with nb_runs=2, monitor once the executions are
 over, download twice, finish, resume by name.
+
+Then monitoring alone: `monitor_workflows` on 1, 4 and 20 running executions, HTTP requests per
+monitoring round counted by the server (`count_requests`); vip-client makes one `GET
+executions/{id}` per execution per round (reference 4.7), VipSession one request per round.
+
+    .venv/bin/python bench/session_requests.py --monitor-only   # just that part
 """
 
 from __future__ import annotations
@@ -124,9 +130,53 @@ def run(python: str, which: str, url: str, key: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def monitor_rounds(sizes=(1, 4, 20), duration: float = 2.0, refresh: float = 0.25) -> None:
+    """Requests per monitoring round of VipSession for ``sizes`` running executions."""
+    import logging
+
+    from vip_smk import VipSession, core
+    from vip_smk.server import LocalServer
+
+    logging.getLogger("vip_smk").setLevel(logging.WARNING)
+    key = "bench-" + os.urandom(8).hex()
+    work = Path(tempfile.mkdtemp(prefix="bench-monitor-"))
+    (work / "data").mkdir()
+    (work / "data" / "x.csv").write_text("x\n1\n")
+    os.chdir(work)
+    print(f"\nmonitor_workflows: requests per round (Sleep {duration} s jobs, refresh_time {refresh} s)")
+    print(f"{'executions':>10s} {'rounds':>7s} {'requests':>9s} {'per round':>10s} {'vip-client per round':>21s}")
+    with LocalServer(tempfile.mkdtemp(prefix="bench-vip-"), port=0, users=[f"alice:{key}"],
+                     workers=max(sizes), count_requests=True) as srv:
+        VipSession.init(api_key=key, vip_portal_url=srv.url, verbose=False)
+        real_poll = core.poll
+        for n in sizes:
+            s = VipSession(f"monitor{n}", input_dir="data", pipeline_id="Sleep/1.0",
+                           input_settings={"duration": duration}).launch_pipeline(nb_runs=n)
+            rounds = 0
+
+            def counting_poll(client, ids):
+                nonlocal rounds
+                rounds += 1
+                return real_poll(client, ids)
+
+            core.poll = counting_poll
+            srv.reset_request_counts()
+            try:
+                s.monitor_workflows(refresh_time=refresh)
+            finally:
+                core.poll = real_poll
+            counts = srv.request_counts()
+            assert all(w["status"] == "Finished" for w in s.workflows.values()), s.workflows
+            print(f"{n:10d} {rounds:7d} {counts['total']:9d} {counts['total'] / rounds:10.2f} {n:21d}")
+            s.finish()
+
+
 def main() -> None:
     from vip_smk.server import LocalServer
 
+    if "--monitor-only" in sys.argv:
+        monitor_rounds()
+        return
     baseline = os.environ.get("VIP_CLIENT_PYTHON")
     key = "bench-" + os.urandom(8).hex()
     for latency in (0, 30):
@@ -157,6 +207,7 @@ def main() -> None:
         if theirs:
             print(f"ratio VipSession / vip-client: requests {tot_o[0] / tot_t[0]:.2f}, "
                   f"time {tot_o[1] / tot_t[1]:.2f}")
+    monitor_rounds()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ VIP's `lastModificationDate` is whole seconds on VIP's clock, and may be null. S
 compares it with local file times (sub-second, our clock) and with the dates of other VIP
 files, and reruns a job when one input is *strictly* newer than its oldest output.
 
-`DateBook` keeps, in one small JSON file under Snakemake's local storage prefix, what this
+`DateBook` keeps, in a small file of JSON lines under Snakemake's local storage prefix, what this
 workflow directory knows better than VIP:
 
 - the files the plugin uploaded: their size, VIP's date for them and the time (our clock) the
@@ -15,23 +15,23 @@ workflow directory knows better than VIP:
   seen with their current size. A null date is unknown -- never 1970, which would make every
   output derived from the file look outdated forever; a new size is a change.
 
-Nothing else is stored (VIP paths, sizes, dates: no key). Writes are atomic and merged under a
-file lock, so concurrent Snakemake processes sharing the directory keep each other's entries.
+Nothing else is stored (VIP paths, sizes, dates: no key). The book is a log of JSON lines
+appended under a file lock: concurrent Snakemake processes sharing the directory (jobs on a
+cluster) keep and see each other's entries.
 """
 
 import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BOOK_NAME = ".vip-dates.json"
+BOOK_NAME = ".vip-dates.jsonl"
 
 
 def vip_seconds(value) -> float | None:
@@ -57,83 +57,102 @@ class _Entry:
 
 
 class DateBook:
-    """What this workflow directory knows about the dates of VIP files (see module doc)."""
+    """What this workflow directory knows about the dates of VIP files (see module doc).
+
+    The file is a log of JSON lines, appended under a lock (one line per file written or
+    first seen, one per removal): a run writing N outputs appends N lines instead of rewriting
+    the whole book N times. Lines appended by other processes are read before each use."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / BOOK_NAME
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._offset = 0  # bytes of the file already applied to _entries
+        self._lines = 0
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def _read(self) -> dict[str, _Entry]:
+    def _apply(self, rec: dict) -> None:
+        if "forget" in rec:
+            prefix = str(rec["forget"]).rstrip("/")
+            for p in [p for p in self._entries if p == prefix or p.startswith(prefix + "/")]:
+                del self._entries[p]
+        else:
+            self._entries[rec["path"]] = _Entry(rec.get("size"), rec.get("vip_date"),
+                                                float(rec["time"]), bool(rec.get("ours")))
+
+    def _refresh(self) -> None:
+        """Apply the lines appended since the last read (by us or another process)."""
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self._offset:  # compacted by another process: read it all again
+                    self._entries, self._offset, self._lines = {}, 0, 0
+                fh.seek(self._offset)
+                data = fh.read()
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable %s (%s)", self.path, exc)
-            return {}
-        out = {}
-        for path, e in (raw.get("files") or {}).items():
+            self._entries, self._offset, self._lines = {}, 0, 0
+            return
+        end = data.rfind(b"\n") + 1  # a line being appended right now is read next time
+        for line in data[:end].splitlines():
+            self._lines += 1
             try:
-                out[path] = _Entry(e.get("size"), e.get("vip_date"), float(e["time"]), bool(e.get("ours")))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                continue
-        return out
+                self._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # a damaged line (crash mid-write): ignored
+        self._offset += end
 
-    def _load(self) -> dict[str, _Entry]:
-        if self._entries is None:
-            self._entries = self._read()
-        return self._entries
-
-    def _save(self, updates: dict[str, _Entry | None]) -> None:
-        """Merge `updates` (None = forget) into the file under an exclusive lock."""
+    def _locked(self):
+        """The book's lock (a separate file: the book itself is replaced when compacted)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(BOOK_NAME + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            entries = self._read()
-            for path, e in updates.items():
-                if e is None:
-                    entries.pop(path, None)
-                else:
-                    entries[path] = e
-            data = {"files": {p: e.__dict__ for p, e in sorted(entries.items())}}
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=BOOK_NAME, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump(data, fh, indent=1)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        self._entries = entries
+        fh = open(self.path.with_name(BOOK_NAME + ".lock"), "ab")
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        return fh
+
+    def _append(self, records: list[dict]) -> None:
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        with self._locked():
+            with open(self.path, "ab") as fh:
+                fh.write(data)
+            self._refresh()
+            if self._lines > 2 * len(self._entries) + 10_000:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the log with one line per live entry (atomically; caller holds the lock)."""
+        tmp = self.path.with_name(BOOK_NAME + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for p, e in sorted(self._entries.items()):
+                fh.write(json.dumps({"path": p, **asdict(e)}, separators=(",", ":")) + "\n")
+        os.replace(tmp, self.path)
+        self._entries, self._offset, self._lines = {}, 0, 0
+        self._refresh()
 
     # -- API -----------------------------------------------------------------------------------
 
     def record_upload(self, files: list[tuple[str, int | None, float | None]], when: float) -> None:
         """The plugin has just written these (vip_path, size, vip_date) files; upload done at `when`."""
         with self._lock:
-            self._save({p: _Entry(size, date, when, True) for p, size, date in files})
+            self._append([{"path": p, **asdict(_Entry(size, date, when, True))} for p, size, date in files])
 
     def forget(self, prefix: str) -> None:
         """Forget a removed file or directory (and everything under it)."""
         with self._lock:
-            entries = self._load()
-            gone = [p for p in entries if p == prefix or p.startswith(prefix.rstrip("/") + "/")]
-            if gone:
-                self._save(dict.fromkeys(gone))
+            self._refresh()
+            prefix = prefix.rstrip("/")
+            if any(p == prefix or p.startswith(prefix + "/") for p in self._entries):
+                self._append([{"forget": prefix}])
 
     def resolve(self, items: list[tuple[str, int | None, float | None]], skew: float) -> list[float]:
         """Times (our clock) of (vip_path, size, vip_date) files, in order. `skew` = VIP's
         clock minus ours. Files without a date seen for the first time are recorded."""
         with self._lock:
-            entries = self._load()
+            self._refresh()
             now = time.time()
             out: list[float] = []
-            new: dict[str, _Entry] = {}
+            new: list[dict] = []
             for path, size, date in items:
-                e = entries.get(path)
+                e = self._entries.get(path)
                 if e is not None and e.size == size and (
                     (e.ours and (e.vip_date is None or date is None or e.vip_date == date))
                     or (not e.ours and date is None)
@@ -142,10 +161,10 @@ class DateBook:
                 elif date is not None:
                     out.append(date - skew)
                 else:
-                    new[path] = _Entry(size, None, now, False)
+                    new.append({"path": path, **asdict(_Entry(size, None, now, False))})
                     out.append(now)
             if new:
                 log.info("VIP gives no modification date for %d file(s): using the time they "
-                         "were first seen (%s)", len(new), ", ".join(sorted(new)[:3]))
-                self._save(new)
+                         "were first seen (%s)", len(new), ", ".join(r["path"] for r in new[:3]))
+                self._append(new)
             return out

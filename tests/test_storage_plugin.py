@@ -520,3 +520,16 @@ def test_snakemake_job_with_empty_output_fails_naming_it(vip_server, client, tmp
     assert run.returncode != 0
     assert "nothing.txt is empty" in run.stderr and "VIP cannot store an empty file" in run.stderr
     assert not client.exists(f"/vip/Home/emptyjob/{tmp_path.name}/nothing.txt")
+
+
+def test_date_book_shared_between_processes_and_compacted(tmp_path):
+    a, b = DateBook(tmp_path), DateBook(tmp_path)  # e.g. the main process and a cluster job
+    a.record_upload([("/vip/Home/x/out.txt", 5, 100.0)], when=100.25)
+    assert b.resolve([("/vip/Home/x/out.txt", 5, 100.0)], skew=0) == [100.25]
+    b.forget("/vip/Home/x")
+    assert a.resolve([("/vip/Home/x/out.txt", 5, 100.0)], skew=0) == [100.0]
+    for i in range(3):  # many rewrites of one file: the log is compacted
+        a.record_upload([("/vip/Home/y", 1, float(i))] * 4000, when=float(i) + 0.5)
+    assert len(a.path.read_text().splitlines()) < 100
+    assert DateBook(tmp_path).resolve([("/vip/Home/y", 1, 2.0)], skew=0) == [2.5]
+    assert b.resolve([("/vip/Home/y", 1, 2.0)], skew=0) == [2.5]  # re-reads the compacted book

@@ -68,6 +68,7 @@ class DateBook:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._offset = 0  # bytes of the file already applied to _entries
+        self._inode: int | None = None  # of the file read (a compaction replaces it)
         self._lines = 0
 
     # -- persistence ---------------------------------------------------------------------------
@@ -85,9 +86,11 @@ class DateBook:
         """Apply the lines appended since the last read (by us or another process)."""
         try:
             with open(self.path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size < self._offset:  # compacted by another process: read it all again
+                st = os.fstat(fh.fileno())
+                if st.st_ino != self._inode or st.st_size < self._offset:
+                    # first read, or compacted (replaced) since: read it all again
                     self._entries, self._offset, self._lines = {}, 0, 0
+                    self._inode = st.st_ino
                 fh.seek(self._offset)
                 data = fh.read()
         except FileNotFoundError:

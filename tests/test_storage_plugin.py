@@ -127,6 +127,7 @@ def test_valid_queries(query):
     ("vip://vip/Home/study/", "trailing"),
     ("vip://vip/Home/../etc/a.csv", "'..'"),
     ("vip://vip/Home//a.csv", "//"),
+    ("vip:///vip/Home/a.csv", "write vip://vip/Home/a.csv"),
     ("s3://bucket/a.csv", "vip://"),
     ("/vip/Home/a.csv", "vip://"),
 ])

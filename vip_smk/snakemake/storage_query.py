@@ -50,6 +50,9 @@ def query_problem(query) -> str | None:
     if not isinstance(query, str) or not query.startswith(SCHEME):
         return "not a vip:// query (expected vip://vip/Home/...)"
     rest = query[len(SCHEME):]
+    if rest.startswith("/"):
+        return (f"write vip://{rest.lstrip('/')} (vip:// is followed by the VIP path without its "
+                "leading '/')")
     parts = _split(rest)
     if parts[0] != "vip":
         return (f"VIP paths are under /vip (e.g. vip://vip/Home/study/data.csv): the query names "

@@ -488,49 +488,49 @@ def check_study(study: Study, marker: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _run(study: Study, log_path, what: str, fn, *args, **kw):
-    """Run a step with its log; a client error becomes one line saying what to fix."""
+def _run(study: Study, log_path, what: str, fn, *args, **kw) -> StudyError | None:
+    """Run a step with its log. A failure is returned as a StudyError of one line saying what
+    to fix, never raised: the rule raises it itself so that Snakemake shows no frame of ours."""
     from vip_smk.errors import VipError
 
     from .config import StudyConfigError
 
     with job_log(log_path):
         try:
-            return fn(*args, **kw)
+            fn(*args, **kw)
+            return None
         except VipError as exc:
             err = explain(exc, study.vip, study.workdir, what)
-        except StudyConfigError as exc:
+        except (StudyConfigError, StudyError) as exc:
             err = StudyError(str(exc))
-        except StudyError as exc:
-            err = exc
         log.error("%s", err)
-    raise err from None
+    return StudyError(str(err))  # a fresh exception: no traceback
 
 
-def rule_upload(study: Study, wildcards, input, output, log) -> None:
-    _run(study, log[0], f"dataset {wildcards.dataset}", upload_dataset, study, wildcards.dataset, output[0])
+def rule_upload(study: Study, wildcards, input, output, log) -> StudyError | None:
+    return _run(study, log[0], f"dataset {wildcards.dataset}", upload_dataset, study, wildcards.dataset, output[0])
 
 
-def rule_launch(study: Study, wildcards, input, output, log) -> None:
-    _run(study, log[0], f"session {wildcards.session}", launch_session, study, wildcards.session, output[0],
-         uploaded=input[0])
+def rule_launch(study: Study, wildcards, input, output, log) -> StudyError | None:
+    return _run(study, log[0], f"session {wildcards.session}", launch_session, study, wildcards.session,
+                output[0], uploaded=input[0])
 
 
-def rule_wait_and_download(study: Study, wildcards, input, output, log) -> None:
+def rule_wait_and_download(study: Study, wildcards, input, output, log) -> StudyError | None:
     def both():
         wait_session(study, wildcards.session, input[0], output.done)
         download_session(study, wildcards.session, output.done, output.outputs)
 
-    _run(study, log[0], f"session {wildcards.session}", both)
+    return _run(study, log[0], f"session {wildcards.session}", both)
 
 
-def rule_finish_session(study: Study, wildcards, input, output, log) -> None:
-    _run(study, log[0], f"session {wildcards.session}", finish_session, study, wildcards.session, output[0])
+def rule_finish_session(study: Study, wildcards, input, output, log) -> StudyError | None:
+    return _run(study, log[0], f"session {wildcards.session}", finish_session, study, wildcards.session, output[0])
 
 
-def rule_finish_dataset(study: Study, wildcards, input, output, log) -> None:
-    _run(study, log[0], f"dataset {wildcards.dataset}", finish_dataset, study, wildcards.dataset, output[0])
+def rule_finish_dataset(study: Study, wildcards, input, output, log) -> StudyError | None:
+    return _run(study, log[0], f"dataset {wildcards.dataset}", finish_dataset, study, wildcards.dataset, output[0])
 
 
-def rule_check(study: Study, wildcards, input, output, log) -> None:
-    _run(study, log[0], f"study {study.name}", check_study, study, output[0])
+def rule_check(study: Study, wildcards, input, output, log) -> StudyError | None:
+    return _run(study, log[0], f"study {study.name}", check_study, study, output[0])

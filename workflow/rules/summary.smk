@@ -36,4 +36,6 @@ rule check_study:
         f"{R}/logs/check_study.log",
     priority: -20
     run:
-        vs.rule_check(STUDY, wildcards, input, output, log)
+        error = vs.rule_check(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error

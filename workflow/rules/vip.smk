@@ -16,7 +16,9 @@ rule upload_dataset:
     params:
         remote=upload_params,
     run:
-        vs.rule_upload(STUDY, wildcards, input, output, log)
+        error = vs.rule_upload(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error
 
 
 rule launch_session:
@@ -30,7 +32,9 @@ rule launch_session:
     params:
         launch=launch_params,
     run:
-        vs.rule_launch(STUDY, wildcards, input, output, log)
+        error = vs.rule_launch(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error
 
 
 rule wait_and_download:
@@ -43,7 +47,9 @@ rule wait_and_download:
         f"{R}/logs/wait_and_download/{{session}}.log",
     priority: 10
     run:
-        vs.rule_wait_and_download(STUDY, wildcards, input, output, log)
+        error = vs.rule_wait_and_download(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error
 
 
 rule finish_session:
@@ -55,7 +61,9 @@ rule finish_session:
         f"{R}/logs/finish_session/{{session}}.log",
     priority: 5
     run:
-        vs.rule_finish_session(STUDY, wildcards, input, output, log)
+        error = vs.rule_finish_session(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error
 
 
 rule finish_dataset:
@@ -67,4 +75,6 @@ rule finish_dataset:
         f"{R}/logs/finish_dataset/{{dataset}}.log",
     priority: 5
     run:
-        vs.rule_finish_dataset(STUDY, wildcards, input, output, log)
+        error = vs.rule_finish_dataset(STUDY, wildcards, input, output, log)
+        if error:  # raised here: Snakemake then shows no internal frame
+            raise error

@@ -5,6 +5,7 @@ By concern:
 - :mod:`.config`  -- load the YAML, check it against the schema (defaults come from it),
   expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
   (the shipped descriptors for ``url: local``: a dry run starts nothing);
+- :mod:`.descriptors` -- the pipelines known without a request (shipped apps, a run's cache);
 - :mod:`.connect` -- the study's VIP: the embedded local server (started, restarted) or a portal;
 - :mod:`.steps`   -- what the Snakemake rules call, each a call of the shared core
   (:mod:`vip_smk.core`);
@@ -31,9 +32,9 @@ from .config import (
     expand_sessions,
     load_config,
     load_study,
-    shipped_descriptors,
     slug,
 )
+from .descriptors import shipped_descriptors
 from .connect import StudyError, StudyVip, ensure_local_server
 from .runs import clear_stale_lock, forget_run, record_run
 from .steps import (

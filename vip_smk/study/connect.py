@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import StudyConfigError, VipSettings, descriptor_cache
+from .config import StudyConfigError, VipSettings
+from .descriptors import descriptor_cache
 
 log = logging.getLogger(__name__)
 

@@ -375,6 +375,14 @@ def test_default_storage_provider_with_null_dates(make_server, tmp_path):
     second = _snakemake(work, srv, *args)
     assert "Nothing to be done" in second.stderr, second.stderr[-3000:]
     _assert_no_key(srv.api_key, work, first.stderr, second.stderr)
+
+    # Outputs written on VIP by someone else (e.g. executions of --executor vip), inputs and
+    # outputs never seen here: unknown dates are all the same time, nothing to be done.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Snakefile").write_text(textwrap.dedent(PLAIN))
+    fresh = _snakemake(other, srv, "-n", *args)
+    assert fresh.returncode == 0 and "Nothing to be done" in fresh.stdout + fresh.stderr, fresh.stderr[-3000:]
     c.close()
 
 

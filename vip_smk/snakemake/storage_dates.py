@@ -11,9 +11,10 @@ workflow directory knows better than VIP:
   upload had finished. While VIP still shows that size and date (or no date), the file's time
   is that precise time: outputs always look newer than the inputs their job read, even
   within VIP's one-second resolution, and even when VIP gives no date at all;
-- the files VIP gives no date for and that the plugin did not write: the time they were first
-  seen with their current size. A null date is unknown -- never 1970, which would make every
-  output derived from the file look outdated forever; a new size is a change.
+- the files VIP gives no date for and that the plugin did not write: the start of the run that
+  first saw them with their current size (an input is seen at the latest when its job
+  retrieves it, before the job's outputs exist). A null date is unknown -- never 1970, which
+  would make every output derived from the file look outdated forever; a new size is a change.
 
 Nothing else is stored (VIP paths, sizes, dates: no key). The book is a log of JSON lines
 appended under a file lock: concurrent Snakemake processes sharing the directory (jobs on a
@@ -63,8 +64,11 @@ class DateBook:
     first seen, one per removal): a run writing N outputs appends N lines instead of rewriting
     the whole book N times. Lines appended by other processes are read before each use."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, first_seen: float | None = None):
         self.path = Path(folder) / BOOK_NAME
+        # The time given to files without a date seen for the first time: one per run (the
+        # run's start), so that no order of listing makes one look newer than another.
+        self.first_seen = time.time() if first_seen is None else first_seen
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._offset = 0  # bytes of the file already applied to _entries
@@ -151,7 +155,7 @@ class DateBook:
         clock minus ours. Files without a date seen for the first time are recorded."""
         with self._lock:
             self._refresh()
-            now = time.time()
+            now = self.first_seen
             out: list[float] = []
             new: list[dict] = []
             for path, size, date in items:

@@ -1,0 +1,411 @@
+"""`snakemake --executor vip`: a rule runs as a VIP execution.
+
+Found by Snakemake through the top-level package `snakemake_executor_plugin_vip` (a thin
+re-export of this module). The mapping from a Snakemake job to VIP is in `executor_jobs`; every
+step of the procedure (checking the values against the descriptor, launch-or-adopt, polling, the
+failure detail) is the shared core's (`vip_smk.core`), so this module only wires them to
+Snakemake's executor interface:
+
+- before anything runs, every VIP job of the DAG is mapped and checked against its pipeline's
+  descriptor; any problem stops the run with one message naming the rules and parameters;
+- a job is launched under a deterministic name (rule, wildcards, short hash), so a rerun after
+  Ctrl-C, `kill -9` or a lost network adopts the execution instead of launching it again;
+- one `GET executions` per status round for all active jobs;
+- VIP's per-user limit (error 2001) makes a job wait for a slot; Ctrl-C kills the active
+  executions.
+
+No `from __future__ import annotations` here: Snakemake turns the settings' field types into
+argparse types.
+"""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Generator, List, Optional
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
+from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
+from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
+
+from vip_smk import core, rules
+from vip_smk.client import CapacityError, NotFound, VipClient, VipError
+from vip_smk.snakemake import executor_jobs as mapping
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL = 30.0
+FIRST_POLL = 1.0  # seconds between the first rounds after a launch (then doubling up to poll)
+MAX_PROBLEMS = 30  # problems listed in the pre-launch error (then "... and N more")
+
+
+@dataclass
+class ExecutorSettings(ExecutorSettingsBase):
+    url: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "VIP portal URL (default: $VIP_URL, else https://vip.creatis.insa-lyon.fr)",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    api_key_env: str = field(
+        default="VIP_API_KEY",
+        metadata={
+            "help": "name of the environment variable holding the VIP API key (the key itself "
+            "never goes on a command line)",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    poll_interval: float = field(
+        default=DEFAULT_POLL,
+        metadata={
+            "help": "longest pause in seconds between two status rounds; each round is one "
+            "request for all active jobs (rounds start at 1 s after a launch, then back off)",
+            "env_var": False,
+            "required": False,
+        },
+    )
+
+
+common_settings = CommonSettings(
+    non_local_exec=True,
+    implies_no_shared_fs=True,  # VIP reads and writes VIP storage only
+    job_deploy_sources=False,  # nothing of the workflow runs on VIP
+    pass_default_storage_provider_args=True,
+    pass_default_resources_args=True,
+    pass_envvar_declarations_to_cmd=False,  # the key never on a command line
+    auto_deploy_default_storage_provider=False,
+    init_seconds_before_status_checks=0,
+)
+
+
+@dataclass
+class _Active:
+    """A job handed to VIP (or waiting for a VIP slot): what polling and cancel need."""
+
+    request: mapping.VipRequest
+    values: Dict[str, Any]
+    name: str
+    started_after: Optional[int] = None  # ms: executions older than the newest input are stale
+    execution_id: Optional[str] = None
+    waiting_since: Optional[float] = None  # waiting for a slot (error 2001)
+
+
+class Executor(RemoteExecutor):
+    def __init__(self, workflow, logger):
+        # RemoteExecutor starts the status thread before __post_init__: what it reads is set first
+        self.poll_interval = DEFAULT_POLL
+        self._active: Dict[int, "_Active"] = {}  # Snakemake job id -> _Active
+        self._active_lock = threading.Lock()
+        super().__init__(workflow, logger)
+
+    def __post_init__(self):
+        settings = self.workflow.executor_settings or ExecutorSettings()
+        self.settings = settings
+        self.poll_interval = max(0.1, float(settings.poll_interval or DEFAULT_POLL))
+        self._pipelines: Dict[str, Any] = {}
+        self._requests: Dict[Any, tuple] = {}  # job key -> (request, values, name)
+        self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+        try:
+            self.client = self._make_client(settings)
+            self._check_workflow()
+        except BaseException:
+            with self.lock:  # stop the status thread RemoteExecutor started
+                self.wait = False
+            raise
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _make_client(settings: ExecutorSettings) -> VipClient:
+        env = settings.api_key_env or "VIP_API_KEY"
+        if not os.environ.get(env, "").strip():
+            raise WorkflowError(
+                f"--executor vip: the environment variable {env} (the VIP API key) is not set; "
+                "export it, or name another variable with --vip-api-key-env")
+        try:
+            return VipClient(settings.url or None, api_key_env=env, progress=False)
+        except VipError as exc:
+            raise WorkflowError(f"--executor vip: {exc}") from None
+
+    def _pipeline(self, pid: str):
+        if pid not in self._pipelines:
+            self._pipelines[pid] = self.client.pipeline(pid)
+        return self._pipelines[pid]
+
+    def _check_workflow(self) -> None:
+        """Map and check every VIP job of the DAG before anything runs (one error listing every
+        problem, each naming its rule and parameter)."""
+        needrun = getattr(self.workflow.dag, "needrun_jobs", None)
+        jobs = list(needrun()) if callable(needrun) else []
+        problems: List[str] = []
+        for job in jobs:
+            if job.is_local:
+                continue
+            problems.extend(self._prepare(job))
+        if problems:
+            raise WorkflowError(_problems_message(problems))
+
+    def _prepare(self, job) -> List[str]:
+        """Map one job and check it against its pipeline; remember the result. Returns the
+        problems (empty when the job is ready to launch)."""
+        key = _job_key(job)
+        if key in self._requests:
+            return []
+        if job.is_group():
+            names = ", ".join(sorted({j.rule.name for j in job.jobs}))
+            return [f"group {job.groupid} (rules {names}): --executor vip runs each rule as its own "
+                    "VIP execution; remove the rule's `group:` (or run the group locally)"]
+        request, problems = mapping.job_request(job)
+        if request is None:
+            return problems
+        try:
+            pipeline = self._pipeline(request.pipeline_id)
+        except VipError as exc:
+            return [f"{request.where}: pipeline {request.pipeline_id!r}: {exc}"]
+        problems = mapping.input_problems(request, pipeline)
+        try:
+            values = core.validate_settings(pipeline, request.settings, where=request.where,
+                                            check_file=_vip_file_problem)
+        except core.SettingsError as exc:
+            problems.extend(exc.problems or [str(exc)])
+        if problems:
+            return problems
+        name = request.execution_name(values)
+        bad = rules.name_problem("execution", name)
+        if bad:
+            return [f"{request.where}: execution name {name!r}: {bad}"]
+        self._requests[key] = (request, values, name)
+        return []
+
+    # -- submission ----------------------------------------------------------------------------
+
+    def run_jobs(self, jobs: List[JobExecutorInterface]):
+        """Launch (or adopt) a batch of ready jobs. One listing of the executions and one
+        listing per folder of their inputs and outputs serve the whole batch."""
+        jobs = list(jobs)
+        problems = [p for job in jobs for p in self._prepare(job)]
+        if problems:
+            raise WorkflowError(_problems_message(problems))
+        batch = [self._requests[_job_key(job)] for job in jobs]
+        try:
+            listing = self.client.executions()
+            folders = _Folders(self.client)
+            for request, _values, _name in batch:
+                for path in request.input_paths() + [request.results_location]:
+                    folders.entry(path)
+        except VipError as exc:
+            raise WorkflowError(f"--executor vip: cannot read VIP before launching: {exc}") from None
+        _after_inputs([folders.newest_ms(r.input_paths()) for r, _v, _n in batch], self.client)
+        for job, (request, values, name) in zip(jobs, batch):
+            self.run_job_pre(job)
+            active = _Active(request=request, values=values, name=name,
+                             started_after=folders.newest_ms(request.input_paths()))
+            self._submit(job, active, listing, folders)
+
+    def run_job(self, job: JobExecutorInterface):
+        self.run_jobs([job])
+
+    def _submit(self, job, active: "_Active", listing, folders: "_Folders") -> None:
+        r = active.request
+        try:
+            found = core.adoptable_on_vip(self.client, name=active.name, pipeline_id=r.pipeline_id,
+                                          values=active.values, executions=listing,
+                                          started_after=active.started_after)
+            if found is None and folders.entry(r.results_location) is not None:
+                # a new execution: Snakemake removes a job's old outputs before it runs
+                self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
+                core.remove_remote(self.client, r.results_location)
+        except VipError as exc:
+            raise WorkflowError(f"{r.where}: cannot prepare the launch on VIP: {exc}") from None
+        if not self._launch(active, listing):
+            self.logger.info(f"{r.where}: VIP's limit of running executions is reached: "
+                             "waiting for a slot")
+        with self._active_lock:
+            self._active[job.jobid] = active
+        info = SubmittedJobInfo(job=job, external_jobid=active.execution_id, aux={"vip": active})
+        self.report_job_submission(info)
+        self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+
+    def _launch(self, active: "_Active", listing=None) -> bool:
+        """Launch or adopt; False if VIP's per-user limit makes the job wait for a slot."""
+        r = active.request
+        try:
+            execution, adopted = core.launch_or_adopt(
+                self.client, r.pipeline_id, active.values, r.results_location, active.name,
+                executions=listing, started_after=active.started_after)
+        except CapacityError:
+            if active.waiting_since is None:
+                active.waiting_since = time.monotonic()
+            return False
+        except VipError as exc:
+            raise WorkflowError(f"{r.where}: cannot launch {r.pipeline_id} on VIP: {exc}") from None
+        active.execution_id = execution.identifier
+        active.waiting_since = None
+        self.logger.info(
+            f"{r.where}: {'adopted' if adopted else 'launched'} VIP execution "
+            f"{execution.identifier} ({active.name}, {r.pipeline_id}, {execution.status})")
+        return True
+
+    # -- status --------------------------------------------------------------------------------
+
+    async def check_active_jobs(
+        self, active_jobs: List[SubmittedJobInfo]
+    ) -> Generator[SubmittedJobInfo, None, None]:
+        if not active_jobs:
+            return
+        try:
+            still = await self._check(active_jobs)
+        except Exception as exc:  # a bug must end the run, not leave Snakemake waiting forever
+            log.exception("--executor vip: status round failed")
+            for j in active_jobs:
+                self._forget(j)
+                self.report_job_error(j, msg=f"--executor vip: status round failed: {exc!r}\n")
+            return
+        for j in still:
+            yield j
+
+    async def _check(self, active_jobs: List[SubmittedJobInfo]) -> List[SubmittedJobInfo]:
+        """One status round; returns the jobs still active."""
+        still: List[SubmittedJobInfo] = []
+        launched = [j for j in active_jobs if j.external_jobid]
+        waiting = [j for j in active_jobs if not j.external_jobid]
+        states: Dict[str, Any] = {}
+        if launched:
+            async with self.status_rate_limiter:
+                try:
+                    states = core.poll(self.client, [j.external_jobid for j in launched])
+                except VipError as exc:  # the network or VIP failed: try again next round
+                    log.warning("--executor vip: status round failed (%s); retrying", exc)
+                    return list(active_jobs)
+        for j in launched:
+            ex = states.get(j.external_jobid)
+            if ex is None:
+                self._forget(j)
+                self.report_job_error(j, msg=f"VIP execution {j.external_jobid} is unknown to VIP "
+                                      "(deleted meanwhile?)\n")
+                continue
+            if rules.is_running(ex.status):
+                still.append(j)
+                continue
+            self._forget(j)
+            if ex.status == rules.SUCCESS:
+                self.report_job_success(j)
+            else:
+                self.report_job_error(j, msg=self._failure_message(j, ex))
+        blocked = False  # VIP's limit still reached: the others keep waiting (no request)
+        for j in waiting:
+            active: _Active = j.aux["vip"]
+            if not blocked:
+                try:
+                    blocked = not self._launch(active)
+                except WorkflowError as exc:
+                    self._forget(j)
+                    self.report_job_error(j, msg=str(exc) + "\n")
+                    continue
+                if not blocked:
+                    j.external_jobid = active.execution_id
+                    j.job.register(external_jobid=active.execution_id)
+            still.append(j)
+        self.next_seconds_between_status_checks = min(
+            self.poll_interval, max(FIRST_POLL, self.next_seconds_between_status_checks * 2))
+        return still
+
+    def _failure_message(self, j: SubmittedJobInfo, ex) -> str:
+        active: _Active = j.aux["vip"]
+        try:
+            detail = core.failure_detail(self.client, ex)
+        except VipError as exc:
+            detail = f"(VIP's stderr could not be read: {exc})"
+        detail = (detail or "").rstrip() or "(VIP's stderr is empty)"
+        return (f"VIP execution {ex.identifier} ({active.name}) of {active.request.pipeline_id} "
+                f"ended {ex.status}. VIP's stderr (tail):\n{detail}\n")
+
+    def _forget(self, j: SubmittedJobInfo) -> None:
+        with self._active_lock:
+            self._active.pop(j.job.jobid, None)
+
+    # -- cancel --------------------------------------------------------------------------------
+
+    def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
+        """Ctrl-C: kill every execution this run launched or adopted that is still active."""
+        with self._active_lock:
+            ids = [a.execution_id for a in self._active.values() if a.execution_id]
+            self._active.clear()
+        for eid in ids:
+            try:
+                self.client.kill(eid)
+                self.logger.info(f"killed VIP execution {eid}")
+            except VipError as exc:  # already over, or VIP unreachable: say so, go on
+                self.logger.warning(f"could not kill VIP execution {eid}: {exc}")
+
+    def shutdown(self):
+        super().shutdown()
+        self.client.close()
+
+
+class _Folders:
+    """Listings of VIP folders, one request per folder: existence and dates of many paths."""
+
+    def __init__(self, client: VipClient):
+        self.client = client
+        self._entries: Dict[str, Dict[str, Any]] = {}
+
+    def entry(self, path: str):
+        parent, _, name = path.rstrip("/").rpartition("/")
+        if parent not in self._entries:
+            try:
+                self._entries[parent] = {i.name: i for i in self.client.list(parent)}
+            except NotFound:
+                self._entries[parent] = {}
+        return self._entries[parent].get(name)
+
+    def newest_ms(self, paths: List[str]) -> Optional[int]:
+        """The newest modification date of ``paths`` on VIP (ms, VIP's clock), None if any is
+        unknown (then any execution of the same name and inputs may be adopted)."""
+        newest = 0
+        for p in paths:
+            info = self.entry(p)
+            date = getattr(info, "last_modification_date", None) if info is not None else None
+            if date is None:
+                return None
+            newest = max(newest, int(date))
+        return newest * 1000 if paths else None
+
+
+def _after_inputs(newest: List[Optional[int]], client: VipClient) -> None:
+    """Launch in a later (VIP) second than the newest input's date: VIP dates are whole seconds,
+    so results written in the same second as an input would look older than it, and the next
+    run would redo the job. Waits at most a second, only right after an upload."""
+    known = [n for n in newest if n is not None]
+    if not known:
+        return
+    now_ms = (time.time() + (getattr(client, "clock_skew", None) or 0.0)) * 1000
+    pause = (max(known) + 1000 - now_ms) / 1000
+    if pause > 0:
+        time.sleep(min(pause, 1.5))
+
+
+def _job_key(job) -> tuple:
+    return (job.rule.name, tuple(sorted(dict(job.wildcards_dict or {}).items())), job.jobid)
+
+
+def _vip_file_problem(value: str) -> Optional[str]:
+    if not str(value).startswith("/vip/"):
+        return f"{value!r} is not a VIP path (/vip/...)"
+    return None
+
+
+def _problems_message(problems: List[str]) -> str:
+    problems = mapping.unique(problems)
+    shown = problems[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
+    text = "--executor vip: nothing was launched; fix these first:\n  " + "\n  ".join(shown)
+    if more:
+        text += f"\n  ... and {more} more"
+    return text

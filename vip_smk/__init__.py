@@ -1,6 +1,6 @@
 """vip-smk: run medical-imaging pipelines on VIP (Virtual Imaging Platform).
 
-``from vip_smk import VipSession, VipClient`` — both are imported lazily, so that
+``from vip_smk import VipSession, VipLauncher, VipClient`` — imported lazily, so that
 ``import vip_smk`` stays light (no requests / tqdm import until they are used).
 """
 
@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["VipClient", "VipSession", "__version__"]
+__all__ = ["VipClient", "VipLauncher", "VipSession", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import VipClient
+    from .launcher import VipLauncher
     from .session import VipSession
 
-_LAZY = {"VipClient": "vip_smk.client", "VipSession": "vip_smk.session"}
+_LAZY = {"VipClient": "vip_smk.client", "VipLauncher": "vip_smk.launcher",
+         "VipSession": "vip_smk.session"}
 
 
 def __getattr__(name: str) -> Any:

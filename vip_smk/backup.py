@@ -8,13 +8,19 @@ never with the API key.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import InvalidInput, NotFound, VipError
 from .util import read_json, write_json_atomic
 
-__all__ = ["META_KEY", "backup_is_finished", "read_backup", "save_backup", "sessions_sharing"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .client import VipClient
+
+__all__ = ["META_KEY", "backup_is_finished", "merge_backup", "read_backup", "read_backup_vip",
+           "save_backup", "save_backup_vip", "sessions_sharing"]
 
 META_KEY = "vip_smk"  # extra backup key, ignored (and preserved) by vip-client
 
@@ -30,15 +36,16 @@ def meta_of(data: Mapping[str, Any] | None) -> dict:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
-def save_backup(path: Path, session_name: str, values: Mapping[str, Any], meta: dict) -> dict:
-    """Write ``values`` (the class's keys, in order) over the backup at ``path``, keeping the
-    keys unknown to us and merging our ``meta`` (``input_users`` lists are united). Refuses to
-    overwrite another session's backup. Returns the merged meta."""
-    existing = read_backup(path) or {}
+def merge_backup(existing: Mapping[str, Any] | None, session_name: str, values: Mapping[str, Any],
+                 meta: dict, where: str) -> tuple[dict, dict]:
+    """(data to write, merged meta): ``values`` (the class's keys, in order) over the backup
+    ``existing``, keeping the keys unknown to us and merging our ``meta`` (``input_users``
+    lists are united). Refuses to overwrite another session's backup (``where`` names it)."""
+    existing = dict(existing or {})
     saved_name = existing.get("session_name")
     if saved_name not in (None, session_name):
-        raise ValueError(f"The backup {path} belongs to session '{saved_name}', not "
-                         f"'{session_name}': use another output_dir.")
+        raise ValueError(f"The backup {where} belongs to session '{saved_name}', not "
+                         f"'{session_name}': use another output directory.")
     data = dict(values)
     data.update({k: v for k, v in existing.items() if k not in values})
     merged = meta_of(existing)
@@ -51,7 +58,59 @@ def save_backup(path: Path, session_name: str, values: Mapping[str, Any], meta: 
         merged["input_users"] = users
     if merged:
         data[META_KEY] = merged
+    return data, merged
+
+
+def save_backup(path: Path, session_name: str, values: Mapping[str, Any], meta: dict) -> dict:
+    """Write the backup at local ``path`` (:func:`merge_backup`, atomic). Returns the meta."""
+    data, merged = merge_backup(read_backup(path), session_name, values, meta, str(path))
     write_json_atomic(path, data)
+    return merged
+
+
+# ---- the backup on VIP (backup_location="vip": <vip_output_dir>/session_data.json) ------------
+
+def _spare(vip_path: str) -> str:
+    return vip_path + ".new"
+
+
+def read_backup_vip(client: "VipClient", vip_path: str) -> dict | None:
+    """The backup saved on VIP at ``vip_path`` (or, if a save was cut short after removing it,
+    its complete copy ``<vip_path>.new``); None if there is none. Through a private temporary
+    directory, never the current one."""
+    for candidate in (vip_path, _spare(vip_path)):
+        with tempfile.TemporaryDirectory(prefix="vip-smk-backup-") as tmp:
+            local = Path(tmp) / "session_data.json"
+            try:
+                client.download(candidate, local)
+            except (NotFound, InvalidInput):
+                continue
+            data = read_backup(local)
+        if data is not None:
+            return data
+    return None
+
+
+def save_backup_vip(client: "VipClient", vip_path: str, session_name: str,
+                    values: Mapping[str, Any], meta: dict) -> dict:
+    """Write the backup on VIP at ``vip_path`` as far as VIP allows atomically: the new content
+    is first uploaded beside it (``<vip_path>.new``), then over ``vip_path`` (removed first if
+    VIP refuses to overwrite), then the spare copy is removed: at every moment one of the two
+    holds a complete backup (:func:`read_backup_vip` reads either). Returns the meta."""
+    data, merged = merge_backup(read_backup_vip(client, vip_path), session_name, values, meta,
+                                f"{vip_path} (on VIP)")
+    parent = str(PurePosixPath(vip_path).parent)
+    client.mkdir(parent, parents=True)
+    with tempfile.TemporaryDirectory(prefix="vip-smk-backup-") as tmp:
+        local = Path(tmp) / "session_data.json"
+        write_json_atomic(local, data)
+        client.upload(local, _spare(vip_path))
+        try:
+            client.upload(local, vip_path)
+        except VipError:
+            client.delete(vip_path, missing_ok=True, wait=30)
+            client.upload(local, vip_path)
+    client.delete(_spare(vip_path), missing_ok=True, wait=30)  # VIP deletes asynchronously
     return merged
 
 

@@ -59,7 +59,8 @@ class VipSession(SessionBase):
     """
 
     _LOCAL_DEFAULT_PATH = "./vip_outputs"
-    _BACKUP_LOCATIONS = ("local", None)
+    _BACKUP_LOCATIONS = ("local", "vip", None)
+    _BACKUP_LOCATION = "local"
     _BACKUP_KEYS = (
         "session_name", "pipeline_id", "local_input_dir", "local_output_dir",
         "vip_input_dir", "vip_output_dir", "input_settings", "workflows",
@@ -88,9 +89,19 @@ class VipSession(SessionBase):
         else:
             out = None
         restored = False
-        if out is not None and (out / self._SAVE_FILE).is_file():
+        location = type(self)._BACKUP_LOCATION
+        if location == "local" and out is not None and (out / self._SAVE_FILE).is_file():
             self._load_backup(out, name_given=session_name)
             restored = True
+        elif location == "vip" and session_name is not None:
+            with self._unlock():
+                self.vip_output_dir = PurePosixPath(self._SERVER_DEFAULT_PATH) / session_name / "OUTPUTS"
+            data = self._saved_on_vip()
+            if data is not None:
+                where = f"{self._vip_backup_path} (on VIP)"
+                self._restore(self._read_backup(where, session_name, data), session_name,
+                              out or Path(self._LOCAL_DEFAULT_PATH) / session_name)
+                restored = True
         if self.session_name is None:
             self.session_name = self._default_name()
         if out is None:
@@ -106,7 +117,8 @@ class VipSession(SessionBase):
         if _announce:
             self._info(f"\n=== SESSION '{self.session_name}' ===\n")
             if restored:
-                self._info(f"<< Session restored from its output directory: {self.local_output_dir}")
+                self._info("<< Session restored from its output directory: "
+                           f"{self.local_output_dir if location == 'local' else self._vip_backup_path}")
             else:
                 self._info(f"New session. Outputs and backup in: {self.local_output_dir}")
         differ = []
@@ -156,7 +168,8 @@ class VipSession(SessionBase):
     def local_output_dir(self, value) -> None:
         new = None if value is None else Path(value).expanduser().absolute()
         self._set_locked("local_output_dir", new)
-        if new is not None and not self._unlocked and (new / self._SAVE_FILE).is_file():
+        if new is not None and not self._unlocked and type(self)._BACKUP_LOCATION == "local" \
+                and (new / self._SAVE_FILE).is_file():
             self._load_backup(new, name_given=self.session_name)
 
     @local_output_dir.deleter
@@ -199,7 +212,10 @@ class VipSession(SessionBase):
         return Path(self.local_output_dir) / self._SAVE_FILE
 
     def _load_backup(self, out_dir: Path, name_given: str | None) -> None:
-        data = self._read_backup(Path(out_dir) / self._SAVE_FILE, name_given)
+        self._restore(self._read_backup(Path(out_dir) / self._SAVE_FILE, name_given), name_given,
+                      Path(out_dir))
+
+    def _restore(self, data: dict, name_given: str | None, out_dir: Path) -> None:
         with self._unlock():
             self._restore_common(data, name_given)
             self.local_output_dir = Path(out_dir)  # the directory actually used
@@ -499,7 +515,7 @@ class VipSession(SessionBase):
         self._mark_removed(removed)
         # a session that keeps its inputs still claims them (other sessions will not delete them)
         self._meta["finished"] = not keep_input
-        self._save(announce=True)
+        self._save_after_finish(removed)
         self._report()
         return self
 

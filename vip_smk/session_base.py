@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from . import core, rules
-from .backup import META_KEY, meta_of, read_backup, save_backup
+from .backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
 from .client import Execution, VipClient, vip_client_key_kwargs
 from .session_output import (ensure_log_handler, logger, pipeline_text, start_string, status_report,
                              vip_errors)
@@ -29,6 +29,9 @@ __all__ = ["META_KEY", "SessionBase", "logger", "vip_errors"]
 
 def _flatten(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+_CLASS_DEFAULT: Any = object()  # init(backup_location=...) not given: the class's default
 
 
 class SessionBase:
@@ -43,7 +46,8 @@ class SessionBase:
     _SAVE_FILE = "session_data.json"
     _SERVER_PATH_PREFIX = "/vip"
     _SERVER_DEFAULT_PATH = "/vip/Home/API"
-    _BACKUP_LOCATIONS: tuple[str | None, ...] = (None,)
+    _BACKUP_LOCATIONS: tuple[str | None, ...] = ("vip", None)
+    _BACKUP_LOCATION: str | None = None  # set by init(backup_location=...)
     _BACKUP_KEYS: tuple[str, ...] = ("session_name", "pipeline_id", "vip_output_dir",
                                      "input_settings", "workflows")
     _LOCKED: tuple[str, ...] = ("session_name", "pipeline_id", "input_settings", "vip_output_dir")
@@ -65,19 +69,25 @@ class SessionBase:
     @vip_errors
     def init(cls, api_key: str = "VIP_API_KEY", vip_portal_url: str | None = None,
              verbose: bool = True, *, client: VipClient | None = None,
-             backup_location: str | None = "local", **kwargs):
+             backup_location: str | None = _CLASS_DEFAULT, **kwargs):  # type: ignore[assignment]
         """Connect to VIP and set the default client of new sessions of this class.
 
         ``api_key``: a path to a file holding the key, else the name of an environment variable,
         else the key itself (vip-client's order). ``vip_portal_url``: the portal URL (default
-        ``$VIP_URL`` or VIP's). Returns a session built from ``kwargs`` (silent when none).
+        ``$VIP_URL`` or VIP's). ``backup_location``: where ``session_data.json`` is kept:
+        ``"local"`` (VipSession's default: ``output_dir``), ``"vip"`` (``vip_output_dir`` on
+        VIP), None (no backup; VipLauncher's default). Returns a session built from ``kwargs``
+        (silent when none).
         """
+        if backup_location is _CLASS_DEFAULT:
+            backup_location = cls._BACKUP_LOCATION
         if backup_location not in cls._BACKUP_LOCATIONS:
             raise ValueError(f"backup_location {backup_location!r} is not supported by "
                              f"{cls.__name__} (supported: {cls._BACKUP_LOCATIONS})")
         if client is None:
             client = VipClient(url=vip_portal_url, **vip_client_key_kwargs(api_key))
         cls._VERBOSE = bool(verbose)
+        cls._BACKUP_LOCATION = backup_location
         client.check_key()
         pipelines = client.pipelines()
         cls._AVAILABLE_PIPELINES = tuple(p.identifier for p in pipelines if p.can_execute is not False)
@@ -316,7 +326,11 @@ class SessionBase:
     # ---- backup ------------------------------------------------------------------------------
     @property
     def _backup_path(self) -> Path:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} keeps no local backup")
+
+    @property
+    def _vip_backup_path(self) -> str:
+        return str(PurePosixPath(str(self.vip_output_dir)) / self._SAVE_FILE)
 
     def _backup_dict(self) -> dict:
         def s(v):
@@ -333,15 +347,30 @@ class SessionBase:
         return out
 
     def _save(self, announce: bool = False) -> None:
-        path = self._backup_path
-        self._meta = save_backup(path, self.session_name, self._backup_dict(), self._meta)
-        if announce:
-            self._info(f">> Session saved in: {path}")
+        location = type(self)._BACKUP_LOCATION
+        if location is None:
+            return
+        if location == "vip":
+            where = f"{self._vip_backup_path} (on VIP)"
+            self._meta = save_backup_vip(self.client, self._vip_backup_path, self.session_name,
+                                         self._backup_dict(), self._meta)
         else:
-            logger.debug("session %s saved in %s", self.session_name, path)
+            where = str(self._backup_path)
+            self._meta = save_backup(self._backup_path, self.session_name, self._backup_dict(),
+                                     self._meta)
+        if announce:
+            self._info(f">> Session saved in: {where}")
+        else:
+            logger.debug("session %s saved in %s", self.session_name, where)
 
-    def _read_backup(self, path: Path, name_given: str | None) -> dict:
-        data = read_backup(path)
+    def _saved_on_vip(self) -> dict | None:
+        """The backup kept on VIP (``backup_location="vip"``), or None."""
+        if type(self)._BACKUP_LOCATION != "vip" or self.vip_output_dir is None:
+            return None
+        return read_backup_vip(self.client, self._vip_backup_path)
+
+    def _read_backup(self, path: Path | str, name_given: str | None, data: dict | None = None) -> dict:
+        data = read_backup(path) if data is None else data
         if data is None:
             raise ValueError(f"Unreadable session backup: {path}")
         missing = [k for k in self._BACKUP_KEYS if k not in data]
@@ -588,6 +617,17 @@ class SessionBase:
             parent = PurePosixPath(outs[0]["path"]).parent if outs else None
             if parent is None or any(under(parent, t) for t in removed) or not self._exists(parent):
                 self._workflows[wid]["status"] = "Removed"
+
+    def _save_after_finish(self, removed: list[PurePosixPath]) -> None:
+        """Save, unless the backup was on VIP in a folder finish() just removed (saving would
+        create it again): the session is over, nothing is left on VIP."""
+        vout = self.vip_output_dir
+        if type(self)._BACKUP_LOCATION == "vip" and vout is not None and \
+                any(vout == t or t in vout.parents for t in removed):
+            self._info(f"Session '{self.session_name}' is over: its backup on VIP was removed "
+                       "with its outputs.")
+            return
+        self._save(announce=True)
 
     # ---- display -----------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,183 @@
+"""VipLauncher (vip-client's class for data already on VIP) and the backup kept on VIP
+(``backup_location="vip"``), against the local VIP server; cross-resume with vip-client 0.1.10."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from vip_smk import VipClient, VipLauncher, VipSession
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def vip(vip_server, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for cls in (VipLauncher, VipSession):
+        for attr in ("_default_client", "_VERBOSE", "_AVAILABLE_PIPELINES", "_BACKUP_LOCATION"):
+            monkeypatch.setattr(cls, attr, getattr(cls, attr))
+
+    class Ctx:
+        url = vip_server.url
+        key = vip_server.api_key
+        root = tmp_path
+        client = VipClient(vip_server.url, api_key=vip_server.api_key, progress=False)
+        home = f"/vip/Home/launcher-{uuid.uuid4().hex[:8]}"
+
+    Ctx.client.mkdir(Ctx.home)
+    yield Ctx
+    Ctx.client.delete(Ctx.home, missing_ok=True, wait=0)
+    Ctx.client.close()
+
+
+def _saved_on_vip(client, vip_path: str) -> dict:
+    local = Path(f"saved-{uuid.uuid4().hex}.json")
+    client.download(vip_path, local)
+    try:
+        return json.loads(local.read_text())
+    finally:
+        local.unlink()
+
+
+def _upload_subjects(vip, n: int) -> tuple[list[str], list[str]]:
+    """A BraTS-like dataset on VIP: two acquisitions per subject."""
+    a, b = [], []
+    for i in range(n):
+        for kind, out in (("t1", a), ("t2", b)):
+            f = vip.root / f"sub{i}-{kind}.csv"
+            f.write_text(f"x,y\n{i},{i + 1}\n{i + 2},{i + 3}\n")
+            path = f"{vip.home}/data/sub{i}/{f.name}"
+            vip.client.mkdir(f"{vip.home}/data/sub{i}")
+            vip.client.upload(f, path)
+            out.append(path)
+    return a, b
+
+
+def test_brats_style_script_with_vip_dot_lists(vip):
+    """The tutorial's shape: data already on VIP, VipLauncher with vip:dot list parameters over
+    N subjects -> one execution of N jobs, results on VIP, the session saved on VIP and
+    resumed from its output_dir, finish() removes the outputs; nothing written in the CWD."""
+    image_a, image_b = _upload_subjects(vip, 3)
+    out = f"{vip.home}/results"
+    name = _name("brats")
+    # --- the script (only the import differs from vip-client's) -------------------------------
+    VipLauncher.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
+    VipLauncher.show_pipeline("PairStats")
+    session = VipLauncher(output_dir=out, pipeline_id="PairStats/1.0", session_name=name,
+                          input_settings={"image_a": image_a, "image_b": image_b})
+    session.run_session(refresh_time=0.2)
+    # -------------------------------------------------------------------------------------------
+    wid, = session.workflows
+    assert session.workflows[wid]["status"] == "Finished"
+    ex = vip.client.execution(wid)
+    assert len(ex.jobs) == 3 and len(ex.output_paths) == 3  # vip:dot: N jobs, not N^2
+    saved = _saved_on_vip(vip.client, f"{out}/session_data.json")
+    assert list(saved)[:5] == ["session_name", "pipeline_id", "vip_output_dir", "input_settings",
+                               "workflows"]
+    assert saved["session_name"] == name and saved["workflows"][wid]["status"] == "Finished"
+    assert vip.key not in json.dumps(saved)
+    assert not vip.client.exists(f"{out}/session_data.json.new")
+    # resumed from the output directory (name, settings, workflows)
+    again = VipLauncher(output_dir=out)
+    assert again.session_name == name and list(again.workflows) == [wid]
+    assert again.input_settings == {"image_a": image_a, "image_b": image_b}
+    again.run_session(refresh_time=0.2)  # nothing launched twice
+    assert list(again.workflows) == [wid]
+    again.finish()
+    assert not vip.client.exists(out)
+    assert all(w["status"] == "Removed" for w in again.workflows.values())
+    assert [p.name for p in vip.root.iterdir() if p.suffix == ".json"] == []
+
+
+def test_finish_removes_outputs_unless_keep_output(vip):
+    """vip-client's VipLauncher.finish() had keep_output inverted (deleted nothing by default)."""
+    f = vip.root / "a.csv"
+    f.write_text("x\n1\n2\n")
+    vip.client.upload(f, f"{vip.home}/a.csv")
+    out = f"{vip.home}/out"
+    VipLauncher.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)  # no backup
+    s = VipLauncher(output_dir=out, pipeline_id="TextStats/1.0",
+                    input_settings={"input_file": f"{vip.home}/a.csv"}).run_session(refresh_time=0.2)
+    s.finish(keep_output=True)
+    assert vip.client.exists(out) and [w["status"] for w in s.workflows.values()] == ["Finished"]
+    s.finish()
+    assert not vip.client.exists(out) and vip.client.exists(f"{vip.home}/a.csv")  # inputs kept
+    assert [w["status"] for w in s.workflows.values()] == ["Removed"]
+    with pytest.raises(TypeError, match="output directory"):
+        VipLauncher(pipeline_id="TextStats/1.0",
+                    input_settings={"input_file": f"{vip.home}/a.csv"}).launch_pipeline()
+
+
+def test_vip_session_backup_on_vip(vip):
+    """VipSession accepts backup_location="vip": session_data.json in vip_output_dir on VIP,
+    restored by name; nothing saved locally; finish() leaves nothing on VIP."""
+    (vip.root / "data").mkdir()
+    (vip.root / "data" / "a.csv").write_text("x\n1\n3\n")
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
+    name = _name("vipbackup")
+    s = VipSession(name, input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/a.csv"}).upload_inputs().launch_pipeline()
+    wid, = s.workflows
+    assert not (s.output_dir / "session_data.json").exists()
+    saved = _saved_on_vip(vip.client, f"/vip/Home/API/{name}/OUTPUTS/session_data.json")
+    assert saved["session_name"] == name and list(saved["workflows"]) == [wid]
+    r = VipSession(name)
+    assert list(r.workflows) == [wid] and r.pipeline_id == "TextStats/1.0"
+    r.monitor_workflows(refresh_time=0.2).download_outputs().finish()
+    assert not vip.client.exists(f"/vip/Home/API/{name}")
+    assert [p.name for p in r.output_dir.rglob("*") if p.is_file()] == ["a.csv.stats.txt"]
+
+
+def test_cross_resume_with_vip_client(vip, vip_client_python):
+    """A VipLauncher session saved on VIP by ours is monitored and finished by vip-client 0.1.10,
+    and one saved by vip-client is monitored and finished by ours."""
+    f = vip.root / "a.csv"
+    f.write_text("x\n1\n5\n")
+    vip.client.upload(f, f"{vip.home}/a.csv")
+    settings = {"input_file": f"{vip.home}/a.csv"}
+    ours, theirs = f"{vip.home}/ours", f"{vip.home}/theirs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_")}
+    work = vip.root / "vip-client-cwd"  # vip-client writes tmp_save.json / tmp_load.json there
+    work.mkdir()
+
+    def vip_client(code: str) -> str:
+        head = ("from vip_client import VipLauncher\n"
+                f"VipLauncher.init(api_key={vip.key!r}, vip_portal_url={vip.url!r}, "
+                "backup_location='vip', verbose=False)\n")
+        proc = subprocess.run([vip_client_python, "-c", head + textwrap.dedent(code)], cwd=work,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    VipLauncher.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
+    name = _name("ours")
+    wid, = VipLauncher(output_dir=ours, pipeline_id="TextStats/1.0", input_settings=settings,
+                       session_name=name).launch_pipeline().workflows
+    vip_client(f"s = VipLauncher(output_dir={ours!r})\n"
+               f"assert s.session_name == {name!r}, s.session_name\n"
+               "s.monitor_workflows(refresh_time=1)\n")
+    saved = _saved_on_vip(vip.client, f"{ours}/session_data.json")
+    assert saved["workflows"][wid]["status"] == "Finished"
+    assert saved.get("vip_smk") is not None  # our extra key survived vip-client's save
+    VipLauncher(output_dir=ours).finish()
+    assert not vip.client.exists(ours)
+
+    name = _name("theirs")
+    vip_client(f"VipLauncher(output_dir={theirs!r}, pipeline_id='TextStats/1.0', "
+               f"input_settings={settings!r}, session_name={name!r}).launch_pipeline()\n")
+    s = VipLauncher(output_dir=theirs)
+    assert s.session_name == name and s.input_settings == settings
+    wid, = s.workflows
+    s.run_session(refresh_time=0.2)  # adopts vip-client's execution
+    assert list(s.workflows) == [wid] and s.workflows[wid]["status"] == "Finished"
+    s.finish()
+    assert not vip.client.exists(theirs)

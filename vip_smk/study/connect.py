@@ -177,8 +177,6 @@ def save_descriptors(vip: VipSettings, workdir: Path, descriptors: dict[str, Any
     """Record what a real run learned from VIP, for the next dry run."""
     from vip_smk.util import write_json_atomic
 
-    if vip.is_local:
-        return
     path = descriptor_cache(Path(workdir), vip.url)
     known = {k: v for k, v in descriptors.items() if v is not None}
     with contextlib.suppress(OSError):

@@ -229,7 +229,9 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
             log.warning("dataset %s is no longer on VIP (cleanup?): uploading it again", session.dataset)
             conn.client.mkdir(up["vip_dir"], parents=True)
             conn.client.upload_tree(study.datasets[session.dataset], up["vip_dir"])
-        save_descriptors(study.vip, study.workdir, {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
+        if not study.vip.is_local:  # kept for the next dry run (the shipped apps need none)
+            save_descriptors(study.vip, study.workdir,
+                             {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
         results_location = study.results_location(name)
         # outputs removed from VIP (vip.cleanup): a finished execution has nothing left to give
         outputs_gone = not conn.client.exists(results_location)

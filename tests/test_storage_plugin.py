@@ -542,3 +542,25 @@ def test_date_book_shared_between_processes_and_compacted(tmp_path):
     assert len(a.path.read_text().splitlines()) < 100
     assert DateBook(tmp_path).resolve([("/vip/Home/y", 1, 2.0)], skew=0) == [2.5]
     assert b.resolve([("/vip/Home/y", 1, 2.0)], skew=0) == [2.5]  # re-reads the compacted book
+
+
+def test_keep_storage_local_copies_no_retrieval_and_nothing_to_do(vip_server, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prefix = f"vip://vip/Home/keep/{tmp_path.name}"
+    (work / "Snakefile").write_text(textwrap.dedent(f"""
+        rule all:
+            input: storage.vip("{prefix}/b.txt")
+        rule a:
+            output: storage.vip("{prefix}/a.txt")
+            shell: "echo a > {{output}}"
+        rule b:
+            input: storage.vip("{prefix}/a.txt")
+            output: storage.vip("{prefix}/b.txt")
+            shell: "cat {{input}} > {{output}}"
+    """))
+    run = _snakemake(work, vip_server, "--keep-storage-local-copies")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Retrieving from storage" not in run.stderr  # a.txt stayed here for rule b
+    again = _snakemake(work, vip_server, "--keep-storage-local-copies")
+    assert "Nothing to be done" in again.stderr, again.stderr[-3000:]

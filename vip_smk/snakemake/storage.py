@@ -338,6 +338,10 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         self.provider.dates.record_upload(
             [(info.path, info.size, vip_seconds(info.last_modification_date))], done)
         self._info = info
+        try:  # a kept local copy is then not older than VIP's: no download back
+            os.utime(local, (done, done))
+        except OSError:
+            pass
 
     def _store_dir(self, local: Path):
         entries = [p for p in local.iterdir() if p.name != TIMESTAMP]

@@ -72,13 +72,14 @@ SMK_CHILD = COUNTER + r"""
 from vip_smk.client import VipClient
 op, url, a, b = sys.argv[1:5]
 c = VipClient(url, progress=False)  # the defaults; key: $VIP_API_KEY
+if op == "up_file":
+    c.mkdir(b.rsplit("/", 1)[0])  # the folder exists for curl too: not timed
 t0 = time.perf_counter()
 if op == "up_tree":
     c.upload_tree(a, b)
 elif op == "down_tree":
     c.download_tree(a, b)
 elif op == "up_file":
-    c.mkdir(b.rsplit("/", 1)[0])
     c.upload(a, b)
 elif op == "down_file":
     c.download(a, b)
@@ -292,6 +293,7 @@ def main() -> int:
         settings = [("latency %g" % lat, lat, 0.0)] + ([("latency %g + storage %g" % (lat, sd), lat, sd)]
                                                         if "a" in cases and sd else [])
         for label, l_ms, s_ms in settings:
+            shutil.rmtree(work / f"server-a-{l_ms:g}-{s_ms:g}", ignore_errors=True)  # fresh VIP space
             with LocalServer(work / f"server-a-{l_ms:g}-{s_ms:g}", port=0, users=[f"bench:{key}"],
                              latency_ms=l_ms, storage_delay_ms=s_ms,
                              log_file=str(work / "server-a.log")) as srv:
@@ -342,6 +344,7 @@ def main() -> int:
     if "b" in cases:
         big_sha = sha256(big)
         for label, l_ms in (("bare loopback", 0.0), ("latency %g" % lat, lat)):
+            shutil.rmtree(work / f"server-b-{l_ms:g}", ignore_errors=True)
             with LocalServer(work / f"server-b-{l_ms:g}", port=0, users=[f"bench:{key}"], latency_ms=l_ms,
                              log_file=str(work / "server-b.log")) as srv:
                 url, pid = srv.url, srv.pid

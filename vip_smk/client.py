@@ -681,7 +681,6 @@ class VipClient:
         p = _vip_path(vip_path)
         self.check_download_size(p, size)
         local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
         part = local.with_name(local.name + ".part")
         endpoint = "path" + quote_path(p)
         tr = self.transport
@@ -689,7 +688,10 @@ class VipClient:
         while True:
             got = 0
             try:
-                offset = part.stat().st_size if (resume and part.exists()) else 0
+                try:
+                    offset = part.stat().st_size if resume else 0
+                except FileNotFoundError:
+                    offset = 0
                 if size is not None and offset > size:
                     offset = 0
                 if size is not None and offset == size and size > 0:
@@ -724,7 +726,12 @@ class VipClient:
                         offset = 0
                     expected = size if size is not None else total
                     mode = "r+b" if offset else "wb"
-                    with open(part, mode) as fh:
+                    try:
+                        fh = open(part, mode)
+                    except FileNotFoundError:  # (one syscall less per file when it exists)
+                        local.parent.mkdir(parents=True, exist_ok=True)
+                        fh = open(part, mode)
+                    with fh:
                         if offset:
                             fh.seek(offset)
                             fh.truncate()
@@ -738,10 +745,10 @@ class VipClient:
                                 flushed = _start_writeback(fh, flushed, offset + got)
                         fh.flush()
                         os.fsync(fh.fileno())
+                        have = fh.tell()
                     tr.count(received=got)
                 if expected is None:
                     expected = self.properties(p).size
-                have = part.stat().st_size
                 if expected is not None and have != expected:
                     if have > expected:
                         part.unlink(missing_ok=True)
@@ -766,11 +773,12 @@ class VipClient:
 
     @staticmethod
     def _finish_part(part: Path, local: Path, size: int, p: str) -> None:
-        if local.is_dir():
-            raise InvalidInput(f"download {p}: {local} is a directory", call="download", target=p)
         # The data was fsynced before: if the rename is lost in a power cut, the complete
         # `.part` is found and finalised on the next run (no directory fsync per file).
-        os.replace(part, local)
+        try:
+            os.replace(part, local)
+        except IsADirectoryError:
+            raise InvalidInput(f"download {p}: {local} is a directory", call="download", target=p) from None
 
     def delete(self, path: str, *, missing_ok: bool = False, wait: float = 30.0) -> None:
         """Delete a file or directory (recursively). VIP deletes asynchronously: wait up to

@@ -631,7 +631,14 @@ def _download_many(
                 report.files_skipped += 1
                 report.skipped.append(str(local))
                 continue
-        st = local.stat() if local.is_file() else None
+        try:
+            st = local.stat()
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            failures.append((str(local), InvalidInput(f"{call} {info.path}: {local} is a directory",
+                                                      call=call, target=info.path)))
+            continue
         remote_date = info.last_modification_date  # None (VIP may send null): unknown, not 1970
         if st is not None and info.size is not None and st.st_size == info.size and not (
                 mtime_check and remote_date is not None and _newer(remote_date - skew, st.st_mtime)):
@@ -639,10 +646,6 @@ def _download_many(
             report.skipped.append(str(local))
             if extract and tarfile.is_tarfile(local):
                 pending_extract.append(local)  # downloaded before, extraction interrupted
-            continue
-        if local.is_dir():
-            failures.append((str(local), InvalidInput(f"{call} {info.path}: {local} is a directory",
-                                                      call=call, target=info.path)))
             continue
         todo.append((info, local))
     limit = client.max_download_size() if todo else None  # GET platform, once per client

@@ -850,3 +850,19 @@ def test_issue9_12_and_9_local_names_and_one_execution_per_file(vip):
         assert not set('<>:"|?*\\') & set(str(rel))
     assert list(_backup(s.output_dir)["workflows"]) == ["workflow-old001", wid]
     r.finish()
+
+
+def test_launch_adopts_unless_inputs_changed_since(vip):
+    """launch_pipeline again: the finished execution is adopted (no duplicate); after an upload
+    that sent changed input files, it ran on old data: a new one is launched."""
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, verbose=False)
+    s = VipSession(_name("again"), input_dir="data", pipeline_id="TextStats/1.0",
+                   input_settings={"input_file": "data/b.csv"})
+    s.run_session(refresh_time=0.1)
+    first, = s.workflows
+    s.upload_inputs().launch_pipeline()
+    assert list(s.workflows) == [first]
+    (vip.root / "data" / "b.csv").write_text("x,y\n7,8\n")
+    s.upload_inputs().launch_pipeline().monitor_workflows(refresh_time=0.1)
+    assert len(s.workflows) == 2 and all(w["status"] == "Finished" for w in s.workflows.values())
+    s.finish()

@@ -294,8 +294,10 @@ class VipSession(SessionBase):
                 self.client.upload(local / rel, str(self.vip_input_dir / rel))
             self._meta["uploaded"] = state
             self._meta["uploaded_to"] = str(self.vip_input_dir)
-            if report.files_transferred or resend:  # executions from before ran on older files
-                self._meta["inputs_sent_ms"] = int((time.time() + (self.client.clock_skew or 0)) * 1000)
+            if report.files_transferred or resend:  # the executions so far ran on older files
+                old = set(self._meta.get("superseded") or []) | set(self._workflows)
+                if old:
+                    self._meta["superseded"] = sorted(old)
             self._info(f"Upload done: {report.files_transferred + len(resend)} file(s) sent, "
                        f"{report.files_skipped - len(resend)} unchanged file(s) skipped.")
         finally:

@@ -478,15 +478,17 @@ class SessionBase:
         self.client.mkdir(str(self.vip_output_dir), parents=True)
         self._meta["finished"] = False
         self._info(f"----------------\nLaunching {nb_runs} execution(s) on VIP")
+        # not adopted: executions whose outputs finish() removed, or that ran on input files
+        # upload_inputs() has changed since
         exclude = {w for w, wf in self._workflows.items() if wf.get("status") == "Removed"}
-        since = self._meta.get("inputs_sent_ms")
+        exclude |= set(self._meta.get("superseded") or [])
         listing = self.client.executions()
         done = 0
         try:
             for _ in range(int(nb_runs)):
                 ex, adopted = core.launch_or_adopt(
                     self.client, self.pipeline_id, values, str(self.vip_output_dir),
-                    self.session_name, executions=listing, exclude=exclude, started_after=since)
+                    self.session_name, executions=listing, exclude=exclude)
                 exclude.add(ex.identifier)
                 wf = self._workflows.setdefault(ex.identifier, {"status": None, "start": None,
                                                                 "outputs": []})

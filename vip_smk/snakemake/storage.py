@@ -298,8 +298,11 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         # Dates are resolved (files without a date recorded as seen) *before* the job runs:
         # its outputs will be newer than its inputs in every later run.
         if info.is_directory:
-            self.provider.times(self.provider.tree_files(self.path))
-            self.client.download_tree(self.path, local)
+            files = self.provider.tree_files(self.path)
+            self.provider.times(files)
+            base = PurePosixPath(self.path)
+            self.client.download_files(  # the listing above is reused: no second walk
+                [(f, local.joinpath(*PurePosixPath(f.path).relative_to(base).parts)) for f in files])
             local.mkdir(parents=True, exist_ok=True)
         else:
             self.provider.times([info])

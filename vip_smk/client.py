@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import stat
 import threading
 import time
 import urllib.parse
@@ -623,11 +624,12 @@ class VipClient:
         local = Path(local)
         p = _vip_path(vip_path)
         try:
-            size = local.stat().st_size
+            st = local.stat()
         except OSError as exc:
             raise self._error(InvalidInput, f"cannot read {local}: {exc.strerror}", call="upload", target=p) from None
-        if not local.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise self._error(InvalidInput, f"{local} is not a file", call="upload", target=p)
+        size = st.st_size
         if size == 0:
             raise self._error(
                 InvalidInput, f"{local} is empty (VIP turns an empty upload into a directory)",

@@ -866,3 +866,16 @@ def test_launch_adopts_unless_inputs_changed_since(vip):
     s.upload_inputs().launch_pipeline().monitor_workflows(refresh_time=0.1)
     assert len(s.workflows) == 2 and all(w["status"] == "Finished" for w in s.workflows.values())
     s.finish()
+
+
+def test_monitor_says_why_an_execution_failed(vip, caplog):
+    """A failure seen while monitoring is explained: the failed job and VIP's stderr tail."""
+    caplog.set_level("INFO")
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url)
+    f = VipSession(_name("why"), input_dir="data", pipeline_id="Fail/1.0",
+                   input_settings={"message": "disk quota exceeded"})
+    f.launch_pipeline().monitor_workflows(refresh_time=0.1)
+    wid, = f.workflows
+    assert f"{wid} failed:" in caplog.text and "job 1: Failed (exit code 1)" in caplog.text
+    assert "disk quota exceeded" in caplog.text
+    f.finish()

@@ -417,8 +417,11 @@ def failure_detail(client: VipClient, execution: Execution, lines: int = 20) -> 
     parts = []
     for jid, job in (execution.jobs or {}).items():
         if isinstance(job, Mapping) and rules.job_counts([job]).failed:
-            parts.append(f"job {jid}: {job.get('status')} (exit code {job.get('exitCode')}"
-                         f"{': ' + str(job['exitMessage']) if job.get('exitMessage') else ''})")
+            code, message = job.get("exitCode"), job.get("exitMessage")
+            why = f"exit code {code}" if code is not None else ""
+            if message and str(message) != why:
+                why = f"{why}: {message}" if why else str(message)
+            parts.append(f"job {jid}: {job.get('status')}" + (f" ({why})" if why else ""))
     try:
         err = client.stderr(execution.identifier)
     except VipError as exc:

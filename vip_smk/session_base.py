@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+import textwrap
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
@@ -555,6 +556,13 @@ class SessionBase:
             else:
                 self._info("All executions are over.")
         self._report()
+        if self.verbose:  # why the ones that failed while we watched failed (VIP's stderr)
+            for w in ids:
+                ex = states.get(w)
+                if ex is not None and ex.status in ("ExecutionFailed", "InitializationFailed"):
+                    detail = core.failure_detail(self.client, ex, lines=10)
+                    if detail:
+                        self._warn(f"(!) {w} failed:\n{textwrap.indent(detail, '    ')}")
         self._save(announce=True)
         return self
 

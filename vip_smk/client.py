@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -42,262 +41,25 @@ from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VI
 from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
 from vip_smk.rules import clean_name as vip_clean_name
 from vip_smk.rules import is_running as status_is_running
+from vip_smk.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
+from vip_smk.models import Execution, Parameter, PathInfo, Pipeline
 from vip_smk.transport import MAX_CONNECTIONS, Transport
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://vip.creatis.insa-lyon.fr"
-DEFAULT_KEY_ENV = "VIP_API_KEY"
 CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
 
 
 
-# Errors: vip_smk.errors (re-exported here); transport: vip_smk.transport.
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
-
-
-class _Model:
-    """JSON <-> dataclass with camelCase keys; unknown keys are kept in `extra`."""
-
-    _keys: dict[str, str] = {}  # attribute -> JSON key (class constant, never mutated)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]):
-        data = dict(data or {})
-        kwargs = {}
-        for attr, key in cls._keys.items():
-            if key in data:
-                kwargs[attr] = data.pop(key)
-        obj = cls(**kwargs)
-        obj.extra = data
-        obj._post_load()
-        return obj
-
-    def _post_load(self) -> None:
-        pass
-
-    def to_json(self) -> dict[str, Any]:
-        out = {}
-        for attr, key in self._keys.items():
-            value = getattr(self, attr)
-            if isinstance(value, list):
-                value = [v.to_json() if isinstance(v, _Model) else v for v in value]
-            out[key] = value
-        out.update(self.extra)
-        return out
-
-
-@dataclass
-class Parameter(_Model):
-    name: str = ""
-    type: str = "String"
-    is_optional: bool = False
-    default_value: Any = None
-    description: str | None = None
-    is_returned_value: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    _keys = {
-        "name": "name",
-        "type": "type",
-        "is_optional": "isOptional",
-        "default_value": "defaultValue",
-        "description": "description",
-        "is_returned_value": "isReturnedValue",
-    }
-
-    @property
-    def is_required(self) -> bool:
-        """Required = not optional and no default value (VIP's rule)."""
-        return not self.is_optional and self.default_value is None
-
-
-@dataclass
-class Pipeline(_Model):
-    identifier: str = ""
-    name: str = ""
-    version: str = ""
-    description: str | None = None
-    parameters: list[Parameter] = field(default_factory=list)
-    can_execute: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    _keys = {
-        "identifier": "identifier",
-        "name": "name",
-        "version": "version",
-        "description": "description",
-        "parameters": "parameters",
-        "can_execute": "canExecute",
-    }
-
-    def _post_load(self) -> None:
-        self.parameters = [
-            p if isinstance(p, Parameter) else Parameter.from_json(p) for p in (self.parameters or [])
-        ]
-
-    def parameter(self, name: str) -> Parameter:
-        for p in self.parameters:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
-
-@dataclass
-class Execution(_Model):
-    identifier: str = ""
-    name: str | None = None
-    pipeline_identifier: str | None = None
-    status: str | None = None
-    input_values: dict[str, Any] = field(default_factory=dict)
-    returned_files: dict[str, list[str]] | None = None
-    start_date: int | None = None  # milliseconds since the epoch (VIP's unit)
-    end_date: int | None = None
-    jobs: dict[str, Any] | None = None
-    error_code: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    _keys = {
-        "identifier": "identifier",
-        "name": "name",
-        "pipeline_identifier": "pipelineIdentifier",
-        "status": "status",
-        "input_values": "inputValues",
-        "returned_files": "returnedFiles",
-        "start_date": "startDate",
-        "end_date": "endDate",
-        "jobs": "jobs",
-        "error_code": "errorCode",
-    }
-
-    @property
-    def is_running(self) -> bool:
-        """Every non-terminal status (Initializing, Ready, Running, or one unknown to this
-        code) counts as running."""
-        return status_is_running(self.status)
-
-    @property
-    def is_over(self) -> bool:
-        return not self.is_running
-
-    @property
-    def output_paths(self) -> list[str]:
-        """All returned files, flattened, in the server's order."""
-        out: list[str] = []
-        for value in (self.returned_files or {}).values():
-            if isinstance(value, str):
-                out.append(value)
-            elif value:
-                out.extend(value)
-        return out
-
-
-@dataclass
-class PathInfo(_Model):
-    path: str = ""
-    is_directory: bool = False
-    size: int | None = None  # bytes for files, number of entries for directories
-    exists: bool = True
-    last_modification_date: int | None = None  # seconds
-    mime_type: str | None = None
-    execution_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    _keys = {
-        "path": "path",
-        "is_directory": "isDirectory",
-        "size": "size",
-        "exists": "exists",
-        "last_modification_date": "lastModificationDate",
-        "mime_type": "mimeType",
-        "execution_id": "executionId",
-    }
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(self.path).name
+# Errors: vip_smk.errors, models: vip_smk.models, keys: vip_smk.keys (all re-exported here);
+# HTTP: vip_smk.transport.
 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class ApiKey:
-    """A VIP API key and where it came from (`source`, for messages). The key never appears
-    in `repr`, `str` or messages."""
-
-    value: str
-    source: str
-
-    def __repr__(self) -> str:
-        return f"ApiKey(from {self.source})"
-
-    __str__ = __repr__
-
-
-def read_api_key(
-    api_key: str | None = None, *, api_key_env: str | None = None,
-    api_key_file: str | os.PathLike | None = None,
-) -> ApiKey:
-    """The key from exactly one explicit source: `api_key` (the key itself), `api_key_env`
-    (an environment variable's name) or `api_key_file` (a file holding it); none given:
-    `$VIP_API_KEY`. AuthError naming the source (never the key) if it is missing or empty."""
-    given = [x for x in (api_key, api_key_env, api_key_file) if x is not None]
-    if len(given) > 1:
-        raise AuthError("give only one of api_key=, api_key_env=, api_key_file=", call="api_key")
-    if api_key is not None:
-        if isinstance(api_key, os.PathLike):
-            raise AuthError("api_key= is the key itself: pass a key file as api_key_file=", call="api_key")
-        key = str(api_key).strip()
-        if not key:
-            raise AuthError("the API key given as api_key= is empty", call="api_key")
-        return ApiKey(key, "the api_key argument")
-    if api_key_file is not None:
-        path = Path(api_key_file).expanduser()
-        source = f"the file {path}"
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise AuthError(f"API key file {path} not found", call="api_key") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not a text file"
-            raise AuthError(f"cannot read the API key file {path}: {reason}", call="api_key") from None
-        if not key:
-            raise AuthError(f"the API key file {path} is empty", call="api_key")
-        return ApiKey(key, source)
-    env = DEFAULT_KEY_ENV if api_key_env is None else str(api_key_env)
-    value = os.environ.get(env)
-    if value is None:
-        hint = "" if api_key_env is not None else " (or pass api_key=, api_key_env= or api_key_file=)"
-        raise AuthError(f"no VIP API key: the environment variable {env} is not set{hint}", call="api_key")
-    if not value.strip():
-        raise AuthError(f"the environment variable {env} holding the VIP API key is empty", call="api_key")
-    return ApiKey(value.strip(), f"the environment variable {env}")
-
-
-def vip_client_key_kwargs(api_key: str | os.PathLike) -> dict[str, Any]:
-    """vip-client 0.1.10's one-string `api_key` (its `init(api_key=...)`, reference 4.2) as
-    VipClient's explicit keyword: a path to an existing file -> `api_key_file`; else the name
-    of a set environment variable -> `api_key_env`; else the key itself -> `api_key`.
-    (The default name `VIP_API_KEY` unset -> `api_key_env`, so the error names the variable.)"""
-    if isinstance(api_key, os.PathLike):
-        return {"api_key_file": api_key}
-    text = str(api_key).strip()
-    try:
-        if text and os.path.isfile(text):
-            return {"api_key_file": text}
-    except (OSError, ValueError):
-        pass  # too long / invalid as a path: not a file
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) and (text in os.environ or text == DEFAULT_KEY_ENV):
-        return {"api_key_env": text}
-    return {"api_key": text}
 
 
 def quote_path(path: str) -> str:

@@ -146,8 +146,9 @@ class Executor(RemoteExecutor):
         problems: List[str] = []
         for job in jobs:
             if job.is_local:
-                continue
-            problems.extend(self._prepare(job))
+                problems.extend(mapping.local_job_problems(job))
+            else:
+                problems.extend(self._prepare(job))
         if problems:
             raise WorkflowError(_problems_message(problems))
 
@@ -173,7 +174,7 @@ class Executor(RemoteExecutor):
             values = core.validate_settings(pipeline, request.settings, where=request.where,
                                             check_file=_vip_file_problem)
         except core.SettingsError as exc:
-            problems.extend(exc.problems or [str(exc)])
+            problems.extend(f"{request.where}: {p}" for p in (exc.problems or [str(exc)]))
         if problems:
             return problems
         name = request.execution_name(values)
@@ -322,9 +323,9 @@ class Executor(RemoteExecutor):
             detail = core.failure_detail(self.client, ex)
         except VipError as exc:
             detail = f"(VIP's stderr could not be read: {exc})"
-        detail = (detail or "").rstrip() or "(VIP's stderr is empty)"
+        detail = (detail or "").rstrip() or "(VIP gives no detail: its stderr is empty)"
         return (f"VIP execution {ex.identifier} ({active.name}) of {active.request.pipeline_id} "
-                f"ended {ex.status}. VIP's stderr (tail):\n{detail}\n")
+                f"ended {ex.status}:\n{detail}\n")
 
     def _forget(self, j: SubmittedJobInfo) -> None:
         with self._active_lock:

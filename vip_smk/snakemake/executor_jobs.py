@@ -169,6 +169,24 @@ def job_request(job) -> tuple[VipRequest | None, list[str]]:
     ), []
 
 
+def local_job_problems(job) -> list[str]:
+    """A job Snakemake keeps here but that names a VIP pipeline: its body would run here
+    instead of the pipeline. Snakemake keeps a job local when its rule is in `localrules:` or
+    when one of its files is marked local()."""
+    pid = job.resources.get(PIPELINE_RESOURCE) if job.resources is not None else None
+    if not pid:
+        return []
+    here = where(job)
+    local_files = [f for f in list(job.input) + list(job.output)
+                   if (getattr(f, "flags", None) or {}).get("local")]
+    if local_files:
+        return [f"{here}: names {PIPELINE_RESOURCE}={pid} but {describe(f)!r} is a local() "
+                "file, so Snakemake runs the rule here; a VIP pipeline reads and writes VIP "
+                "files only" for f in local_files]
+    return [f"{here}: names {PIPELINE_RESOURCE}={pid} but is a local rule (`localrules:`): "
+            "remove it from localrules to run it on VIP"]
+
+
 def _is_list(value) -> bool:
     return isinstance(value, (list, tuple)) and not isinstance(value, str)
 

@@ -1,0 +1,322 @@
+"""`snakemake --executor vip` against a real local VIP server (Snakemake run as a process).
+
+One server for the module (request counting on); each test works under its own VIP folder, so
+its executions are told apart by their results location.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vip_smk.client import VipClient
+from vip_smk.server import LocalServer
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "workflow" / "examples" / "executor"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    key = secrets.token_urlsafe(18)
+    srv = LocalServer(tmp_path_factory.mktemp("vip-executor"), port=0, users=[f"erin:{key}"],
+                      workers=4, count_requests=True)
+    srv.start(timeout=60)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def vip(server):
+    c = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
+
+
+def smk_cmd(server, folder: str, *args: str, jobs: int = 20) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--executor", "vip", "--jobs", str(jobs),
+            "--default-storage-provider", "vip",
+            "--default-storage-prefix", f"vip://vip/Home/{folder}",
+            "--vip-url", server.url, "--storage-vip-url", server.url,
+            "--vip-poll-interval", "0.5", "--latency-wait", "5", *args]
+
+
+def smk_env(server) -> dict:
+    return dict(os.environ, VIP_API_KEY=server.api_key)
+
+
+def run_smk(server, workdir: Path, folder: str, *args: str, timeout: float = 180, jobs: int = 20):
+    proc = subprocess.run(smk_cmd(server, folder, *args, jobs=jobs), cwd=workdir,
+                          env=smk_env(server), capture_output=True, text=True, timeout=timeout)
+    proc.output = proc.stdout + proc.stderr
+    return proc
+
+
+def start_smk(server, workdir: Path, folder: str, *args: str, jobs: int = 20):
+    log = open(workdir / "snakemake.out", "w")
+    proc = subprocess.Popen(smk_cmd(server, folder, *args, jobs=jobs), cwd=workdir,
+                            env=smk_env(server), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    return proc
+
+
+def project(tmp_path: Path, snakefile: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "Snakefile").write_text(textwrap.dedent(snakefile))
+    return tmp_path
+
+
+def executions_under(vip: VipClient, folder: str) -> list:
+    """This test's executions: those whose results go under /vip/Home/<folder>/."""
+    out = []
+    for e in vip.executions():
+        full = vip.execution(e.identifier) if e.extra.get("resultsLocation") is None else e
+        loc = full.extra.get("resultsLocation") or ""
+        if f"/vip/Home/{folder}/" in loc + "/":
+            out.append(full)
+    return out
+
+
+def wait_for(predicate, timeout: float, what: str, proc=None):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"snakemake ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+SLEEPS = """
+    N = {n}
+
+    localrules:
+        all,
+
+
+    rule all:
+        input:
+            expand("naps/{{i}}", i=range(N)),
+
+
+    rule nap:
+        output:
+            directory("naps/{{i}}"),
+        resources:
+            vip_pipeline="Sleep/1.0",
+        params:
+            duration={duration},
+            message="{tag}",
+        shell:
+            "# runs on VIP"
+"""
+
+
+def test_snakemake_lists_the_plugin_and_its_settings():
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--help"], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert "vip" in out.split("--executor {", 1)[1].split("}", 1)[0]
+    for opt in ("--vip-url", "--vip-api-key-env", "--vip-poll-interval"):
+        assert opt in out
+
+
+def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
+    work = tmp_path / "example"
+    shutil.copytree(EXAMPLE, work)
+    first = run_smk(server, work, "ex-example")
+    assert first.returncode == 0, first.output[-4000:]
+    report = (work / "report.txt").read_text()
+    for s in ("s01", "s02", "s03"):
+        assert f"== {s} ({s}.csv--w5.tgz)" in report
+    assert "window: 5" in report and "normalize: True" in report
+    ran = executions_under(vip, "ex-example")
+    assert sorted(e.name.rsplit("-", 1)[0] for e in ran) == ["smooth-s01", "smooth-s02", "smooth-s03"]
+    assert {e.status for e in ran} == {"Finished"}
+    assert server.api_key not in first.output
+
+    second = run_smk(server, work, "ex-example")
+    assert second.returncode == 0, second.output[-4000:]
+    assert "Nothing to be done" in second.output
+    assert len(executions_under(vip, "ex-example")) == 3
+
+
+def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, vip, tmp_path):
+    work = project(tmp_path, """
+        localrules:
+            all,
+            prep,
+
+
+        rule all:
+            input:
+                "out/nopipe",
+                "out/unknown",
+                "out/badtype",
+                "out/missing",
+                "out/localin",
+                "out/notdir",
+
+
+        rule prep:
+            output:
+                "prep/a.csv",
+            shell:
+                "echo 't,x' > {output}; echo '1,2' >> {output}"
+
+
+        rule nopipe:
+            output:
+                directory("out/nopipe"),
+            shell:
+                "# forgot the pipeline"
+
+
+        rule unknown:
+            input:
+                input_file="prep/a.csv",
+            output:
+                directory("out/unknown"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            params:
+                windw=4,
+            shell:
+                "# VIP"
+
+
+        rule badtype:
+            input:
+                input_file="prep/a.csv",
+            output:
+                directory("out/badtype"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            params:
+                window="wide",
+            shell:
+                "# VIP"
+
+
+        rule missing:
+            output:
+                directory("out/missing"),
+            resources:
+                vip_pipeline="Sleep/1.0",
+            params:
+                message="no duration",
+            shell:
+                "# VIP"
+
+
+        rule localin:
+            input:
+                input_file=local("Snakefile"),
+            output:
+                directory("out/localin"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            shell:
+                "# VIP"
+
+
+        rule notdir:
+            input:
+                input_file="prep/a.csv",
+            output:
+                "out/notdir",
+            resources:
+                vip_pipeline="Smooth/1.0",
+            shell:
+                "# VIP"
+    """)
+    before = len(vip.executions())
+    proc = run_smk(server, work, "ex-problems")
+    assert proc.returncode != 0
+    out = proc.output
+    assert "nothing was launched" in out
+    assert "rule nopipe: no resources.vip_pipeline" in out
+    assert "rule unknown: Unknown input parameter: windw" in out
+    assert "rule badtype: window (Int64): 'wide'" in out
+    assert "rule missing: Missing input parameter: duration" in out
+    assert "rule localin: names vip_pipeline=Smooth/1.0 but 'Snakefile' is a local() file" in out
+    assert "rule notdir: output" in out and "must be a directory()" in out
+    assert len(vip.executions()) == before
+    assert not vip.exists("/vip/Home/ex-problems")  # prep did not even run
+
+
+def test_failing_pipeline_fails_its_rule_with_vips_stderr(server, vip, tmp_path):
+    work = project(tmp_path, """
+        rule broken:
+            output:
+                directory("out/broken"),
+            resources:
+                vip_pipeline="Fail/1.0",
+            params:
+                message="the culprit is line 42",
+            shell:
+                "# VIP"
+    """)
+    proc = run_smk(server, work, "ex-fail")
+    assert proc.returncode != 0
+    assert "the culprit is line 42" in proc.output
+    assert "ExecutionFailed" in proc.output
+    assert "Error in rule broken" in proc.output
+
+
+def test_kill9_while_10_run_then_rerun_adopts_them(server, vip, tmp_path):
+    work = project(tmp_path, SLEEPS.format(n=10, duration=4, tag="kill9"))
+    first = start_smk(server, work, "ex-kill9")
+    try:
+        wait_for(lambda: len(executions_under(vip, "ex-kill9")) == 10, 90, "10 executions", first)
+    finally:
+        first.kill()  # SIGKILL: Snakemake gets no chance to clean up
+        first.wait()
+    assert any(e.is_running for e in executions_under(vip, "ex-kill9"))
+    unlock = run_smk(server, work, "ex-kill9", "--unlock")
+    assert unlock.returncode == 0, unlock.output[-3000:]
+    rerun = run_smk(server, work, "ex-kill9", "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert rerun.output.count("adopted VIP execution") == 10
+    ran = executions_under(vip, "ex-kill9")
+    assert len(ran) == 10
+    assert {e.status for e in ran} == {"Finished"}
+    again = run_smk(server, work, "ex-kill9")
+    assert "Nothing to be done" in again.output
+
+
+def test_50_active_one_request_per_round_then_ctrl_c_kills_them(server, vip, tmp_path):
+    work = project(tmp_path, SLEEPS.format(n=50, duration=300, tag="ctrlc"))
+    proc = start_smk(server, work, "ex-ctrlc", jobs=50)
+    try:
+        wait_for(lambda: len(executions_under(vip, "ex-ctrlc")) == 50, 120, "50 executions", proc)
+        wait_for(lambda: "launched VIP execution" in (work / "snakemake.out").read_text()
+                 and (work / "snakemake.out").read_text().count("launched VIP execution") == 50,
+                 60, "50 launches reported", proc)
+        server.reset_request_counts()
+        time.sleep(4)  # rounds every 0.5 s
+        counts = server.request_counts()
+        rounds = counts["routes"].get("GET /rest/executions", 0)
+        assert rounds >= 3, counts
+        per_id = {k: v for k, v in counts["routes"].items() if k.startswith("GET /rest/executions/")}
+        assert not per_id, counts  # no per-execution request: one listing per round
+        assert counts["total"] == rounds, counts
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = [e for e in executions_under(vip, "ex-ctrlc") if e.is_running]
+    assert not left, [(e.identifier, e.status) for e in left]
+    assert {e.status for e in executions_under(vip, "ex-ctrlc")} == {"Killed"}

@@ -52,20 +52,7 @@ class VipLauncher(SessionBase):
             restored = self._set_output_dir(output_dir, name_given=session_name)
             if restored and announce:
                 self._info(f"<< Session restored from its output directory: {self._vip_backup_path}")
-        differ = []
-        for name, value in (("pipeline_id", pipeline_id), ("input_settings", input_settings)):
-            if value is None:
-                continue
-            if restored and getattr(self, name) is not None:
-                if not self._same(name, value):
-                    differ.append(name)
-                continue
-            setattr(self, name, value)
-        if differ:
-            self._warn(
-                f"(!) Property(ies) {', '.join(differ)} differ from the backup of session "
-                f"'{self.session_name}'; the saved values were kept. Use another output_dir "
-                f"(or delete the property first) to change them.")
+        self._set_given(restored, pipeline_id=pipeline_id, input_settings=input_settings)
 
     # ---- output_dir: the VIP results folder; setting it restores a backup kept there -------
     def _set_output_dir(self, value, name_given: str | None) -> bool:

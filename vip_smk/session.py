@@ -121,21 +121,8 @@ class VipSession(SessionBase):
                            f"{self.local_output_dir if location == 'local' else self._vip_backup_path}")
             else:
                 self._info(f"New session. Outputs and backup in: {self.local_output_dir}")
-        differ = []
-        for name, value in (("input_dir", input_dir), ("pipeline_id", pipeline_id),
-                            ("input_settings", input_settings)):
-            if value is None:
-                continue
-            if restored and getattr(self, name) is not None:
-                if not self._same(name, value):
-                    differ.append(name)
-                continue
-            setattr(self, name, value)
-        if differ:
-            self._warn(
-                f"(!) Property(ies) {', '.join(differ)} differ from the backup of session "
-                f"'{self.session_name}'; the saved values were kept. Use another session name "
-                f"(or delete the property first) to change them.")
+        self._set_given(restored, input_dir=input_dir, pipeline_id=pipeline_id,
+                        input_settings=input_settings)
         if self.local_input_dir is not None and not Path(self.local_input_dir).exists():
             self._warn(f"(!) The input directory does not exist (yet): {self.local_input_dir}")
 

@@ -122,6 +122,24 @@ class SessionBase:
             type(self)._default_client = client
         return client
 
+    def _set_given(self, restored: bool, **given: Any) -> None:
+        """Set the constructor's properties; those a restored backup already has keep the
+        saved value (a warning names the ones given differently)."""
+        differ = []
+        for name, value in given.items():
+            if value is None:
+                continue
+            if restored and getattr(self, name) is not None:
+                if not self._same(name, value):
+                    differ.append(name)
+                continue
+            setattr(self, name, value)
+        if differ:
+            self._warn(
+                f"(!) Property(ies) {', '.join(differ)} differ from the backup of session "
+                f"'{self.session_name}'; the saved values were kept. Use another session name or "
+                f"output directory (or delete the property first) to change them.")
+
     # ---- output ------------------------------------------------------------------------------
     @property
     def verbose(self) -> bool:

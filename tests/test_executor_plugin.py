@@ -144,6 +144,9 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
     assert sorted(e.name.rsplit("-", 1)[0] for e in ran) == ["smooth-s01", "smooth-s02", "smooth-s03"]
     assert {e.status for e in ran} == {"Finished"}
     assert server.api_key not in first.output
+    for f in work.rglob("*"):  # logs, metadata, local copies: never the key
+        if f.is_file():
+            assert server.api_key.encode() not in f.read_bytes(), f
 
     second = run_smk(server, work, "ex-example")
     assert second.returncode == 0, second.output[-4000:]
@@ -320,3 +323,14 @@ def test_50_active_one_request_per_round_then_ctrl_c_kills_them(server, vip, tmp
     left = [e for e in executions_under(vip, "ex-ctrlc") if e.is_running]
     assert not left, [(e.identifier, e.status) for e in left]
     assert {e.status for e in executions_under(vip, "ex-ctrlc")} == {"Killed"}
+
+
+def test_vip_user_limit_makes_jobs_wait_for_a_slot(make_server, tmp_path):
+    srv = make_server(max_running=2, workers=2)
+    work = project(tmp_path, SLEEPS.format(n=5, duration=1, tag="limit"))
+    proc = run_smk(srv, work, "ex-limit")
+    assert proc.returncode == 0, proc.output[-4000:]
+    assert "waiting for a slot" in proc.output
+    with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
+        ran = c.executions()
+    assert len(ran) == 5 and {e.status for e in ran} == {"Finished"}

@@ -35,10 +35,11 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 def faulty_server(tmp_path_factory):
     """A server answering 20% of /rest requests with a 503 or a reset connection."""
     srv = LocalServer(tmp_path_factory.mktemp("vip-faulty"), port=0,
-                      users=[f"alice:{secrets.token_urlsafe(18)}"], fault_rate=0.2, seed=7)
+                      users=[f"alice:{secrets.token_urlsafe(18)}"], fault_rate=0.2, seed=1)
     srv.start(timeout=60)
     yield srv
     srv.stop()
+    assert srv.log_file.read_text().count("injected fault") >= 5  # the suite did meet faults
 
 
 def _settings(srv) -> StorageProviderSettings:

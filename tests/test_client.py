@@ -546,3 +546,11 @@ def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, 
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def test_a_closed_client_reconnects(vip_server):
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=2)
+    assert c.exists("/vip/Home")
+    c.close()  # (as requests does after Session.close: the next call opens a new pool)
+    assert c.exists("/vip/Home")
+    c.close()

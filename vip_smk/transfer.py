@@ -2,27 +2,27 @@
 `download_files`.
 
 - one `action=list` per directory to decide what to send (never one request per file);
-- a file whose remote size equals the local size is skipped (`checksum=True` also compares
-  md5 where the server computes it: one more request per candidate file);
+- a file is unchanged when its size is the remote one and it is not newer than the remote
+  copy (a null `lastModificationDate` is unknown: the size decides); `checksum=True` also
+  compares md5 where the server computes it (VIP answers 8001: asked once, then size/date);
 - before anything is sent, one `PreflightError` lists *all* problems (0-byte files, names VIP
   would rename, characters VIP refuses in input values, unreadable files, file/dir clashes);
-- parallel workers on the client's connection pool; streaming (memory independent of sizes);
+- concurrency adapted to sizes on the client's connections: many small files in flight, at
+  most `LARGE_IN_FLIGHT` large ones; streaming (memory independent of sizes);
 - downloads go through `NAME.part` (size-checked, fsynced, renamed; a left-over `.part` is
-  resumed with `Range`);
-- tarballs optionally extracted (`tarfile` filter "data") into a directory named like the
-  archive (as VIP's client does); the archive is removed only after a successful extraction;
-- tqdm progress (bytes and files) when attached to a terminal or notebook.
+  resumed with `Range`); files over VIP's `maxSizeDirectTransfer` are reported, not fetched;
+- tarballs optionally extracted (`vip_smk.archives`); tqdm progress (`vip_smk.progress`).
+
+This module imports the client's errors and VIP's rules, never `vip_smk.client` (which
+imports it): no import cycle.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
-import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from vip_smk.archives import extract_archive, recover_extraction
 from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
+from vip_smk.progress import Progress, want_progress
 from vip_smk.rules import clean_name, value_problem
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
@@ -110,75 +112,6 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
-
-
-# --------------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------------
-
-
-def _in_notebook() -> bool:
-    if "ipykernel" not in sys.modules:
-        return False
-    try:
-        from IPython import get_ipython  # type: ignore
-
-        shell = get_ipython()
-        return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def want_progress(progress: bool | None) -> bool:
-    """None = auto: on when stderr is a terminal or we run in a notebook."""
-    if progress is not None:
-        return bool(progress)
-    if _in_notebook():
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class _Progress:
-    """Two tqdm bars (bytes, files) and the byte counter of the report (thread-safe)."""
-
-    def __init__(self, enabled: bool, desc: str, total_bytes: int, total_files: int):
-        self._lock = threading.Lock()
-        self.bytes = 0
-        self.bars = None
-        if enabled:
-            from tqdm import tqdm
-
-            make = tqdm
-            if _in_notebook():
-                try:  # widgets need ipywidgets; without it, text bars
-                    from tqdm.notebook import tqdm as make
-                    make(total=0, leave=False).close()
-                except Exception:  # noqa: BLE001
-                    make = tqdm
-            self.bars = (
-                make(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                     position=0, leave=True, dynamic_ncols=True),
-                make(total=total_files, unit="file", desc="files", position=1, leave=True,
-                     dynamic_ncols=True),
-            )
-
-    def add_bytes(self, n: int) -> None:
-        with self._lock:
-            self.bytes += n
-        if self.bars:
-            self.bars[0].update(n)
-
-    def file_done(self) -> None:
-        if self.bars:
-            self.bars[1].update(1)
-
-    def close(self) -> None:
-        if self.bars:
-            for bar in self.bars:
-                bar.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +354,7 @@ def upload_tree(
             for _, fut in _map(ex, lambda d: client.mkdir(_join(vip_dir, d), known_missing=True), level):
                 fut.result()
         # 4. send
-        prog = _Progress(want_progress(client.progress if progress is None else progress),
+        prog = Progress(want_progress(client.progress if progress is None else progress),
                          "upload", sum(f.size for f in todo), len(todo))
         failures: list[tuple[str, Exception]] = []
         try:
@@ -626,7 +559,7 @@ def _download_many(
     skew = _skew(client)
     for info, local in pairs:
         if extract:
-            done = _recover_extraction(local)
+            done = recover_extraction(local)
             if done or local.is_dir():
                 report.files_skipped += 1
                 report.skipped.append(str(local))
@@ -667,7 +600,7 @@ def _download_many(
             return 0
 
     total = sum(max(0, (info.size or 0) - partial(local)) for info, local in todo)
-    prog = _Progress(want_progress(client.progress if progress is None else progress),
+    prog = Progress(want_progress(client.progress if progress is None else progress),
                      "download", total, len(todo))
 
     def fetch(item: tuple[PathInfo, Path]) -> Path:
@@ -704,56 +637,6 @@ def _download_many(
     if failures:
         raise TransferError(call, target, sorted(failures, key=lambda x: x[0]), report)
     return report
-
-
-# --------------------------------------------------------------------------------------------
-# Archives
-# --------------------------------------------------------------------------------------------
-
-
-def _extract_tmp(archive: Path) -> Path:
-    return archive.with_name("." + archive.name + ".extract.part")
-
-
-def _recover_extraction(local: Path) -> bool:
-    """A crash between removing the archive and renaming its extracted directory leaves the
-    complete directory under its temporary name: finish the rename."""
-    tmp = _extract_tmp(local)
-    if tmp.is_dir() and not local.exists():
-        os.replace(tmp, local)
-        return True
-    return False
-
-
-def extract_archive(archive: str | os.PathLike) -> list[str]:
-    """Extract a tarball into a directory named like the archive (VIP client layout: `x.tgz`
-    becomes the directory `x.tgz/`). Members that would escape it (`..`, absolute links,
-    devices...) are refused by `tarfile`'s "data" filter and reported (returned). The archive
-    is removed only after a successful extraction."""
-    archive = Path(archive)
-    tmp = _extract_tmp(archive)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    refused: list[str] = []
-
-    def data_only(member: tarfile.TarInfo, dest: str):
-        try:
-            return tarfile.data_filter(member, dest)
-        except tarfile.FilterError as exc:
-            refused.append(f"{archive.name}: refused member {member.name!r} ({exc})")
-            return None
-
-    try:
-        with tarfile.open(archive) as tf:
-            tf.extractall(tmp, filter=data_only)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for line in refused:
-        log.warning("%s", line)
-    archive.unlink()
-    os.replace(tmp, archive)
-    return refused
 
 
 __all__ = [

@@ -202,12 +202,16 @@ class Transport:
         # The calls go through the session's own pool with urllib3 directly (half the client
         # CPU per request of requests' machinery: it counts with many small files); through
         # requests itself when a proxy is set or a reply redirects.
-        self._pool = None
-        if not s.proxies.get(urllib.parse.urlsplit(self.base).scheme):
-            prepared = requests.PreparedRequest()
-            prepared.prepare(method="GET", url=self.base)
-            self._pool = adapter.get_connection_with_tls_context(prepared, s.verify, s.proxies, s.cert)
+        self._adapter = adapter
+        self._pool = None if s.proxies.get(urllib.parse.urlsplit(self.base).scheme) else self._get_pool()
         self._path = urllib.parse.urlsplit(self.base).path
+
+    def _get_pool(self):
+        """The session adapter's connection pool for our server (TLS settings applied)."""
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method="GET", url=self.base)
+        s = self.session
+        return self._adapter.get_connection_with_tls_context(prepared, s.verify, s.proxies, s.cert)
 
     def __repr__(self) -> str:
         return f"Transport(url={self.url!r}, key from {self.key_source})"
@@ -427,6 +431,8 @@ class Transport:
         url = self._path + urllib.parse.quote(endpoint, safe="/%:@()[]!$&'*+,;=-._~")
         if params:
             url += "?" + urllib.parse.urlencode(params)
+        if self._pool.pool is None:  # closed (client.close()): a new one, as requests would
+            self._pool = self._get_pool()
         try:
             raw = self._pool.urlopen(
                 method, url, body=body, headers=hdrs, retries=False, redirect=False,

@@ -61,6 +61,7 @@ def _provider(srv, tmp_path) -> StorageProvider:
 class _Base(TestStorageBase):
     __test__ = False
     server_fixture = "vip_server"
+    touch = True  # StorageObjectTouch: the suite touches the stored object too
 
     @pytest.fixture(autouse=True)
     def _server(self, request, monkeypatch):
@@ -565,3 +566,31 @@ def test_keep_storage_local_copies_no_retrieval_and_nothing_to_do(vip_server, tm
     assert "Retrieving from storage" not in run.stderr  # a.txt stayed here for rule b
     again = _snakemake(work, vip_server, "--keep-storage-local-copies")
     assert "Nothing to be done" in again.stderr, again.stderr[-3000:]
+
+
+def test_touch_marks_outputs_up_to_date_without_changing_vip(vip_server, client, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    prefix = f"/vip/Home/touch/{tmp_path.name}"
+    src = tmp_path / "in.txt"
+    src.write_text("one\n")
+    client.mkdir(prefix)
+    client.upload(src, prefix + "/in.txt")
+    (work / "Snakefile").write_text(textwrap.dedent(f"""
+        rule copy:
+            input: storage.vip("vip:/{prefix}/in.txt")
+            output: storage.vip("vip:/{prefix}/out.txt")
+            shell: "cat {{input}} {{input}} > {{output}}"
+    """))
+    assert _snakemake(work, vip_server).returncode == 0
+    before = client.properties(prefix + "/out.txt")
+    time.sleep(1.05)  # VIP dates are whole seconds
+    src.write_text("two\n")
+    client.upload(src, prefix + "/in.txt")
+    assert "copy" in _jobs(_snakemake(work, vip_server, "-n").stdout)
+    touched = _snakemake(work, vip_server, "--touch")
+    assert touched.returncode == 0, touched.stderr[-3000:]
+    dry = _snakemake(work, vip_server, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    after = client.properties(prefix + "/out.txt")
+    assert (after.size, after.last_modification_date) == (before.size, before.last_modification_date)

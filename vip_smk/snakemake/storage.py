@@ -43,6 +43,7 @@ from snakemake_interface_storage_plugins.settings import StorageProviderSettings
 from snakemake_interface_storage_plugins.storage_object import (
     StorageObjectGlob,
     StorageObjectRead,
+    StorageObjectTouch,
     StorageObjectWrite,
 )
 from snakemake_interface_storage_plugins.storage_provider import (
@@ -181,7 +182,7 @@ class StorageProvider(StorageProviderBase):
         return str(self.local_prefix / vip.lstrip("/"))
 
 
-class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
+class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, StorageObjectTouch):
     """One `vip://` file or folder."""
 
     provider: StorageProvider
@@ -370,6 +371,18 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         self.provider.dates.forget(self.path)
         self.provider.folders -= {
             f for f in self.provider.folders if f == self.path or f.startswith(self.path + "/")}
+
+    def touch(self):
+        """`snakemake --touch`: the file (or every file of the folder) counts as written now.
+        VIP has no touch: the time is recorded in the date book, VIP is not changed."""
+        self._forget()
+        info = self._props()
+        if info is None:
+            raise WorkflowError(f"{self.print_query}: not on VIP (a missing file cannot be touched: "
+                                "VIP cannot hold an empty file)")
+        files = self.provider.tree_files(self.path) if info.is_directory else [info]
+        self.provider.dates.record_upload(
+            [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in files], time.time())
 
     # -- glob ----------------------------------------------------------------------------------
 

@@ -245,9 +245,9 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                 if outputs_gone:
                     excluded |= {e.identifier for e in executions if e.name == name and e.status == rules.SUCCESS}
                 mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
-                if cap and mine_running >= cap and core.find_adoptable(
-                        executions, name=name, pipeline_id=session.pipeline_id, values=session.input_values,
-                        exclude=excluded) is None:
+                if cap and mine_running >= cap and core.adoptable_on_vip(
+                        conn.client, name=name, pipeline_id=session.pipeline_id, values=session.input_values,
+                        executions=executions, exclude=excluded) is None:
                     if waited_since is None:
                         waited_since = time.monotonic()
                         log.info("session %s: %d execution(s) in flight (vip.max_running): waiting for a slot", name, cap)

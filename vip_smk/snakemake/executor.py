@@ -18,6 +18,7 @@ No `from __future__ import annotations` here: Snakemake turns the settings' fiel
 argparse types.
 """
 
+import asyncio
 import logging
 import os
 import threading
@@ -94,6 +95,7 @@ class _Active:
     started_after: Optional[int] = None  # ms: executions older than the newest input are stale
     execution_id: Optional[str] = None
     waiting_since: Optional[float] = None  # waiting for a slot (error 2001)
+    not_before: float = 0.0  # time.monotonic() before which it is not launched (see _launch_delay)
 
 
 class Executor(RemoteExecutor):
@@ -102,6 +104,7 @@ class Executor(RemoteExecutor):
         self.poll_interval = DEFAULT_POLL
         self._active: Dict[int, "_Active"] = {}  # Snakemake job id -> _Active
         self._active_lock = threading.Lock()
+        self._wake_at = float("inf")  # time.monotonic() of the next status round asked for
         super().__init__(workflow, logger)
 
     def __post_init__(self):
@@ -202,11 +205,11 @@ class Executor(RemoteExecutor):
                     folders.entry(path)
         except VipError as exc:
             raise WorkflowError(f"--executor vip: cannot read VIP before launching: {exc}") from None
-        _after_inputs([folders.newest_ms(r.input_paths()) for r, _v, _n in batch], self.client)
         for job, (request, values, name) in zip(jobs, batch):
             self.run_job_pre(job)
-            active = _Active(request=request, values=values, name=name,
-                             started_after=folders.newest_ms(request.input_paths()))
+            newest = folders.newest_ms(request.input_paths())
+            active = _Active(request=request, values=values, name=name, started_after=newest,
+                             not_before=time.monotonic() + _launch_delay(newest, self.client))
             self._submit(job, active, listing, folders)
 
     def run_job(self, job: JobExecutorInterface):
@@ -224,17 +227,21 @@ class Executor(RemoteExecutor):
                 core.remove_remote(self.client, r.results_location)
         except VipError as exc:
             raise WorkflowError(f"{r.where}: cannot prepare the launch on VIP: {exc}") from None
-        if not self._launch(active, listing):
-            self.logger.info(f"{r.where}: VIP's limit of running executions is reached: "
-                             "waiting for a slot")
+        if found is not None:
+            self._adopted(active, found)
+        elif active.not_before <= time.monotonic():
+            self._launch(active, [])
         with self._active_lock:
             self._active[job.jobid] = active
         info = SubmittedJobInfo(job=job, external_jobid=active.execution_id, aux={"vip": active})
         self.report_job_submission(info)
         self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+        self._wake(max(active.not_before - time.monotonic(), 0)
+                   if active.execution_id is None else self.next_seconds_between_status_checks)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
-        """Launch or adopt; False if VIP's per-user limit makes the job wait for a slot."""
+        """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if VIP's
+        per-user limit makes the job wait for a slot."""
         r = active.request
         try:
             execution, adopted = core.launch_or_adopt(
@@ -243,15 +250,45 @@ class Executor(RemoteExecutor):
         except CapacityError:
             if active.waiting_since is None:
                 active.waiting_since = time.monotonic()
+                self.logger.info(f"{r.where}: VIP's limit of running executions is reached: "
+                                 "waiting for a slot")
             return False
         except VipError as exc:
             raise WorkflowError(f"{r.where}: cannot launch {r.pipeline_id} on VIP: {exc}") from None
+        if adopted:
+            self._adopted(active, execution)
+        else:
+            active.execution_id = execution.identifier
+            active.waiting_since = None
+            self.logger.info(f"{r.where}: launched VIP execution {execution.identifier} "
+                             f"({active.name}, {r.pipeline_id})")
+        return True
+
+    def _adopted(self, active: "_Active", execution) -> None:
         active.execution_id = execution.identifier
         active.waiting_since = None
         self.logger.info(
-            f"{r.where}: {'adopted' if adopted else 'launched'} VIP execution "
-            f"{execution.identifier} ({active.name}, {r.pipeline_id}, {execution.status})")
-        return True
+            f"{active.request.where}: adopted VIP execution {execution.identifier} "
+            f"({active.name}, {active.request.pipeline_id}, {execution.status}): not launched again")
+
+    def _wake(self, delay: float) -> None:
+        """Ask for a status round within ``delay`` seconds."""
+        with self._active_lock:
+            self._wake_at = min(self._wake_at, time.monotonic() + max(0.0, delay))
+
+    async def sleep(self):
+        """Until the next status round: the usual pause, cut short when a job asks for an
+        earlier round (a launch, a launch deferred by a fraction of a second) or at shutdown."""
+        end = time.monotonic() + self.next_seconds_between_status_checks
+        while self.wait:
+            with self._active_lock:
+                due = min(end, self._wake_at)
+            now = time.monotonic()
+            if now >= due:
+                break
+            await asyncio.sleep(min(0.1, due - now))
+        with self._active_lock:
+            self._wake_at = float("inf")
 
     # -- status --------------------------------------------------------------------------------
 
@@ -300,11 +337,14 @@ class Executor(RemoteExecutor):
             else:
                 self.report_job_error(j, msg=self._failure_message(j, ex))
         blocked = False  # VIP's limit still reached: the others keep waiting (no request)
+        now = time.monotonic()
         for j in waiting:
             active: _Active = j.aux["vip"]
-            if not blocked:
-                try:
-                    blocked = not self._launch(active)
+            if now < active.not_before:
+                self._wake(active.not_before - now)
+            elif not blocked:
+                try:  # adoption was checked at submission: only the POST is left
+                    blocked = not self._launch(active, [])
                 except WorkflowError as exc:
                     self._forget(j)
                     self.report_job_error(j, msg=str(exc) + "\n")
@@ -379,17 +419,15 @@ class _Folders:
         return newest * 1000 if paths else None
 
 
-def _after_inputs(newest: List[Optional[int]], client: VipClient) -> None:
-    """Launch in a later (VIP) second than the newest input's date: VIP dates are whole seconds,
-    so results written in the same second as an input would look older than it, and the next
-    run would redo the job. Waits at most a second, only right after an upload."""
-    known = [n for n in newest if n is not None]
-    if not known:
-        return
+def _launch_delay(newest_input_ms: Optional[int], client: VipClient) -> float:
+    """Seconds to wait so that the launch falls in a later (VIP) second than the newest input's
+    date: VIP dates are whole seconds, so results written in the same second as an input would
+    look older than it and the next run would redo the job. At most a second, and only right
+    after an upload; the status thread launches it meanwhile, Snakemake's scheduler never waits."""
+    if newest_input_ms is None:
+        return 0.0
     now_ms = (time.time() + (getattr(client, "clock_skew", None) or 0.0)) * 1000
-    pause = (max(known) + 1000 - now_ms) / 1000
-    if pause > 0:
-        time.sleep(min(pause, 1.5))
+    return min(1.5, max(0.0, (newest_input_ms + 1000 - now_ms) / 1000))
 
 
 def _job_key(job) -> tuple:

@@ -17,9 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
+from snakemake.common.tests import TestWorkflowsBase
+from snakemake.settings import types as smk_settings
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_common.plugin_registry.plugin import TaggedSettings
 
 from vip_smk.client import VipClient
 from vip_smk.server import LocalServer
+from vip_smk.snakemake.executor import ExecutorSettings
+from vip_smk.snakemake.storage import StorageProviderSettings
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "workflow" / "examples" / "executor"
@@ -334,3 +340,47 @@ def test_vip_user_limit_makes_jobs_wait_for_a_slot(make_server, tmp_path):
     with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
         ran = c.executions()
     assert len(ran) == 5 and {e.status for e in ran} == {"Finished"}
+
+
+class TestSnakemakeExecutorSuite(TestWorkflowsBase):
+    """Snakemake's own executor test suite (`snakemake.common.tests`), in-process through
+    Snakemake's API and plugin registry. Its workflows are shell rules without `vip_pipeline`
+    (and a `group:`), which --executor vip must refuse before running or launching anything."""
+
+    __test__ = True
+    expect_exception = WorkflowError
+    KEY_ENV = "VIP_SMK_EXECUTOR_SUITE_KEY"
+
+    @pytest.fixture(autouse=True)
+    def _server(self, server, monkeypatch):
+        monkeypatch.setenv(self.KEY_ENV, server.api_key)
+        self.url = server.url
+        self.prefix = f"vip://vip/Home/ex-suite-{secrets.token_hex(4)}"
+
+    def get_executor(self):
+        return "vip"
+
+    def get_executor_settings(self):
+        return ExecutorSettings(url=self.url, api_key_env=self.KEY_ENV, poll_interval=0.5)
+
+    def get_assume_shared_fs(self):
+        return False
+
+    def get_remote_execution_settings(self):
+        return smk_settings.RemoteExecutionSettings(seconds_between_status_checks=0,
+                                                    job_deploy_sources=False)
+
+    def get_default_storage_provider(self):
+        return "vip"
+
+    def get_default_storage_prefix(self):
+        return self.prefix
+
+    def get_default_storage_provider_settings(self):
+        tagged = TaggedSettings()
+        tagged.register_settings(StorageProviderSettings(url=self.url, api_key_env=self.KEY_ENV))
+        return {"vip": tagged}
+
+    def cleanup_test(self):
+        with VipClient(self.url, api_key_env=self.KEY_ENV, progress=False) as c:
+            assert not [e for e in c.executions() if "/ex-suite-" in str(e.extra.get("resultsLocation"))]

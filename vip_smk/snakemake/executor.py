@@ -21,6 +21,7 @@ argparse types.
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -126,7 +127,10 @@ class Executor(RemoteExecutor):
 
     @staticmethod
     def _make_client(settings: ExecutorSettings) -> VipClient:
-        env = settings.api_key_env or "VIP_API_KEY"
+        env = (settings.api_key_env or "VIP_API_KEY").strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # a key pasted by mistake: never echoed
+            raise WorkflowError("--executor vip: --vip-api-key-env takes the NAME of the environment "
+                                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
         if not os.environ.get(env, "").strip():
             raise WorkflowError(
                 f"--executor vip: the environment variable {env} (the VIP API key) is not set; "
@@ -161,10 +165,11 @@ class Executor(RemoteExecutor):
         key = _job_key(job)
         if key in self._requests:
             return []
-        if job.is_group():
-            names = ", ".join(sorted({j.rule.name for j in job.jobs}))
-            return [f"group {job.groupid} (rules {names}): --executor vip runs each rule as its own "
-                    "VIP execution; remove the rule's `group:` (or run the group locally)"]
+        if job.is_group() or getattr(job, "group", None):
+            names = ", ".join(sorted({j.rule.name for j in getattr(job, "jobs", [job])}))
+            return [f"group {getattr(job, 'groupid', None) or job.group} (rules {names}): "
+                    "--executor vip runs each rule as its own VIP execution; remove the "
+                    "`group:` (or make the rules local)"]
         request, problems = mapping.job_request(job)
         if request is None:
             return problems
@@ -387,7 +392,9 @@ class Executor(RemoteExecutor):
 
     def shutdown(self):
         super().shutdown()
-        self.client.close()
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
 
 
 class _Folders:

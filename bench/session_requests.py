@@ -134,7 +134,8 @@ def monitor_rounds(sizes=(1, 4, 20), duration: float = 2.0, refresh: float = 0.2
     """Requests per monitoring round of VipSession for ``sizes`` running executions."""
     import logging
 
-    from vip_smk import VipSession, core
+    from vip_smk import VipSession
+    from vip_smk.core import executions as core  # wait() looks poll up there
     from vip_smk.server import LocalServer
 
     logging.getLogger("vip_smk").setLevel(logging.WARNING)

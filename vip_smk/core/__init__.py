@@ -1,0 +1,35 @@
+"""The procedure's steps, each in one place: validate -> launch or adopt -> poll / wait ->
+download -> remove. `VipSession`, `VipLauncher`, the study's rules and the Snakemake plugins are
+faces over these functions (docs/architecture.md section 4); none re-implements them.
+
+Every function takes the :class:`~vip_smk.client.VipClient` to talk through; nothing here
+keeps state between calls. ``from vip_smk import core; core.poll(...)``: the names below are
+the contract (the submodules ``settings``, ``executions``, ``results`` are how it is filed).
+"""
+
+from __future__ import annotations
+
+from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
+                         same_inputs, wait)
+from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
+from .settings import Problem, SettingsError, dot_inputs_of, validate_settings, vip_file_check
+
+__all__ = [
+    "Problem",
+    "ResultsReport",
+    "SettingsError",
+    "adoptable_on_vip",
+    "dot_inputs_of",
+    "download_results",
+    "extract_archive",
+    "failure_detail",
+    "find_adoptable",
+    "launch_or_adopt",
+    "poll",
+    "remove_remote",
+    "results_layout",
+    "same_inputs",
+    "validate_settings",
+    "vip_file_check",
+    "wait",
+]

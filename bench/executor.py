@@ -126,7 +126,12 @@ def main() -> int:
         print(f"  {side:10} {total:9.0f} {listing:15.0f} {per_id:20.0f} {secs:8.1f}   ({how})")
     (te, se), (ts, ss) = med["executor"], med["study"]
     print(f"  executor / study: requests {te / max(ts, 1):.2f}x, seconds {se / ss:.2f}x")
-    top = sorted(results["executor"][-1][1]["routes"].items(), key=lambda kv: -kv[1])[:6]
+    routes = results["executor"][-1][1]["routes"]
+    own = sum(v for k, v in routes.items() if k.split(" ", 1)[1].startswith("/rest/executions"))
+    print(f"  executor: {own} requests on executions (launches, adoption checks, status rounds); "
+          f"the other {sum(routes.values()) - own} are Snakemake's staging through the vip:// "
+          "storage plugin (uploads of prep, existence and dates of outputs, downloads for report)")
+    top = sorted(routes.items(), key=lambda kv: -kv[1])[:6]
     print("  executor's busiest routes: " + ", ".join(f"{k} {v}" for k, v in top))
     return 0
 

@@ -465,7 +465,10 @@ class VipClient:
                 headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
                 if offset:
                     headers["Range"] = f"bytes={offset}-"
-                with tr.open_stream(endpoint, params={"action": "content"}, headers=headers) as resp:
+                # a small file of known size is read in one go (less work per file), others stream
+                whole = size is not None and size <= DOWNLOAD_CHUNK and not offset
+                with tr.open_stream(endpoint, params={"action": "content"}, headers=headers,
+                                    stream=not whole) as resp:
                     if resp.status_code == 416 and offset:
                         part.unlink(missing_ok=True)  # our .part is stale: start again
                         continue
@@ -482,6 +485,8 @@ class VipClient:
                         if err is not None:
                             raise err
                         chunks: Iterable[bytes] = [data]
+                    elif whole:
+                        chunks = [resp.content]
                     else:
                         # 256 KiB: a body cut short loses at most one chunk (resumed by Range)
                         chunks = resp.iter_content(DOWNLOAD_CHUNK)
@@ -523,6 +528,49 @@ class VipClient:
                 return local
             except (VipError, requests.exceptions.RequestException) as exc:
                 tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+
+    def read_bytes(self, vip_path: str, *, size: int | None = None) -> bytes:
+        """The content of a (small) file, in memory: one GET, retried, size-checked (`size`:
+        the expected size if known). TooLarge over VIP's direct-transfer limit."""
+        p = _vip_path(vip_path)
+        self.check_download_size(p, size)
+        tr = self.transport
+        budget = tr.budget()
+        while True:
+            try:
+                with tr.open_stream("path" + quote_path(p), params={"action": "content"},
+                                    headers={"Accept": "*/*", "Accept-Encoding": "identity"},
+                                    stream=False) as resp:
+                    data = resp.content
+                    err = tr.decode_error(resp, "download", p)
+                    if err is not None:
+                        raise err
+                    tr.count(received=len(data))
+                expected = size if size is not None else self._total_size(resp, 0)
+                if expected is not None and len(data) != expected:
+                    raise self._error(TransportError, f"got {len(data)} bytes, expected {expected}",
+                                      call="download", target=p)
+                return data
+            except (VipError, requests.exceptions.RequestException) as exc:
+                tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+
+    @staticmethod
+    def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Path:
+        """Write downloaded bytes as `download` does: through `local.part`, fsynced, renamed
+        (parents created)."""
+        local = Path(local)
+        part = local.with_name(local.name + ".part")
+        try:
+            fh = open(part, "wb")
+        except FileNotFoundError:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(part, "wb")
+        with fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        VipClient._finish_part(part, local, len(data), vip_path or str(local))
+        return local
 
     @staticmethod
     def _total_size(resp: requests.Response, offset: int) -> int | None:

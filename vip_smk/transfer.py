@@ -23,9 +23,10 @@ import logging
 import os
 import stat
 import tarfile
+import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -218,6 +219,9 @@ def _pool(client: VipClient, workers: int | None) -> int:
     return max(1, min(n, client.workers))
 
 
+WHOLE = 1 << 18  # bytes: files up to this size are downloaded in one read, written by WRITERS
+WRITERS = 4
+WRITE_QUEUE = 64  # small files downloaded and waiting for a writer, at most
 LARGE = 8 << 20  # bytes: a "large" file (bandwidth-bound rather than round-trip-bound)
 LARGE_IN_FLIGHT = 4  # large files transferred at once at most (the rest of the pool: small ones)
 
@@ -603,25 +607,59 @@ def _download_many(
     prog = Progress(want_progress(client.progress if progress is None else progress),
                      "download", total, len(todo))
 
-    def fetch(item: tuple[PathInfo, Path]) -> Path:
-        info, local = item
-        client.download(info.path, local, size=info.size, progress=prog.add_bytes)
-        prog.file_done()
-        return local
+    # Small files are read whole by the HTTP slots and written (fsync, rename) by a few
+    # writer threads: a connection goes on to its next file instead of waiting on the disk.
+    room = threading.BoundedSemaphore(WRITE_QUEUE)  # bytes held in memory <= WRITE_QUEUE x WHOLE
 
-    try:
-        for (info, local), fut in _map_sized(_pool(client, workers), fetch, todo,
-                                             lambda item: item[0].size or 0, "vip-down"):
+    def fetch(item: tuple[PathInfo, Path]) -> Future | None:
+        info, local = item
+        if info.size is not None and info.size <= WHOLE:
+            data = client.read_bytes(info.path, size=info.size)
+            room.acquire()
             try:
+                fut = writer.submit(client.write_file, local, data, info.path)
+            except BaseException:
+                room.release()
+                raise
+            fut.add_done_callback(lambda _: room.release())
+            return fut
+        client.download(info.path, local, size=info.size, progress=prog.add_bytes)
+        return None
+
+    def done(info: PathInfo, local: Path, fut: Future | None) -> None:
+        try:
+            if fut is not None:
                 fut.result()
-            except (VipError, OSError) as exc:
-                failures.append((info.path, exc))
-                log.error("download %s: %s", info.path, exc)
-                continue
-            report.files_transferred += 1
-            report.transferred.append(str(local))
-            if extract and tarfile.is_tarfile(local):
-                pending_extract.append(local)
+                prog.add_bytes(info.size or 0)
+        except (VipError, OSError) as exc:
+            failures.append((info.path, exc))
+            log.error("download %s: %s", info.path, exc)
+            return
+        prog.file_done()
+        report.files_transferred += 1
+        report.transferred.append(str(local))
+        if extract and tarfile.is_tarfile(local):
+            pending_extract.append(local)
+
+    writes: list[tuple[PathInfo, Path, Future]] = []
+    try:
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="vip-write") as writer:
+            for (info, local), fut in _map_sized(_pool(client, workers), fetch, todo,
+                                                 lambda item: item[0].size or 0, "vip-down"):
+                try:
+                    written = fut.result()
+                except (VipError, OSError) as exc:
+                    failures.append((info.path, exc))
+                    log.error("download %s: %s", info.path, exc)
+                    continue
+                if written is None:
+                    done(info, local, None)
+                elif written.done():
+                    done(info, local, written)
+                else:
+                    writes.append((info, local, written))
+            for info, local, written in writes:
+                done(info, local, written)
     finally:
         prog.close()
     for archive in pending_extract:

@@ -470,10 +470,12 @@ class Transport:
                 call=kw.get("call", endpoint), target=kw.get("target"), status=resp.status_code,
             ) from None
 
-    def open_stream(self, endpoint: str, *, params: dict, headers: dict) -> Reply | requests.Response:
-        """A streamed GET (one attempt; the caller reads the body, then closes it)."""
+    def open_stream(self, endpoint: str, *, params: dict, headers: dict,
+                    stream: bool = True) -> Reply | requests.Response:
+        """A GET whose body the caller reads (one attempt; close it after). `stream=False`:
+        the body is read at once (small files)."""
         self.count(requests_=1)
-        return self.send("GET", endpoint, params=params, headers=headers, stream=True)
+        return self.send("GET", endpoint, params=params, headers=headers, stream=stream)
 
 
 def short(exc: Exception) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import random
 import secrets
@@ -300,8 +301,8 @@ def main() -> int:
                 url = srv.url
                 rtt = (l_ms + s_ms) / 1000
                 in_flight = min(MAX_CONNECTIONS, n_files)
-                # floor: the files' requests at `in_flight` at once, plus the listing/mkdir rounds
-                floor = n_files * rtt / in_flight + 2 * l_ms / 1000
+                # floor: the files' requests in rounds of `in_flight`, plus two listing/mkdir rounds
+                floor = math.ceil(n_files / in_flight) * rtt + 2 * l_ms / 1000
                 print(f"[{label}] (a) {n_files} files", flush=True)
                 up = median_of(f"vip-smk upload", repeat,
                                lambda i: smk + ["up_tree", url, str(small), f"/vip/Home/smk/a{i}"])
@@ -335,7 +336,7 @@ def main() -> int:
                         r = median_of(f"vip-smk re-sync {case}", repeat, cmd)
                         ok = r["bytes_sent"] == 0 and r["requests"] <= folders
                         rows.append([label, f"(c) re-sync {case}", f"{r['seconds']:.2f}s",
-                                     f"{folders * l_ms / 1000 / min(folders, MAX_CONNECTIONS) + l_ms / 1000:.2f}s",
+                                     f"{math.ceil(folders / MAX_CONNECTIONS) * l_ms / 1000 + l_ms / 1000:.2f}s",
                                      "-", f"{r['requests']:.0f} req, {r['bytes_sent']} B",
                                      f"0 B, <= {folders} req", verdict(ok)])
                 shutil.rmtree(out, ignore_errors=True)

@@ -34,7 +34,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from vip_smk import core, rules
-from vip_smk.client import CapacityError, NotFound, VipClient, VipError
+from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class _Active:
     started_after: Optional[int] = None  # ms: executions older than the newest input are stale
     execution_id: Optional[str] = None
     waiting_since: Optional[float] = None  # waiting for a slot (error 2001)
+    checked: bool = True  # adoption checked at submission (else at launch, any start date)
     not_before: float = 0.0  # time.monotonic() before which it is not launched (see _launch_delay)
 
 
@@ -202,39 +203,53 @@ class Executor(RemoteExecutor):
         if problems:
             raise WorkflowError(_problems_message(problems))
         batch = [self._requests[_job_key(job)] for job in jobs]
+        listing, folders = None, _Folders(self.client)
         try:
             listing = self.client.executions()
-            folders = _Folders(self.client)
             for request, _values, _name in batch:
                 for path in request.input_paths() + [request.results_location]:
                     folders.entry(path)
+        except (TransportError, ServerError) as exc:  # VIP unreachable: the status rounds retry
+            self.logger.warning(f"--executor vip: VIP unreachable ({exc}): launches deferred")
+            listing, folders = None, None
         except VipError as exc:
             raise WorkflowError(f"--executor vip: cannot read VIP before launching: {exc}") from None
         for job, (request, values, name) in zip(jobs, batch):
             self.run_job_pre(job)
-            newest = folders.newest_ms(request.input_paths())
-            active = _Active(request=request, values=values, name=name, started_after=newest,
-                             not_before=time.monotonic() + _launch_delay(newest, self.client))
+            if folders is None:  # adoption checked at launch time (any start date)
+                active = _Active(request=request, values=values, name=name, checked=False,
+                                 not_before=time.monotonic() + self.poll_interval)
+            else:
+                newest = folders.newest_ms(request.input_paths())
+                active = _Active(request=request, values=values, name=name, started_after=newest,
+                                 not_before=time.monotonic() + _launch_delay(newest, self.client))
             self._submit(job, active, listing, folders)
 
     def run_job(self, job: JobExecutorInterface):
         self.run_jobs([job])
 
-    def _submit(self, job, active: "_Active", listing, folders: "_Folders") -> None:
+    def _submit(self, job, active: "_Active", listing, folders: Optional["_Folders"]) -> None:
         r = active.request
-        try:
-            found = core.adoptable_on_vip(self.client, name=active.name, pipeline_id=r.pipeline_id,
-                                          values=active.values, executions=listing,
-                                          started_after=active.started_after)
-            if found is None and folders.entry(r.results_location) is not None:
-                # a new execution: Snakemake removes a job's old outputs before it runs
-                self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
-                core.remove_remote(self.client, r.results_location)
-        except VipError as exc:
-            raise WorkflowError(f"{r.where}: cannot prepare the launch on VIP: {exc}") from None
+        found = None
+        if active.checked:
+            try:
+                found = core.adoptable_on_vip(self.client, name=active.name,
+                                              pipeline_id=r.pipeline_id, values=active.values,
+                                              executions=listing, started_after=active.started_after)
+                if found is None and folders.entry(r.results_location) is not None:
+                    # a new execution: Snakemake removes a job's old outputs before it runs
+                    self.logger.info(f"{r.where}: removing the previous results "
+                                     f"{r.results_location}")
+                    core.remove_remote(self.client, r.results_location)
+            except (TransportError, ServerError) as exc:
+                self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch deferred")
+                active.checked = False
+                active.not_before = time.monotonic() + self.poll_interval
+            except VipError as exc:
+                raise WorkflowError(f"{r.where}: cannot prepare the launch on VIP: {exc}") from None
         if found is not None:
             self._adopted(active, found)
-        elif active.not_before <= time.monotonic():
+        elif active.checked and active.not_before <= time.monotonic():
             self._launch(active, [])
         with self._active_lock:
             self._active[job.jobid] = active
@@ -245,8 +260,9 @@ class Executor(RemoteExecutor):
                    if active.execution_id is None else self.next_seconds_between_status_checks)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
-        """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if VIP's
-        per-user limit makes the job wait for a slot."""
+        """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if the job
+        waits: VIP's per-user limit (error 2001), or VIP unreachable once the client's retries
+        are spent (a network cut of hours must not end a run of days)."""
         r = active.request
         try:
             execution, adopted = core.launch_or_adopt(
@@ -257,6 +273,9 @@ class Executor(RemoteExecutor):
                 active.waiting_since = time.monotonic()
                 self.logger.info(f"{r.where}: VIP's limit of running executions is reached: "
                                  "waiting for a slot")
+            return False
+        except (TransportError, ServerError) as exc:  # the client's retries are spent: later
+            self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch retried later")
             return False
         except VipError as exc:
             raise WorkflowError(f"{r.where}: cannot launch {r.pipeline_id} on VIP: {exc}") from None
@@ -348,8 +367,8 @@ class Executor(RemoteExecutor):
             if now < active.not_before:
                 self._wake(active.not_before - now)
             elif not blocked:
-                try:  # adoption was checked at submission: only the POST is left
-                    blocked = not self._launch(active, [])
+                try:  # adoption checked at submission: only the POST is left (else look now)
+                    blocked = not self._launch(active, [] if active.checked else None)
                 except WorkflowError as exc:
                     self._forget(j)
                     self.report_job_error(j, msg=str(exc) + "\n")

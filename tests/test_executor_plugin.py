@@ -159,6 +159,18 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
     assert "Nothing to be done" in second.output
     assert len(executions_under(vip, "ex-example")) == 3
 
+    # new inputs (same paths, same parameters): the finished executions are older than the
+    # inputs, so they are not adopted; each old results folder is replaced, not added to
+    third = run_smk(server, work, "ex-example", "--forcerun", "prep")
+    assert third.returncode == 0, third.output[-4000:]
+    assert third.output.count("launched VIP execution") == 3
+    assert "adopted" not in third.output
+    assert len(executions_under(vip, "ex-example")) == 6
+    for s in ("s01", "s02", "s03"):
+        dated = vip.list(f"/vip/Home/ex-example/smoothed/{s}")
+        assert len(dated) == 1, dated  # one results folder: the new execution's
+    assert (work / "report.txt").read_text().count("== ") == 3
+
 
 def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, vip, tmp_path):
     work = project(tmp_path, """
@@ -384,3 +396,17 @@ class TestSnakemakeExecutorSuite(TestWorkflowsBase):
     def cleanup_test(self):
         with VipClient(self.url, api_key_env=self.KEY_ENV, progress=False) as c:
             assert not [e for e in c.executions() if "/ex-suite-" in str(e.extra.get("resultsLocation"))]
+
+
+def test_flaky_network_never_duplicates_a_launch(make_server, tmp_path):
+    """20% of VIP's replies fail (503 or a reset connection; a third of the non-GET ones after
+    the action took place): every job completes with exactly one execution each."""
+    srv = make_server(fault_rate=0.2, seed=7, workers=4)
+    work = project(tmp_path, SLEEPS.format(n=8, duration=0.5, tag="flaky"))
+    proc = run_smk(srv, work, "ex-flaky", timeout=300)
+    assert proc.returncode == 0, proc.output[-4000:]
+    with VipClient(srv.url, api_key=srv.api_key, progress=False, retries=20) as c:
+        ran = c.executions()
+    names = sorted(e.name for e in ran)
+    assert len(names) == 8 and len(set(names)) == 8, names
+    assert {e.status for e in ran} == {"Finished"}

@@ -410,3 +410,36 @@ def test_flaky_network_never_duplicates_a_launch(make_server, tmp_path):
     names = sorted(e.name for e in ran)
     assert len(names) == 8 and len(set(names)) == 8, names
     assert {e.status for e in ran} == {"Finished"}
+
+
+def test_a_list_input_is_one_execution_with_one_job_per_file(server, vip, tmp_path):
+    work = project(tmp_path, """
+        localrules:
+            prep,
+
+
+        rule smooth_all:
+            input:
+                input_file=expand("prep/{s}.csv", s=["a", "b", "c"]),
+            output:
+                directory("smoothed"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            params:
+                window=2,
+            shell:
+                "# VIP"
+
+
+        rule prep:
+            output:
+                "prep/{s}.csv",
+            shell:
+                "printf 't,x\\\\n1,2\\\\n2,5\\\\n' > {output}"
+    """)
+    proc = run_smk(server, work, "ex-list")
+    assert proc.returncode == 0, proc.output[-4000:]
+    (ex,) = executions_under(vip, "ex-list")
+    assert ex.status == "Finished" and len(ex.jobs or {}) == 3
+    files = sorted(p.rsplit("/", 1)[1] for p in ex.output_paths)
+    assert files == ["a.csv--w2.tgz", "b.csv--w2.tgz", "c.csv--w2.tgz"]

@@ -187,6 +187,8 @@ def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, v
                 "out/missing",
                 "out/localin",
                 "out/notdir",
+                "out/two1",
+                "out/unnamed",
 
 
         rule prep:
@@ -260,6 +262,29 @@ def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, v
                 vip_pipeline="Smooth/1.0",
             shell:
                 "# VIP"
+
+
+        rule two:
+            input:
+                input_file="prep/a.csv",
+            output:
+                directory("out/two1"),
+                directory("out/two2"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            shell:
+                "# VIP"
+
+
+        rule unnamed:
+            input:
+                "prep/a.csv",
+            output:
+                directory("out/unnamed"),
+            resources:
+                vip_pipeline="Smooth/1.0",
+            shell:
+                "# VIP"
     """)
     before = len(vip.executions())
     proc = run_smk(server, work, "ex-problems")
@@ -272,6 +297,8 @@ def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, v
     assert "rule missing: Missing input parameter: duration" in out
     assert "rule localin: names vip_pipeline=Smooth/1.0 but 'Snakefile' is a local() file" in out
     assert "rule notdir: output" in out and "must be a directory()" in out
+    assert "rule two: a VIP rule has exactly one output" in out and "not 2" in out
+    assert "rule unnamed: input 'vip://vip/Home/ex-problems/prep/a.csv' has no name" in out
     assert len(vip.executions()) == before
     assert not vip.exists("/vip/Home/ex-problems")  # prep did not even run
 

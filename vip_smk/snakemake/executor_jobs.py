@@ -112,11 +112,8 @@ def job_request(job) -> tuple[VipRequest | None, list[str]]:
 
     settings: dict[str, Any] = {}
     files: list[str] = []
-    named = _named_indices(job.input)
-    for i, f in enumerate(job.input):
-        if i not in named:
-            problems.append(f"{here}: input {describe(f)!r} has no name: name each input after "
-                            f"a File parameter of {pid} (input: input_file=...)")
+    problems += [f"{here}: input {describe(f)!r} has no name: name each input after a File "
+                 f"parameter of {pid} (input: input_file=...)" for f in _unnamed(job.input)]
     for name, value in job.input.items():
         items = list(value) if _is_list(value) else [value]
         paths = []
@@ -132,11 +129,8 @@ def job_request(job) -> tuple[VipRequest | None, list[str]]:
         settings[name] = paths if _is_list(value) else (paths[0] if paths else None)
         files.append(name)
 
-    named_params = _named_indices(job.params)
-    for i, v in enumerate(job.params):
-        if i not in named_params:
-            problems.append(f"{here}: params value {v!r} has no name: name each params entry "
-                            f"after a parameter of {pid}")
+    problems += [f"{here}: params value {v!r} has no name: name each params entry after a "
+                 f"parameter of {pid}" for v in _unnamed(job.params)]
     for name, value in job.params.items():
         if name in settings:
             problems.append(f"{here}: parameter {name!r} given both as an input and in params")
@@ -146,11 +140,9 @@ def job_request(job) -> tuple[VipRequest | None, list[str]]:
     outputs = list(job.output)
     results = None
     if len(outputs) != 1:
-        problems.append(f"{here}: a VIP rule has exactly one output, a directory() on VIP "
-                        f"(the execution's results), not {len(outputs)}: "
-                        + ", ".join(repr(describe(o)) for o in outputs) if outputs else
-                        f"{here}: a VIP rule has exactly one output, a directory() on VIP "
-                        "(the execution's results); it has none")
+        listed = ": " + ", ".join(repr(describe(o)) for o in outputs) if outputs else ""
+        problems.append(f"{here}: a VIP rule has exactly one output, a directory() on VIP (the "
+                        f"execution's results), not {len(outputs)}{listed}")
     else:
         out = outputs[0]
         results = vip_path(out)
@@ -191,11 +183,12 @@ def _is_list(value) -> bool:
     return isinstance(value, (list, tuple)) and not isinstance(value, str)
 
 
-def _named_indices(namedlist) -> set[int]:
-    out: set[int] = set()
+def _unnamed(namedlist) -> list:
+    """The items of a Snakemake Namedlist (input, params) that carry no name."""
+    named: set[int] = set()
     for _name, (start, end) in getattr(namedlist, "_names", {}).items():
-        out.update(range(start, start + 1 if end is None else end))
-    return out
+        named.update(range(start, start + 1 if end is None else end))
+    return [v for i, v in enumerate(namedlist) if i not in named]
 
 
 def input_problems(request: VipRequest, pipeline) -> list[str]:

@@ -184,6 +184,7 @@ class Transport:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.clock_skew: float | None = None  # server clock - ours (seconds), once known
+        self._last_date: str | None = None
         s = requests.Session()
         s.headers.update({"apikey": api_key, "Accept": "application/json"})
         # Environment settings (proxies, CA bundle) resolved once for our single host instead
@@ -292,8 +293,9 @@ class Transport:
     def note_clock(self, resp: requests.Response) -> None:
         """Server clock minus ours, from the `Date` header (1 s resolution)."""
         date = resp.headers.get("Date")
-        if not date:
+        if not date or date == self._last_date:
             return
+        self._last_date = date
         try:
             server = email.utils.parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):

@@ -236,11 +236,8 @@ class Executor(RemoteExecutor):
                 found = core.adoptable_on_vip(self.client, name=active.name,
                                               pipeline_id=r.pipeline_id, values=active.values,
                                               executions=listing, started_after=active.started_after)
-                if found is None and folders.entry(r.results_location) is not None:
-                    # a new execution: Snakemake removes a job's old outputs before it runs
-                    self.logger.info(f"{r.where}: removing the previous results "
-                                     f"{r.results_location}")
-                    core.remove_remote(self.client, r.results_location)
+                if found is None:
+                    self._clear_previous(active, listing, folders)
             except (TransportError, ServerError) as exc:
                 self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch deferred")
                 active.checked = False
@@ -258,6 +255,20 @@ class Executor(RemoteExecutor):
         self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
         self._wake(max(active.not_before - time.monotonic(), 0)
                    if active.execution_id is None else self.next_seconds_between_status_checks)
+
+    def _clear_previous(self, active: "_Active", listing, folders: "_Folders") -> None:
+        """Before a new execution: kill a still running one of the same name that is stale (its
+        inputs changed since it started: it would write into the same folder) and remove the
+        previous results, as Snakemake removes a job's old outputs before it runs."""
+        r = active.request
+        for e in listing or []:
+            if e.name == active.name and e.is_running:
+                self.logger.info(f"{r.where}: killing VIP execution {e.identifier}, started "
+                                 "before its inputs changed")
+                self.client.kill(e.identifier)
+        if folders.entry(r.results_location) is not None:
+            self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
+            core.remove_remote(self.client, r.results_location)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
         """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if the job

@@ -142,9 +142,16 @@ class Executor(RemoteExecutor):
             raise WorkflowError(f"--executor vip: {exc}") from None
 
     def _pipeline(self, pid: str):
+        """The pipeline's descriptor, asked once (a failure too is remembered)."""
         if pid not in self._pipelines:
-            self._pipelines[pid] = self.client.pipeline(pid)
-        return self._pipelines[pid]
+            try:
+                self._pipelines[pid] = self.client.pipeline(pid)
+            except VipError as exc:
+                self._pipelines[pid] = exc
+        found = self._pipelines[pid]
+        if isinstance(found, VipError):
+            raise found
+        return found
 
     def _check_workflow(self) -> None:
         """Map and check every VIP job of the DAG before anything runs (one error listing every
@@ -177,7 +184,7 @@ class Executor(RemoteExecutor):
         try:
             pipeline = self._pipeline(request.pipeline_id)
         except VipError as exc:
-            return [f"{request.where}: pipeline {request.pipeline_id!r}: {exc}"]
+            return [f"rule {request.rule}: {exc}"]
         problems = mapping.input_problems(request, pipeline)
         try:
             values = core.validate_settings(pipeline, request.settings, where=request.where,
@@ -477,8 +484,24 @@ def _vip_file_problem(value: str) -> Optional[str]:
     return None
 
 
+_JOB_PROBLEM = re.compile(r"rule (\S+) \(([^)]*)\): (.*)", re.S)
+
+
 def _problems_message(problems: List[str]) -> str:
-    problems = mapping.unique(problems)
+    """One line per problem; the same problem in many jobs of a rule (other wildcards) is
+    one line naming the first job and how many more."""
+    groups: Dict[tuple, List[str]] = {}
+    for p in mapping.unique(problems):
+        m = _JOB_PROBLEM.fullmatch(p)
+        key = (m.group(1), m.group(3)) if m else (p, "")
+        groups.setdefault(key, []).append(p)
+    problems = []
+    for (rule, text), items in groups.items():
+        if len(items) > 1 and text:
+            first = _JOB_PROBLEM.fullmatch(items[0]).group(2)
+            problems.append(f"rule {rule} ({first}) and {len(items) - 1} more job(s): {text}")
+        else:
+            problems.append(items[0])
     shown = problems[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
     text = "--executor vip: nothing was launched; fix these first:\n  " + "\n  ".join(shown)

@@ -391,9 +391,8 @@ class Executor(RemoteExecutor):
                     self._forget(j)
                     self.report_job_error(j, msg=str(exc) + "\n")
                     continue
-                if not blocked:
+                if not blocked:  # (Snakemake's record keeps no id: it is not written from here)
                     j.external_jobid = active.execution_id
-                    j.job.register(external_jobid=active.execution_id)
             still.append(j)
         self.next_seconds_between_status_checks = min(
             self.poll_interval, max(FIRST_POLL, self.next_seconds_between_status_checks * 2))

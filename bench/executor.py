@@ -14,7 +14,8 @@ Same work on both sides: N small CSV files made locally, uploaded, smoothed on V
 
 Printed per side (median of --repeat runs): requests counted by the server (total, and the
 status requests `GET executions` / `GET executions/{id}`), wall seconds, and the ratio executor /
-study. The poll interval is the same on both sides (--poll).
+study. The poll interval is the same on both sides (--poll). `executor*` is the executor run
+again with the storage plugin's rate limit lifted, to tell Snakemake's staging from VIP's work.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def main() -> int:
     ap.add_argument("--poll", type=float, default=1.0, help="seconds between status rounds (both sides)")
     args = ap.parse_args()
     py = sys.executable
-    results: dict[str, list[tuple[float, dict]]] = {"executor": [], "study": []}
+    results: dict[str, list[tuple[float, dict]]] = {"executor": [], "executor*": [], "study": []}
     with tempfile.TemporaryDirectory(prefix="vip-smk-bench-exec-") as tmp:
         tmp = Path(tmp)
         with LocalServer(tmp / "server", port=0, users=[f"bench:{KEY}"], workers=args.workers,
@@ -110,6 +111,10 @@ def main() -> int:
                        "--vip-url", srv.url, "--storage-vip-url", srv.url,
                        "--vip-poll-interval", str(args.poll)]
                 results["executor"].append(run(cmd, ex, srv))
+                ex2 = executor_project(tmp / f"executor-unthrottled{r}", args.jobs)
+                cmd2 = [a.replace(f"bench-executor-{r}", f"bench-executor-unthrottled-{r}") for a in cmd]
+                results["executor*"].append(run(cmd2 + ["--storage-vip-max-requests-per-second",
+                                                        "100000"], ex2, srv))
                 st = study_project(tmp / f"study{r}", srv.url, args.jobs, args.poll)
                 results["study"].append(run([py, "-m", "snakemake", "--cores", "1"], st, srv))
     print(f"{args.jobs} VIP jobs of Smooth/1.0 (upload, run, download, report), local VIP server with "
@@ -122,10 +127,13 @@ def main() -> int:
         listing = statistics.median(status_requests(c)[0] for _, c in runs)
         per_id = statistics.median(status_requests(c)[1] for _, c in runs)
         med[side] = (total, secs)
-        how = (f"{args.jobs} executions of 1 job" if side == "executor" else f"1 execution of {args.jobs} jobs")
+        how = (f"1 execution of {args.jobs} jobs" if side == "study" else f"{args.jobs} executions of 1 job")
         print(f"  {side:10} {total:9.0f} {listing:15.0f} {per_id:20.0f} {secs:8.1f}   ({how})")
-    (te, se), (ts, ss) = med["executor"], med["study"]
+    (te, se), (ts, ss), (_, su) = med["executor"], med["study"], med["executor*"]
     print(f"  executor / study: requests {te / max(ts, 1):.2f}x, seconds {se / ss:.2f}x")
+    print(f"  executor*: the same with --storage-vip-max-requests-per-second 100000: the vip:// "
+          f"plugin's default limit (20 storage operations a second, cached answers included) "
+          f"accounts for {se - su:.0f} of the executor's {se:.0f} s")
     routes = results["executor"][-1][1]["routes"]
     own = sum(v for k, v in routes.items() if k.split(" ", 1)[1].startswith("/rest/executions"))
     print(f"  executor: {own} requests on executions (launches, adoption checks, status rounds); "

@@ -53,7 +53,8 @@ def smk_cmd(server, folder: str, *args: str, jobs: int = 20) -> list[str]:
             "--default-storage-provider", "vip",
             "--default-storage-prefix", f"vip://vip/Home/{folder}",
             "--vip-url", server.url, "--storage-vip-url", server.url,
-            "--vip-poll-interval", "0.5", "--latency-wait", "5", *args]
+            "--vip-poll-interval", "0.5", "--latency-wait", "5",
+            "--storage-vip-max-requests-per-second", "1000", *args]  # a local server: no need
 
 
 def smk_env(server) -> dict:

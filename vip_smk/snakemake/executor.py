@@ -107,6 +107,7 @@ class Executor(RemoteExecutor):
         self._active: Dict[int, "_Active"] = {}  # Snakemake job id -> _Active
         self._active_lock = threading.Lock()
         self._wake_at = float("inf")  # time.monotonic() of the next status round asked for
+        self._names: set = set()  # execution names this run launches (for Ctrl-C mid-launch)
         super().__init__(workflow, logger)
 
     def __post_init__(self):
@@ -237,6 +238,8 @@ class Executor(RemoteExecutor):
 
     def _submit(self, job, active: "_Active", listing, folders: Optional["_Folders"]) -> None:
         r = active.request
+        with self._active_lock:
+            self._names.add(active.name)
         found = None
         if active.checked:
             try:
@@ -415,10 +418,17 @@ class Executor(RemoteExecutor):
     # -- cancel --------------------------------------------------------------------------------
 
     def cancel_jobs(self, active_jobs: List[SubmittedJobInfo]):
-        """Ctrl-C: kill every execution this run launched or adopted that is still active."""
+        """Ctrl-C: kill every execution this run launched or adopted that is still active, and
+        one whose launch Ctrl-C interrupted (its reply never came: found by its name)."""
         with self._active_lock:
             ids = [a.execution_id for a in self._active.values() if a.execution_id]
+            names = set(self._names)
             self._active.clear()
+        try:
+            ids += [e.identifier for e in self.client.executions()
+                    if e.name in names and e.is_running and e.identifier not in ids]
+        except VipError as exc:
+            self.logger.warning(f"could not list VIP's executions: {exc}")
         for eid in ids:
             try:
                 self.client.kill(eid)

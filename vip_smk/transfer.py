@@ -563,8 +563,7 @@ def _download_many(
     skew = _skew(client)
     for info, local in pairs:
         if extract:
-            done = recover_extraction(local)
-            if done or local.is_dir():
+            if recover_extraction(local) or local.is_dir():
                 report.files_skipped += 1
                 report.skipped.append(str(local))
                 continue
@@ -611,31 +610,35 @@ def _download_many(
     # writer threads: a connection goes on to its next file instead of waiting on the disk.
     room = threading.BoundedSemaphore(WRITE_QUEUE)  # bytes held in memory <= WRITE_QUEUE x WHOLE
 
+    def write(local: Path, data: bytes, vip_path: str) -> None:
+        client.write_file(local, data, vip_path)
+        prog.add_bytes(len(data))
+        prog.file_done()
+
     def fetch(item: tuple[PathInfo, Path]) -> Future | None:
         info, local = item
         if info.size is not None and info.size <= WHOLE:
             data = client.read_bytes(info.path, size=info.size)
             room.acquire()
             try:
-                fut = writer.submit(client.write_file, local, data, info.path)
+                fut = writer.submit(write, local, data, info.path)
             except BaseException:
                 room.release()
                 raise
             fut.add_done_callback(lambda _: room.release())
             return fut
         client.download(info.path, local, size=info.size, progress=prog.add_bytes)
+        prog.file_done()
         return None
 
-    def done(info: PathInfo, local: Path, fut: Future | None) -> None:
+    def finished(info: PathInfo, local: Path, fut: Future | None) -> None:
         try:
             if fut is not None:
                 fut.result()
-                prog.add_bytes(info.size or 0)
         except (VipError, OSError) as exc:
             failures.append((info.path, exc))
             log.error("download %s: %s", info.path, exc)
             return
-        prog.file_done()
         report.files_transferred += 1
         report.transferred.append(str(local))
         if extract and tarfile.is_tarfile(local):
@@ -652,14 +655,12 @@ def _download_many(
                     failures.append((info.path, exc))
                     log.error("download %s: %s", info.path, exc)
                     continue
-                if written is None:
-                    done(info, local, None)
-                elif written.done():
-                    done(info, local, written)
+                if written is None or written.done():
+                    finished(info, local, written)
                 else:
                     writes.append((info, local, written))
             for info, local, written in writes:
-                done(info, local, written)
+                finished(info, local, written)
     finally:
         prog.close()
     for archive in pending_extract:

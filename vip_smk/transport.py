@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 32
 BLOCK_SIZE = 1 << 18  # 256 KiB send blocks
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_URL_SAFE = re.compile(r"[A-Za-z0-9/%:@()\[\]!$&'*+,;=\-._~]*")
 
 
 class _BlockAdapter(HTTPAdapter):
@@ -430,7 +431,9 @@ class Transport:
             hdrs["Content-Length"] = str(len(body))
         elif method in ("PUT", "POST"):
             hdrs["Content-Length"] = "0"
-        url = self._path + urllib.parse.quote(endpoint, safe="/%:@()[]!$&'*+,;=-._~")
+        if not _URL_SAFE.fullmatch(endpoint):  # (our endpoints come quoted: rarely needed)
+            endpoint = urllib.parse.quote(endpoint, safe="/%:@()[]!$&'*+,;=-._~")
+        url = self._path + endpoint
         if params:
             url += "?" + urllib.parse.urlencode(params)
         if self._pool.pool is None:  # closed (client.close()): a new one, as requests would

@@ -260,6 +260,10 @@ def test_progress_bars_and_silence(client, vip_dir, tmp_path, capsys):
     assert "upload" in err and "files" in err and "6/6" in err
     client.download_tree(vip_dir, tmp_path / "dst", progress=False)
     assert capsys.readouterr().err == ""
+    # small files (written by the writer threads) and the large one all reach the bars
+    client.download_tree(vip_dir, tmp_path / "dst2", progress=True)
+    err = capsys.readouterr().err
+    assert "download" in err and "6/6" in err
 
 
 def test_clash_between_local_folder_and_remote_file_is_refused(client, vip_dir, tmp_path):

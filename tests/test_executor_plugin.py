@@ -471,3 +471,20 @@ def test_a_list_input_is_one_execution_with_one_job_per_file(server, vip, tmp_pa
     assert ex.status == "Finished" and len(ex.jobs or {}) == 3
     files = sorted(p.rsplit("/", 1)[1] for p in ex.output_paths)
     assert files == ["a.csv--w2.tgz", "b.csv--w2.tgz", "c.csv--w2.tgz"]
+
+
+def test_key_from_a_named_variable_never_on_the_command_line(server, vip, tmp_path):
+    work = project(tmp_path, SLEEPS.format(n=1, duration=0.1, tag="keyenv"))
+    env = {k: v for k, v in os.environ.items() if k != "VIP_API_KEY"}
+    cmd = smk_cmd(server, "ex-keyenv", "--storage-vip-api-key-env", "MY_VIP_KEY")
+    env["MY_VIP_KEY"] = server.api_key
+    missing = subprocess.run(cmd + ["--vip-api-key-env", "NOT_SET_ANYWHERE"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0
+    assert "NOT_SET_ANYWHERE" in missing.stdout + missing.stderr
+    assert not executions_under(vip, "ex-keyenv")
+    ok = subprocess.run(cmd + ["--vip-api-key-env", "MY_VIP_KEY"], cwd=work, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert server.api_key not in ok.stdout + ok.stderr
+    assert [e.status for e in executions_under(vip, "ex-keyenv")] == ["Finished"]

@@ -208,8 +208,8 @@ class Executor(RemoteExecutor):
         listing per folder of their inputs and outputs serve the whole batch."""
         jobs = list(jobs)
         problems = [p for job in jobs for p in self._prepare(job)]
-        if problems:
-            raise WorkflowError(_problems_message(problems))
+        if problems:  # jobs known only now (after a checkpoint)
+            raise WorkflowError(_problems_message(problems, "these jobs cannot run on VIP"))
         batch = [self._requests[_job_key(job)] for job in jobs]
         listing, folders = None, _Folders(self.client)
         try:
@@ -496,7 +496,8 @@ def _vip_file_problem(value: str) -> Optional[str]:
 _JOB_PROBLEM = re.compile(r"rule (\S+) \(([^)]*)\): (.*)", re.S)
 
 
-def _problems_message(problems: List[str]) -> str:
+def _problems_message(problems: List[str],
+                      head: str = "nothing was launched; fix these first") -> str:
     """One line per problem; the same problem in many jobs of a rule (other wildcards) is
     one line naming the first job and how many more."""
     groups: Dict[tuple, List[str]] = {}
@@ -513,7 +514,7 @@ def _problems_message(problems: List[str]) -> str:
             problems.append(items[0])
     shown = problems[:MAX_PROBLEMS]
     more = len(problems) - len(shown)
-    text = "--executor vip: nothing was launched; fix these first:\n  " + "\n  ".join(shown)
+    text = f"--executor vip: {head}:\n  " + "\n  ".join(shown)
     if more:
         text += f"\n  ... and {more} more"
     return text

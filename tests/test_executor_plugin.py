@@ -143,7 +143,7 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
     shutil.copytree(EXAMPLE, work)
     first = run_smk(server, work, "ex-example")
     assert first.returncode == 0, first.output[-4000:]
-    report = (work / "report.txt").read_text()
+    report = (work / "results" / "report.txt").read_text()
     for s in ("s01", "s02", "s03"):
         assert f"== {s} ({s}.csv--w5.tgz)" in report
     assert "window: 5" in report and "normalize: True" in report
@@ -170,7 +170,7 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
     for s in ("s01", "s02", "s03"):
         dated = vip.list(f"/vip/Home/ex-example/smoothed/{s}")
         assert len(dated) == 1, dated  # one results folder: the new execution's
-    assert (work / "report.txt").read_text().count("== ") == 3
+    assert (work / "results" / "report.txt").read_text().count("== ") == 3
 
 
 def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, vip, tmp_path):

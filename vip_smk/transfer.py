@@ -8,7 +8,8 @@
 - before anything is sent, one `PreflightError` lists *all* problems (0-byte files, names VIP
   would rename, characters VIP refuses in input values, unreadable files, file/dir clashes);
 - concurrency adapted to sizes on the client's connections: many small files in flight, at
-  most `LARGE_IN_FLIGHT` large ones; streaming (memory independent of sizes);
+  most `LARGE_IN_FLIGHT` large ones (worker threads keep the books: no wake-up of the caller
+  per file); streaming (memory independent of sizes);
 - downloads go through `NAME.part` (size-checked, fsynced, renamed; a left-over `.part` is
   resumed with `Range`); files over VIP's `maxSizeDirectTransfer` are reported, not fetched;
 - tarballs optionally extracted (`vip_smk.archives`); tqdm progress (`vip_smk.progress`).
@@ -25,9 +26,9 @@ import stat
 import tarfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -226,30 +227,61 @@ LARGE = 8 << 20  # bytes: a "large" file (bandwidth-bound rather than round-trip
 LARGE_IN_FLIGHT = 4  # large files transferred at once at most (the rest of the pool: small ones)
 
 
-def _map_sized(n: int, fn, items: list, size_of, name: str):
-    """(item, future) as they complete, with concurrency adapted to sizes: up to
-    LARGE_IN_FLIGHT large files (largest first) beside the small ones, which take the rest
-    of the `n` slots (many in flight: their time is round trips). Stopping the consumer
-    cancels what has not started."""
+def _run_sized(n: int, fn, items: list, size_of, name: str, on_done) -> None:
+    """`fn(item)` over `items` with concurrency adapted to sizes: up to LARGE_IN_FLIGHT large
+    files (largest first) beside the small ones, which take the rest of the `n` slots (many in
+    flight: their time is round trips). `on_done(item, value, error)` is called as each ends,
+    one at a time (`error`: the VipError / OSError `fn` raised). The worker threads do this
+    bookkeeping and the caller's thread only waits: no wake-up per file. An interruption
+    (Ctrl-C) or another exception stops handing out items; the transfers in flight finish,
+    then it is raised."""
     large = sorted((it for it in items if size_of(it) > LARGE), key=size_of, reverse=True)
     small = [it for it in items if size_of(it) <= LARGE]
-    if n < 2 or not large or not small:  # one pool, in the given order
-        groups = [(list(items), min(n, LARGE_IN_FLIGHT if not small else n), "all")]
+    if n < 2 or not large or not small:  # one queue, in the given order
+        groups = [(deque(items), min(n, LARGE_IN_FLIGHT if not small else n))]
     else:
         n_large = min(LARGE_IN_FLIGHT, n - 1, len(large))
-        groups = [(large, n_large, "large"), (small, n - n_large, "small")]
-    with ExitStack() as stack:
-        futures = {}
-        for group, workers, tag in groups:
-            if group:
-                ex = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix=f"{name}-{tag}"))
-                futures.update({ex.submit(fn, it): it for it in group})
-        try:
-            for fut in as_completed(futures):
-                yield futures[fut], fut
-        finally:
-            for fut in futures:
-                fut.cancel()
+        groups = [(deque(large), n_large), (deque(small), n - n_large)]
+    lock = threading.Lock()
+    stop = threading.Event()
+    fatal: list[BaseException] = []
+
+    def work(queue: deque) -> None:
+        while not stop.is_set():
+            try:
+                item = queue.popleft()
+            except IndexError:
+                return
+            try:
+                value, error = fn(item), None
+            except (VipError, OSError) as exc:
+                value, error = None, exc
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                fatal.append(exc)
+                stop.set()
+                return
+            with lock:
+                try:
+                    on_done(item, value, error)
+                except BaseException as exc:  # noqa: BLE001
+                    fatal.append(exc)
+                    stop.set()
+                    return
+
+    threads = [threading.Thread(target=work, args=(queue,), name=f"{name}-{i}", daemon=True)
+               for queue, workers in groups for i in range(min(workers, len(queue)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    if fatal:
+        raise fatal[0]
 
 
 def _map(executor: ThreadPoolExecutor, fn, items):
@@ -366,15 +398,15 @@ def upload_tree(
                 client.upload(f.path, _join(vip_dir, f.rel), progress=prog.add_bytes)
                 prog.file_done()
 
-            for f, fut in _map_sized(n, send, todo, lambda f: f.size, "vip-up"):
-                try:
-                    fut.result()
-                except (VipError, OSError) as exc:
-                    failures.append((str(f.path), exc))
-                    log.error("upload %s: %s", f.path, exc)
+            def sent(f: _LocalFile, _, error: Exception | None) -> None:
+                if error is not None:
+                    failures.append((str(f.path), error))
+                    log.error("upload %s: %s", f.path, error)
                 else:
                     report.files_transferred += 1
                     report.transferred.append(str(f.path))
+
+            _run_sized(n, send, todo, lambda f: f.size, "vip-up", sent)
         finally:
             prog.close()
     report.bytes_transferred = prog.bytes
@@ -645,20 +677,21 @@ def _download_many(
             pending_extract.append(local)
 
     writes: list[tuple[PathInfo, Path, Future]] = []
+
+    def fetched(item: tuple[PathInfo, Path], written: Future | None, error: Exception | None) -> None:
+        info, local = item
+        if error is not None:
+            failures.append((info.path, error))
+            log.error("download %s: %s", info.path, error)
+        elif written is None or written.done():
+            finished(info, local, written)
+        else:
+            writes.append((info, local, written))
+
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="vip-write") as writer:
-            for (info, local), fut in _map_sized(_pool(client, workers), fetch, todo,
-                                                 lambda item: item[0].size or 0, "vip-down"):
-                try:
-                    written = fut.result()
-                except (VipError, OSError) as exc:
-                    failures.append((info.path, exc))
-                    log.error("download %s: %s", info.path, exc)
-                    continue
-                if written is None or written.done():
-                    finished(info, local, written)
-                else:
-                    writes.append((info, local, written))
+            _run_sized(_pool(client, workers), fetch, todo, lambda item: item[0].size or 0, "vip-down",
+                       fetched)
             for info, local, written in writes:
                 finished(info, local, written)
     finally:

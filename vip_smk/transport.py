@@ -205,6 +205,9 @@ class Transport:
         # CPU per request of requests' machinery: it counts with many small files); through
         # requests itself when a proxy is set or a reply redirects.
         self._adapter = adapter
+        # the headers of every call (HTTP/1.1 keeps connections alive without saying so)
+        self._headers = {k: v for k, v in s.headers.items() if k.lower() != "connection"}
+        self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._pool = None if s.proxies.get(urllib.parse.urlsplit(self.base).scheme) else self._get_pool()
         self._path = urllib.parse.urlsplit(self.base).path
 
@@ -421,7 +424,7 @@ class Transport:
         timeout = timeout or self.timeout
         if self._pool is None:
             return self._send_requests(method, endpoint, params, json_body, body, headers, timeout, stream)
-        hdrs = dict(self.session.headers)
+        hdrs = dict(self._headers)
         if headers:
             hdrs.update(headers)
         if json_body is not None:
@@ -441,7 +444,8 @@ class Transport:
         try:
             raw = self._pool.urlopen(
                 method, url, body=body, headers=hdrs, retries=False, redirect=False,
-                timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+                timeout=(self._timeout if timeout == self.timeout
+                         else urllib3.Timeout(connect=timeout[0], read=timeout[1])),
                 preload_content=not stream, release_conn=not stream,
             )
         except u3.HTTPError as exc:

@@ -36,6 +36,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 from vip_smk import core, rules
 from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
+from vip_smk.study.runs import forget_run, record_run
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,15 @@ class Executor(RemoteExecutor):
             with self.lock:  # stop the status thread RemoteExecutor started
                 self.wait = False
             raise
+        # Snakemake's lock is ours now: remember this process, so that after kill -9 the next
+        # run removes the lock (the vip:// plugin does, see README) and simply resumes.
+        self._recorded = False
+        if self.workflow.is_main_process and not getattr(self.workflow, "dryrun", False):
+            try:
+                record_run(".")
+                self._recorded = True
+            except OSError as exc:
+                log.debug("run record not written: %s", exc)
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -247,7 +257,7 @@ class Executor(RemoteExecutor):
                                               pipeline_id=r.pipeline_id, values=active.values,
                                               executions=listing, started_after=active.started_after)
                 if found is None:
-                    self._clear_previous(active, listing, folders)
+                    self._clear_previous(job, active, listing, folders)
             except (TransportError, ServerError) as exc:
                 self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch deferred")
                 active.checked = False
@@ -266,7 +276,7 @@ class Executor(RemoteExecutor):
         self._wake(max(active.not_before - time.monotonic(), 0)
                    if active.execution_id is None else self.next_seconds_between_status_checks)
 
-    def _clear_previous(self, active: "_Active", listing, folders: "_Folders") -> None:
+    def _clear_previous(self, job, active: "_Active", listing, folders: "_Folders") -> None:
         """Before a new execution: kill a still running one of the same name that is stale (its
         inputs changed since it started: it would write into the same folder) and remove the
         previous results, as Snakemake removes a job's old outputs before it runs."""
@@ -279,6 +289,7 @@ class Executor(RemoteExecutor):
         if folders.entry(r.results_location) is not None:
             self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
             core.remove_remote(self.client, r.results_location)
+            _forget_in_storage(job)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
         """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if the job
@@ -366,6 +377,10 @@ class Executor(RemoteExecutor):
                 except VipError as exc:  # the network or VIP failed: try again next round
                     log.warning("--executor vip: status round failed (%s); retrying", exc)
                     return list(active_jobs)
+        ended = [j for j in launched if j.external_jobid not in states
+                 or not rules.is_running(states[j.external_jobid].status)]
+        for j in ended:  # before any is reported: Snakemake then asks VIP afresh, once per folder
+            _forget_in_storage(j.job)
         for j in launched:
             ex = states.get(j.external_jobid)
             if ex is None:
@@ -438,6 +453,8 @@ class Executor(RemoteExecutor):
 
     def shutdown(self):
         super().shutdown()
+        if getattr(self, "_recorded", False):
+            forget_run(".")
         client = getattr(self, "client", None)
         if client is not None:
             client.close()
@@ -481,6 +498,16 @@ def _launch_delay(newest_input_ms: Optional[int], client: VipClient) -> float:
         return 0.0
     now_ms = (time.time() + (getattr(client, "clock_skew", None) or 0.0)) * 1000
     return min(1.5, max(0.0, (newest_input_ms + 1000 - now_ms) / 1000))
+
+
+def _forget_in_storage(job) -> None:
+    """The job's outputs were (re)written on VIP by an execution: the vip:// plugin's listings
+    of them are stale (see vip_smk.snakemake.storage_cache)."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        forget = getattr(getattr(obj, "provider", None), "forget", None)
+        if callable(forget) and getattr(obj, "path", None):
+            forget(obj.path)
 
 
 def _job_key(job) -> tuple:

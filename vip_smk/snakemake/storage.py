@@ -13,6 +13,13 @@ transfers); the plugin adds no retries of its own.
   would rename or refuse are refused by `is_valid_query`, naming the part.
 - `inventory` fills existence, date and size of every sibling with one `action=list` of the
   parent folder: `snakemake -n` over N files in F folders costs F requests.
+- During the run (when Snakemake keeps no cache) every question about a file is answered from
+  its folder's listing, kept for the run (`storage_cache.Listings`): our own writes update it,
+  `--executor vip` invalidates the results folder of an execution that ended, and "missing" is
+  asked again at most once a second per folder.
+- Rate limit (`max_requests_per_second`, default `DEFAULT_RATE`): charged per question sent to
+  VIP (listings, mkdir, delete, md5), never for an answer from the listings (Snakemake's limiter,
+  which charges both, is off); transfers are bounded by the client's connections.
 - Dates: see `storage_dates` (VIP's whole seconds, null dates, VIP's clock).
 - Directories (`storage.vip(directory("vip://..."))`): transferred with `upload_tree` /
   `download_tree`; their date is that of their newest file; Snakemake's empty
@@ -54,12 +61,22 @@ from snakemake_interface_storage_plugins.storage_provider import (
 )
 
 from vip_smk.client import NotFound, PathInfo, VipClient, VipError
+from vip_smk.snakemake.storage_cache import Listings, Throttle
 from vip_smk.snakemake.storage_dates import DateBook, vip_seconds
 from vip_smk.snakemake.storage_query import SCHEME, query_problem, vip_path
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP = ".snakemake_timestamp"  # Snakemake's (empty) date marker inside directory outputs
+# Questions a second to VIP by default (listings, mkdir, delete, md5). VIP is one portal shared
+# by all its researchers and its path requests reach the grid storage behind it: a run must not
+# hammer it. 20 a second on average, in bursts of up to BURST (a run's questions come in waves: a
+# batch of jobs starting or ending), is what one quick user browsing the portal costs; answers
+# served from the listings are free, and a folder is listed once however many of its files are
+# asked about. File transfers are not counted: the client bounds them by its connections (and
+# real VIP's answers take long enough that a limit on their count would never bind).
+DEFAULT_RATE = 20.0
+BURST = 50
 
 
 @dataclass
@@ -77,6 +94,18 @@ class StorageProviderSettings(StorageProviderSettingsBase):
         metadata={
             "help": "NAME of the environment variable holding your VIP API key (default "
             "VIP_API_KEY). The key itself never goes on the command line.",
+            "env_var": False,
+            "required": False,
+        },
+    )
+    max_requests_per_second: Optional[float] = field(
+        default=None,
+        metadata={
+            "help": f"questions a second sent to VIP (listings, mkdir, delete), on average "
+            f"(default {DEFAULT_RATE:g}, in bursts of up to {BURST}): VIP is one portal shared by "
+            "all its users. Answers the plugin already has (a folder listed once serves all its "
+            "files) cost nothing; file transfers are bounded by the client's connections "
+            "instead. 0: no limit (a local VIP server).",
             "env_var": False,
             "required": False,
         },
@@ -108,7 +137,25 @@ class StorageProvider(StorageProviderBase):
             ) from None
         self.dates = DateBook(self.local_prefix)
         self._skew: Optional[float] = None
-        self.folders: set = set()  # VIP folders known to exist (listed or created in this run)
+        rate = getattr(settings, "max_requests_per_second", None)
+        rate = DEFAULT_RATE if rate is None else float(rate)
+        self.throttle = Throttle(rate, BURST if rate == DEFAULT_RATE else max(rate, 1.0))
+        self.listings = Listings(self.list)
+        # After kill -9 of a run of --executor vip, its lock is removed (its process is gone):
+        # the same command resumes, without `snakemake --unlock`.
+        from vip_smk.study.runs import clear_stale_lock  # (the study's: same lock, same record)
+
+        clear_stale_lock(Path.cwd())
+
+    def list(self, folder: str) -> List[PathInfo]:
+        """`action=list` of a folder (throttled; prefer `listings`)."""
+        self.throttle()
+        return self.client.list(folder)
+
+    def forget(self, path: str) -> None:
+        """`path` (a file or a folder) changed on VIP by someone else than this plugin (a VIP
+        execution wrote its results): the next question about it is asked of VIP."""
+        self.listings.forget(path)
 
     # -- Snakemake's interface -----------------------------------------------------------------
 
@@ -138,10 +185,10 @@ class StorageProvider(StorageProviderBase):
         return urlsplit(self.client.url).netloc
 
     def default_max_requests_per_second(self) -> float:
-        return 20.0
+        return DEFAULT_RATE
 
     def use_rate_limiter(self) -> bool:
-        return True
+        return False  # ours (self.throttle) is charged per request sent, not per question
 
     @classmethod
     def is_valid_query(cls, query: str) -> StorageQueryValidationResult:
@@ -166,13 +213,13 @@ class StorageProvider(StorageProviderBase):
         return self.dates.resolve(items, self.skew())
 
     def tree_files(self, vip_dir: str) -> List[PathInfo]:
-        """Every file under a VIP folder (one `action=list` per folder)."""
+        """Every file under a VIP folder (one `action=list` per folder, once per run)."""
         files: List[PathInfo] = []
         level = [vip_dir]
         while level:
             nxt = []
             for d in level:
-                for info in self.client.list(d):
+                for info in self.listings.children(d):
                     (nxt if info.is_directory else files).append(info)
             level = [i.path for i in nxt]
         return files
@@ -189,8 +236,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
 
     def __post_init__(self):
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
-        # properties of self.path from the last exists()/store (reused by mtime, size...)
-        self._info: Optional[PathInfo] = None
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -199,18 +244,9 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         return self.provider.client
 
     def _props(self) -> Optional[PathInfo]:
-        # a missing object is asked again: a remote job (--executor vip) may create it meanwhile
-        if self._info is None:
-            try:
-                info = self.client.properties(self.path)
-            except NotFound:
-                info = None
-            if info is not None and info.exists:
-                self._info = info
-        return self._info
-
-    def _forget(self) -> None:
-        self._info = None
+        """From its folder's listing (see storage_cache: "missing" is asked again)."""
+        info = self.provider.listings.entry(self.path)
+        return info if info is not None and info.exists else None
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -224,8 +260,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             return
         folder = str(PurePosixPath(self.path).parent)
         try:
-            infos = self.client.list(folder)
-            self.provider.folders.add(folder)
+            infos = self.provider.listings.children(folder)
         except NotFound:
             infos = []  # no folder: none of its files exists
         except VipError as exc:  # Snakemake asks file by file instead (and reports errors)
@@ -256,7 +291,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         pass  # nothing besides the local copy, which Snakemake removes itself
 
     def exists(self) -> bool:
-        self._forget()  # always asked afresh (another job may have written it since)
         return self._props() is not None
 
     def mtime(self) -> float:
@@ -281,6 +315,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         info = self._props()
         if info is None or info.is_directory:
             return None
+        if self.client.md5_offered is not False:
+            self.provider.throttle()
         md5 = self.client.md5(self.path)
         return f"md5:{md5.lower()}" if md5 else None
 
@@ -291,7 +327,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         return self.size()
 
     def retrieve_object(self):
-        self._forget()
         info = self._props()
         if info is None:
             raise WorkflowError(f"{self.print_query}: not found on VIP")
@@ -313,7 +348,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
 
     def store_object(self):
         local = self.local_path()
-        self._forget()
         if local.is_dir():
             self._store_dir(local)
         else:
@@ -328,20 +362,20 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
                 "file (an empty upload creates a folder): write something into it"
             )
         parent = str(PurePosixPath(self.path).parent)
-        if parent not in self.provider.folders:
-            self.client.mkdir(parent, parents=True)
-            self.provider.folders.add(parent)
+        listings = self.provider.listings
+        known = listings.known_folder(parent)
+        if not known:
+            self.provider.throttle()
+            self.client.mkdir(parent, parents=True, known_missing=known is False)
+            listings.made_folder(parent)
+        size = local.stat().st_size
         self.client.upload(local, self.path)
-        info = self.client.properties(self.path)
         done = time.time()
-        if info.size is not None and info.size != local.stat().st_size:
-            raise WorkflowError(
-                f"{self.print_query}: VIP holds {info.size} bytes after the upload, "
-                f"{local.stat().st_size} expected"
-            )
-        self.provider.dates.record_upload(
-            [(info.path, info.size, vip_seconds(info.last_modification_date))], done)
-        self._info = info
+        # No properties asked: the size is ours, VIP's date is learnt from the folder's next
+        # listing (the date book adopts it then: see storage_dates).
+        info = PathInfo(path=self.path, size=size, last_modification_date=None)
+        self.provider.dates.record_upload([(info.path, size, None)], done)
+        listings.put(info)
         try:  # a kept local copy is then not older than VIP's: no download back
             os.utime(local, (done, done))
         except OSError:
@@ -349,6 +383,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
 
     def _store_dir(self, local: Path):
         entries = [p for p in local.iterdir() if p.name != TIMESTAMP]
+        self.provider.forget(self.path)
+        self.provider.throttle()
         if not entries:
             self.client.mkdir(self.path, parents=True)
         else:
@@ -360,22 +396,23 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
                     self.client.upload_tree(tmp, self.path)
                 except VipError as exc:
                     raise WorkflowError(f"{self.print_query}: {str(exc).replace(tmp, str(local))}") from None
+        self.provider.forget(self.path)
         files = self.provider.tree_files(self.path)
         done = time.time()
         self.provider.dates.record_upload(
             [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in files], done)
 
     def remove(self):
-        self._forget()
-        self.client.delete(self.path, missing_ok=True)
+        self.provider.throttle()
+        try:
+            self.client.delete(self.path, missing_ok=True)
+        finally:
+            self.provider.forget(self.path)
         self.provider.dates.forget(self.path)
-        self.provider.folders -= {
-            f for f in self.provider.folders if f == self.path or f.startswith(self.path + "/")}
 
     def touch(self):
         """`snakemake --touch`: the file (or every file of the folder) counts as written now.
         VIP has no touch: the time is recorded in the date book, VIP is not changed."""
-        self._forget()
         info = self._props()
         if info is None:
             raise WorkflowError(f"{self.print_query}: not on VIP (a missing file cannot be touched: "

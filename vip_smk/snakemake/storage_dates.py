@@ -165,13 +165,19 @@ class DateBook:
                     or (not e.ours and date is None)
                 ):
                     out.append(e.time)
+                    if e.ours and e.vip_date is None and date is not None:
+                        # uploaded without asking VIP's date: the first one seen is adopted,
+                        # so that a later change of the file (a new date) is noticed
+                        new.append({"path": path, **asdict(_Entry(size, date, e.time, True))})
                 elif date is not None:
                     out.append(date - skew)
                 else:
                     new.append({"path": path, **asdict(_Entry(size, None, now, False))})
                     out.append(now)
-            if new:
+            unknown = [r for r in new if not r["ours"]]
+            if unknown:
                 log.info("VIP gives no modification date for %d file(s): using the time they "
-                         "were first seen (%s)", len(new), ", ".join(r["path"] for r in new[:3]))
+                         "were first seen (%s)", len(unknown), ", ".join(r["path"] for r in unknown[:3]))
+            if new:
                 self._append(new)
             return out

@@ -36,6 +36,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 from vip_smk import core, rules
 from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
+from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.study.runs import forget_run, record_run
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,11 @@ class Executor(RemoteExecutor):
         try:
             self.client = self._make_client(settings)
             self._check_workflow()
-        except BaseException:
+        except BaseException as exc:
             with self.lock:  # stop the status thread RemoteExecutor started
                 self.wait = False
+            if isinstance(exc, WorkflowError):
+                raise_message_only(exc)
             raise
         # Snakemake's lock is ours now: remember this process, so that after kill -9 the next
         # run removes the lock (the vip:// plugin does, see README) and simply resumes.

@@ -61,6 +61,7 @@ from snakemake_interface_storage_plugins.storage_provider import (
 )
 
 from vip_smk.client import NotFound, PathInfo, VipClient, VipError
+from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.snakemake.storage_cache import Listings, Throttle
 from vip_smk.snakemake.storage_dates import DateBook, vip_seconds
 from vip_smk.snakemake.storage_query import SCHEME, query_problem, vip_path
@@ -116,6 +117,12 @@ class StorageProvider(StorageProviderBase):
     """One `VipClient` (one HTTP session) for the whole workflow."""
 
     def __post_init__(self):
+        try:
+            self._set_up()
+        except WorkflowError as exc:  # one clear message, no frame of ours
+            raise_message_only(exc)
+
+    def _set_up(self):
         settings = self.settings or StorageProviderSettings()
         env = (getattr(settings, "api_key_env", None) or "VIP_API_KEY").strip()
         # Never echo what may be a key pasted by mistake: only conventional variable names.

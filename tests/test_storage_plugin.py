@@ -192,6 +192,72 @@ def test_inventory_one_list_for_all_siblings(provider, client, tmp_path):
     assert cache.exists_in_storage[sub] is True and sub not in cache.mtime  # asked on demand
 
 
+def test_questions_answered_from_one_listing_per_folder(vip_server, client, tmp_path, monkeypatch):
+    """During a run Snakemake keeps no cache: every exists/mtime/size of the files of a folder
+    is answered from one listing; our writes update it; "missing" is asked again after
+    MISSING_FRESH; forget() (--executor vip, an execution ended) makes the next answer fresh.
+    Answers from the listing cost no rate-limit time."""
+    from vip_smk.snakemake import storage_cache
+
+    monkeypatch.setenv(KEY_ENV, vip_server.api_key)
+    import logging
+
+    p = StorageProvider(local_prefix=tmp_path / "lp", logger=logging.getLogger("t"),
+                        settings=StorageProviderSettings(url=vip_server.url, api_key_env=KEY_ENV,
+                                                         max_requests_per_second=2))
+    folder = f"/vip/Home/cache/{tmp_path.name}"
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"f{i:02d}.txt").write_text("x" * (i + 1))
+    client.upload_tree(src, folder)
+    objs = [p.object(f"vip:/{folder}/f{i:02d}.txt") for i in range(30)]
+    late = p.object(f"vip:/{folder}/late.txt")
+    before = p.client.requests_made
+    for _ in range(3):
+        for i, o in enumerate(objs):
+            assert o.exists() and o.size() == i + 1 and o.mtime() > 0
+        assert not late.exists()
+    assert p.client.requests_made - before == 1  # one action=list for 90 x 3 questions
+    assert p.throttle.waited == 0  # answers from the listing: no rate-limit time
+
+    (src / "late.txt").write_text("late")  # written behind the plugin's back
+    client.upload(src / "late.txt", folder + "/late.txt")
+    time.sleep(storage_cache.MISSING_FRESH)
+    before = p.client.requests_made
+    assert late.exists() and late.size() == 4 and all(o.exists() for o in objs)
+    assert p.client.requests_made - before == 1  # "missing" asked again: one listing
+
+    out = p.object(f"vip:/{folder}/out.txt")
+    out.local_path().parent.mkdir(parents=True, exist_ok=True)
+    out.local_path().write_text("result")
+    before = p.client.requests_made
+    out.store_object()
+    assert out.exists() and out.size() == 6 and out.mtime() >= objs[0].mtime()
+    assert p.client.requests_made - before == 1  # the upload only: no mkdir, no properties
+
+    client.delete(folder + "/f00.txt")  # as an execution rewriting a results folder would
+    assert objs[0].exists()  # (the listing is kept: only our writes and forget() change it)
+    p.forget(folder + "/f00.txt")
+    before = p.client.requests_made
+    assert not objs[0].exists() and objs[1].exists()
+    assert p.client.requests_made - before == 1
+    p.client.close()
+
+
+def test_throttle_spaces_requests_and_zero_is_no_limit():
+    from vip_smk.snakemake.storage_cache import Throttle
+
+    t = Throttle(10, burst=1)
+    for _ in range(4):
+        t()
+    assert 0.2 < t.waited <= 0.31  # the first is free, then one every 0.1 s
+    free = Throttle(0)
+    for _ in range(1000):
+        free()
+    assert free.waited == 0
+
+
 def test_directory_store_skips_timestamp_and_dates_newest_file(provider, client, tmp_path):
     obj = provider.object(f"vip://vip/Home/dirs/{tmp_path.name}/out")
     local = obj.local_path()

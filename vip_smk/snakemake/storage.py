@@ -148,11 +148,18 @@ class StorageProvider(StorageProviderBase):
         rate = DEFAULT_RATE if rate is None else float(rate)
         self.throttle = Throttle(rate, BURST if rate == DEFAULT_RATE else max(rate, 1.0))
         self.listings = Listings(self.list)
-        # After kill -9 of a run of --executor vip, its lock is removed (its process is gone):
-        # the same command resumes, without `snakemake --unlock`.
-        from vip_smk.study.runs import clear_stale_lock  # (the study's: same lock, same record)
+        self._lock_checked = False
 
-        clear_stale_lock(Path.cwd())
+    def clear_stale_lock_once(self) -> None:
+        """After kill -9 of a run of --executor vip (which records its process), the lock it
+        left is removed: the same command resumes, without `snakemake --unlock`. Done when the
+        first `vip://` file is declared: in the working directory (after a `workdir:`), before
+        Snakemake takes its lock."""
+        if not self._lock_checked:
+            self._lock_checked = True
+            from vip_smk.study.runs import clear_stale_lock  # the study's: same lock, same record
+
+            clear_stale_lock(Path.cwd())
 
     def list(self, folder: str) -> List[PathInfo]:
         """`action=list` of a folder (throttled; prefer `listings`)."""
@@ -243,6 +250,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
 
     def __post_init__(self):
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
+        self.provider.clear_stale_lock_once()
 
     # -- helpers -------------------------------------------------------------------------------
 

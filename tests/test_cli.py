@@ -70,9 +70,22 @@ def test_cli_errors_are_one_line_without_traceback(vip_server, tmp_path):
     proc = run(vip_server, "put", str(tmp_path / "nothing"), "/vip/Home/x", check=False)
     assert proc.returncode == 1 and "no such file" in proc.stderr
     # global options after the verb work too
+    keyfile = tmp_path / "key"
+    keyfile.write_text(vip_server.api_key + "\n")
     proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "ls", "/vip/Home", "--url", vip_server.url,
-                           "--api-key", vip_server.api_key], capture_output=True, text=True, timeout=60)
+                           "--api-key-file", str(keyfile)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    # the key comes from the variable --api-key-env names; an unset one is named, no traceback
+    env = {**os.environ, "MY_VIP_KEY": vip_server.api_key}
+    proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "--url", vip_server.url, "--api-key-env",
+                           "MY_VIP_KEY", "ls", "/vip/Home"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "--url", vip_server.url, "--api-key-env",
+                           "NO_SUCH_VIP_KEY_VAR", "ls", "/vip/Home"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "NO_SUCH_VIP_KEY_VAR" in proc.stderr and "Traceback" not in proc.stderr
+    # no option takes the key itself
+    assert "--api-key " not in subprocess.run([sys.executable, "-m", "vip_smk.cli", "--help"],
+                                              capture_output=True, text=True, timeout=60).stdout
 
 
 def test_cli_put_preflight_lists_all_problems_on_one_line(vip_server, tmp_path):

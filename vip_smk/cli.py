@@ -1,8 +1,9 @@
 """`vip-smk` command line: client verbs on VIP (or a local server) and `serve`.
 
 Global options `--url` (default `$VIP_URL` or VIP's portal; `local`: the local VIP server of
-the current directory's `.vip-local/`, as the demo study runs it, started if needed) and `--api-key` (a key, a key file
-or an env var name; default `$VIP_API_KEY`) may be given before or after the verb. Errors are
+the current directory's `.vip-local/`, as the demo study runs it, started if needed) and the key's source,
+`--api-key-env NAME` (default `VIP_API_KEY`) or `--api-key-file PATH`, may be given before or after
+the verb. The key itself never goes on the command line (it would show in `ps` and shell history). Errors are
 one line on stderr and a non-zero exit code (1 for VIP errors, 2 for usage, 130 on Ctrl-C).
 """
 
@@ -24,8 +25,10 @@ def _add_globals(p: argparse.ArgumentParser, default) -> None:
                    help="VIP portal URL, or 'local' for the local VIP server of this directory "
                         "(.vip-local/, started if needed; the demo study's) "
                         "(default: $VIP_URL or https://vip.creatis.insa-lyon.fr)")
-    p.add_argument("--api-key", default=default, metavar="KEY",
-                   help="API key, file holding it, or env var name (default: $VIP_API_KEY)")
+    p.add_argument("--api-key-env", default=default, metavar="NAME",
+                   help="the environment variable holding your API key (default: VIP_API_KEY)")
+    p.add_argument("--api-key-file", default=default, metavar="PATH",
+                   help="a file holding your API key (instead of a variable)")
     p.add_argument("--workers", type=int, default=default, help="parallel transfers (default 32, the connection limit)")
     p.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", default=default, help="log requests and retries")
@@ -87,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _client(args):
     """The client of `--url` (`local`: the embedded server of this directory's `.vip-local/`,
-    started if needed, with its key unless --api-key is given)."""
-    from vip_smk.client import VipClient, vip_client_key_kwargs
+    started if needed, with its key unless --api-key-env/--api-key-file is given)."""
+    from vip_smk.client import VipClient
 
     kw: dict = {}
     if getattr(args, "workers", None):
@@ -99,10 +102,12 @@ def _client(args):
 
         srv = ensure_local_server(Path(LOCAL_DIR).resolve())
         url = srv.url
-        if not args.api_key:
+        if not (args.api_key_env or args.api_key_file):
             kw["api_key_file"] = Path(srv.data_dir) / "apikey"
-    if args.api_key:
-        kw.update(vip_client_key_kwargs(args.api_key))
+    if args.api_key_file:
+        kw["api_key_file"] = args.api_key_file
+    elif args.api_key_env:
+        kw["api_key_env"] = args.api_key_env
     return VipClient(url=url, progress=False if args.quiet else None, **kw)
 
 
@@ -239,9 +244,21 @@ def run(args) -> int:
     return 0
 
 
+def _missing_server_packages() -> list[str]:
+    """The `server` extra's packages that cannot be imported here."""
+    import importlib.util
+
+    return [name for name in ("uvicorn", "starlette", "boutiques") if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        missing = _missing_server_packages()
+        if missing:
+            print(f"vip-smk serve: the local VIP server needs {', '.join(missing)}, which this "
+                  "installation lacks: pip install 'vip-smk[server]'", file=sys.stderr)
+            return 1
         from vip_smk.server.__main__ import serve
 
         return serve(args) or 0

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_json", "write_json_atomic"]
+__all__ = ["pid_alive", "read_json", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 4) -> None:
@@ -43,3 +43,18 @@ def read_json(path: str | os.PathLike, default: Any = None, *, strict: bool = Fa
         if strict:
             raise
         return default
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` of this host alive (a zombie is not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

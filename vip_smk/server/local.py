@@ -13,23 +13,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from vip_smk.util import pid_alive
+
 log = logging.getLogger(__name__)
 
 USERS_ENV = "VIP_SMK_SERVE_USERS"  # same name as in vip_smk.server.__main__
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _answers(url: str, timeout: float = 2.0, tries: int = 1) -> bool:

@@ -102,7 +102,7 @@ class StudyVip:
         """For `url: local`: is the server this client talks to still running?"""
         if self._server is None:
             return True
-        from vip_smk.server.local import pid_alive
+        from vip_smk.util import pid_alive
 
         pid = self._server.pid
         return pid is None or pid_alive(int(pid))

@@ -44,7 +44,7 @@ def clear_stale_lock(workdir: str | os.PathLike) -> bool:
     rec = read_json(rec_path)
     if not isinstance(rec, dict):
         return False
-    from vip_smk.server.local import pid_alive  # stdlib only (no server extra needed)
+    from vip_smk.util import pid_alive
 
     if rec.get("host") != socket.gethostname() or pid_alive(int(rec.get("pid", 0))):
         return False

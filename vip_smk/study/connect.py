@@ -111,8 +111,7 @@ class StudyVip:
         """VIP did not answer (`exc`, after the client's retries). A dead embedded server is
         started again and a new client made; otherwise StudyError naming the URL."""
         if self.vip.is_local and self._own and not self.server_alive():
-            log.warning("%s: the local VIP server (pid %s) is gone: starting it again", what, self._server.pid)
-            self.ensure()
+            self.ensure(what)
             return
         if self.vip.is_local:
             raise StudyError(f"{what}: the local VIP server at {self.client.url} fails ({exc}); see "
@@ -120,10 +119,11 @@ class StudyVip:
         raise StudyError(f"{what}: {exc}; vip.url is {self.vip.url}: run again when VIP answers "
                          f"(nothing is lost)") from None
 
-    def ensure(self) -> None:
+    def ensure(self, what: str = "VIP") -> None:
         """For `url: local`: if the server died (kill -9, reboot), start it and reconnect."""
         if not self.vip.is_local or not self._own or self.server_alive():
             return
+        log.warning("%s: the local VIP server (pid %s) is gone: starting it again", what, self._server.pid)
         old = self.client
         self.client = self._connect()
         with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from relays import Relay
 from vip_smk.client import (
     AuthError,
     CapacityError,
@@ -488,49 +489,12 @@ def test_md5_where_offered_and_download_size_limit(make_server, tmp_path):
     assert not (tmp_path / "out" / "big2.bin").exists()
 
 
-class _ForwardProxy(http.server.BaseHTTPRequestHandler):
-    """A plain HTTP forward proxy (absolute-URI requests) that counts what it relays."""
-
-    protocol_version = "HTTP/1.1"
-
-    def _relay(self):
-        import urllib.error
-        import urllib.request
-
-        self.server.seen.append((self.command, self.path))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        req = urllib.request.Request(self.path, data=body, method=self.command,
-                                     headers={k: v for k, v in self.headers.items()
-                                              if k.lower() not in ("proxy-connection", "connection", "host")})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            resp = opener.open(req, timeout=30)
-        except urllib.error.HTTPError as err:
-            resp = err
-        data = resp.read()
-        self.send_response(resp.status)
-        for k, v in resp.headers.items():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = _relay
-
-    def log_message(self, *args):
-        pass
-
-
 def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, tmp_path):
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ForwardProxy)
-    proxy.seen = []
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    proxy = Relay()  # a plain forward proxy that records what it relays
     try:
         for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
         c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=2, progress=False)
         d = f"/vip/Home/proxied-{uuid.uuid4().hex[:6]}"
         c.mkdir(d)
@@ -540,12 +504,11 @@ def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, 
         with pytest.raises(NotFound):
             c.list(f"{d}/nope")
         c.delete(d)
-        methods = {m for m, _ in proxy.seen}
+        methods = {m for m, _ in proxy.calls}
         assert {"GET", "PUT", "DELETE"} <= methods
-        assert all(u.startswith(vip_server.url + "/rest/") for _, u in proxy.seen)
+        assert all(u.startswith(vip_server.url + "/rest/") for _, u in proxy.calls)
     finally:
-        proxy.shutdown()
-        proxy.server_close()
+        proxy.close()
 
 
 def test_a_closed_client_reconnects(vip_server):

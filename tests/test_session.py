@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from relays import Relay
 from vip_smk import VipClient, VipSession
 
 KEYS = ("session_name", "pipeline_id", "local_input_dir", "local_output_dir", "vip_input_dir",
@@ -408,69 +409,33 @@ def test_key_never_in_backup_or_logs(vip, caplog, capfd):
 # ---- fixed defects of vip-client 0.1.10 (reference section 7) ----------------------------------
 
 
-class _VipStatusRelay:
-    """HTTP relay on 127.0.0.1 in front of a real local server that reports an execution whose
-    jobs are all still queued as ``Ready``, the way VIP maps its Queued state (reference 2.3).
-    The local server itself reports such executions as ``Running``."""
+def _ready_when_queued(seen: list[str]):
+    """A ``rewrite`` for :class:`relays.Relay`: an execution whose jobs are all still queued is
+    reported ``Ready``, the way VIP maps its Queued state (reference 2.3); the local server itself
+    reports it ``Running``. Every execution status relayed is appended to ``seen``."""
 
-    def __init__(self, target: str):
-        import http.server
-        import threading
+    def rewrite(path: str, response, data: bytes) -> bytes:
+        if not re.match(r"^/rest/executions(/[^/?]+)?$", path.split("?")[0]) or \
+                not response.headers.get("content-type", "").startswith("application/json"):
+            return data
+        doc = json.loads(data)
+        for ex in doc if isinstance(doc, list) else [doc]:  # listing or one execution
+            jobs = ex.get("jobs")
+            if ex.get("status") == "Running" and jobs and \
+                    all(j.get("status") == "Queued" for j in jobs.values()):
+                ex["status"] = "Ready"
+            seen.append(str(ex.get("status")))
+        return json.dumps(doc).encode()
 
-        import requests
-
-        relay = self
-        self.session = requests.Session()
-        self.seen: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _relay(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("host", "content-length", "connection")}
-                r = relay.session.request(self.command, target + self.path, data=body or None,
-                                          headers=headers, allow_redirects=False)
-                data = r.content
-                if re.match(r"^/rest/executions(/[^/?]+)?$", self.path.split("?")[0]) and \
-                        r.headers.get("content-type", "").startswith("application/json"):
-                    doc = json.loads(data)
-                    for ex in doc if isinstance(doc, list) else [doc]:  # listing or one execution
-                        jobs = ex.get("jobs")
-                        if ex.get("status") == "Running" and jobs and \
-                                all(j.get("status") == "Queued" for j in jobs.values()):
-                            ex["status"] = "Ready"
-                        relay.seen.append(str(ex.get("status")))
-                    data = json.dumps(doc).encode()
-                self.send_response(r.status_code)
-                for k, v in r.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection",
-                                         "content-encoding", "date", "server"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = _relay
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.session.close()
+    return rewrite
 
 
 def test_defect4_queued_counts_as_running(vip, make_server):
     """#4: a queued execution (VIP status Ready) counts as running: monitor_workflows waits for
     it and finish() refuses to delete its data (vip-client ended monitoring and deleted)."""
     srv = make_server(workers=1)
-    relay = _VipStatusRelay(srv.url)
+    seen: list[str] = []
+    relay = Relay(srv.url, rewrite=_ready_when_queued(seen))
     try:
         direct = VipClient(srv.url, api_key=srv.api_key)
         VipSession.init(api_key=srv.api_key, vip_portal_url=relay.url, verbose=False)
@@ -486,7 +451,7 @@ def test_defect4_queued_counts_as_running(vip, make_server):
         assert direct.exists(str(s.vip_output_dir))
         s.monitor_workflows(refresh_time=0.1)
         assert s.workflows[wid]["status"] == "Finished"
-        assert "Ready" in relay.seen and "Running" in relay.seen
+        assert "Ready" in seen and "Running" in seen
         s.download_outputs()
         assert [p.name for p in _local_outputs(s.output_dir)] == ["sleep.txt"]
         s.finish()
@@ -879,3 +844,16 @@ def test_monitor_says_why_an_execution_failed(vip, caplog):
     assert f"{wid} failed:" in caplog.text and "job 1: Failed (exit code 1)" in caplog.text
     assert "disk quota exceeded" in caplog.text
     f.finish()
+
+
+def test_execution_without_status_is_neither_running_nor_over():
+    """One meaning everywhere: Execution.is_over / is_running are vip_smk.rules' (no status yet:
+    neither), so a session never treats an execution it knows nothing about as finished."""
+    from vip_smk import rules
+    from vip_smk.client import Execution
+
+    for status in (None, "Ready", "Running", "Finished", "Killed", "Removed", "Future"):
+        ex = Execution.from_json({"identifier": "workflow-x", "status": status})
+        assert (ex.is_over, ex.is_running) == (rules.is_over(status), rules.is_running(status))
+    ex = Execution.from_json({"identifier": "workflow-x"})
+    assert not ex.is_over and not ex.is_running

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from vip_smk.rules import is_over as status_is_over
 from vip_smk.rules import is_running as status_is_running
 
 
@@ -137,7 +138,9 @@ class Execution(_Model):
 
     @property
     def is_over(self) -> bool:
-        return not self.is_running
+        """A terminal status (:func:`vip_smk.rules.is_over`); no status yet is neither over nor
+        running."""
+        return status_is_over(self.status)
 
     @property
     def output_paths(self) -> list[str]:

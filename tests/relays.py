@@ -1,0 +1,70 @@
+"""An HTTP relay on 127.0.0.1 for tests: in front of a real local VIP server (``target``), or as a
+plain forward proxy (``target=None``: absolute-URI requests, as clients send them to a proxy
+named by ``HTTP_PROXY``). It records every call and may rewrite answers (``rewrite``)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Callable
+
+import requests
+
+_HOP = ("host", "content-length", "connection", "proxy-connection")
+_NOT_RELAYED = ("content-length", "transfer-encoding", "connection", "content-encoding", "date",
+                "server")
+
+
+class Relay:
+    """``Relay(target=None, rewrite=None)``; ``.url``, ``.calls`` [(method, path or URL)],
+    ``.close()`` (also a context manager). ``rewrite(path, response, body) -> body`` may change
+    what the client receives."""
+
+    def __init__(self, target: str | None = None,
+                 rewrite: Callable[[str, requests.Response, bytes], bytes] | None = None):
+        relay = self
+        self.calls: list[tuple[str, str]] = []
+        self.session = requests.Session()
+        self.session.trust_env = False  # never through the proxy variables the test sets
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self):
+                relay.calls.append((self.command, self.path))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                url = self.path if target is None else target + self.path
+                r = relay.session.request(self.command, url, data=body or None, headers=headers,
+                                          allow_redirects=False, timeout=60)
+                data = r.content
+                if rewrite is not None:
+                    data = rewrite(self.path, r, data)
+                self.send_response(r.status_code)
+                for k, v in r.headers.items():
+                    if k.lower() not in _NOT_RELAYED:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _relay
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.session.close()
+
+    def __enter__(self) -> "Relay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -48,54 +49,71 @@ def _saved_on_vip(client, vip_path: str) -> dict:
         local.unlink()
 
 
-def _upload_subjects(vip, n: int) -> tuple[list[str], list[str]]:
-    """A BraTS-like dataset on VIP: two acquisitions per subject."""
-    a, b = [], []
-    for i in range(n):
-        for kind, out in (("t1", a), ("t2", b)):
-            f = vip.root / f"sub{i}-{kind}.csv"
-            f.write_text(f"x,y\n{i},{i + 1}\n{i + 2},{i + 3}\n")
-            path = f"{vip.home}/data/sub{i}/{f.name}"
-            vip.client.mkdir(f"{vip.home}/data/sub{i}")
-            vip.client.upload(f, path)
-            out.append(path)
-    return a, b
+KINDS = ("t1", "t1ce", "t2", "flair")
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "brats_launcher.py"
 
 
-def test_brats_style_script_with_vip_dot_lists(vip):
-    """The tutorial's shape: data already on VIP, VipLauncher with vip:dot list parameters over
-    N subjects -> one execution of N jobs, results on VIP, the session saved on VIP and
-    resumed from its output_dir, finish() removes the outputs; nothing written in the CWD."""
-    image_a, image_b = _upload_subjects(vip, 3)
-    out = f"{vip.home}/results"
-    name = _name("brats")
-    # --- the script (only the import differs from vip-client's) -------------------------------
+def _upload_brats(vip, data: str, subjects: list[str]) -> None:
+    """A BraTS-like dataset on VIP: four acquisitions per subject, in a group-like folder."""
+    for i, sub in enumerate(subjects):
+        vip.client.mkdir(f"{data}/{sub}")
+        for j, kind in enumerate(KINDS):
+            f = vip.root / f"{sub}_{kind}.csv"
+            f.write_text(f"x,y\n{i},{j}\n{i + 2},{j + 2}\n")
+            vip.client.upload(f, f"{data}/{sub}/{f.name}")
+            f.unlink()
+
+
+def test_brats_tutorial_script_with_four_vip_dot_lists(vip):
+    """Issue 13's script, unchanged but for the import (examples/brats_launcher.py): data
+    uploaded first to a group-like folder; VipLauncher with four vip:dot lists over N subjects ->
+    one execution of N jobs (not N^4), results on VIP, the session saved on VIP (nothing in the
+    current folder); the same session resumed from its output_dir launches nothing twice;
+    finish() removes the outputs (not the inputs)."""
+    group = f"/vip/Home/BraTS (group) {uuid.uuid4().hex[:6]}"  # no group folders here: see README
+    data, out = f"{group}/BraTS2021", f"{vip.home}/brats results"
+    subjects = [f"BraTS2021_{i:05d}" for i in (0, 2, 3)]
+    _upload_brats(vip, data, subjects)
+    cwd = vip.root / "script-cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIP_", "BRATS_"))}
+    env.update(VIP_API_KEY=vip.key, VIP_URL=vip.url, BRATS_DATA=data, BRATS_OUTPUT=out,
+               BRATS_SUBJECTS=" ".join(subjects), BRATS_REFRESH="0.2")
+    proc = subprocess.run([sys.executable, str(SCRIPT)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "BraTSStats" in proc.stderr and "t1ce" in proc.stderr  # show_pipeline, verbose
+    assert vip.key not in proc.stdout + proc.stderr
+    assert list(cwd.iterdir()) == []  # vip-client left tmp_save.json / tmp_load.json here
+    # one execution of N jobs, its N results on VIP
     VipLauncher.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
-    VipLauncher.show_pipeline("PairStats")
-    session = VipLauncher(output_dir=out, pipeline_id="PairStats/1.0", session_name=name,
-                          input_settings={"image_a": image_a, "image_b": image_b})
-    session.run_session(refresh_time=0.2)
-    # -------------------------------------------------------------------------------------------
+    session = VipLauncher(output_dir=out)
+    assert session.session_name == "BraTS_tutorial" and session.pipeline_id == "BraTSStats/1.0"
+    assert session.input_settings["flair"] == [f"{data}/{s}/{s}_flair.csv" for s in subjects]
     wid, = session.workflows
     assert session.workflows[wid]["status"] == "Finished"
     ex = vip.client.execution(wid)
-    assert len(ex.jobs) == 3 and len(ex.output_paths) == 3  # vip:dot: N jobs, not N^2
+    assert len(ex.jobs) == 3 and len(ex.output_paths) == 3
+    reports = sorted(PurePosixPath(p).name for p in ex.output_paths)
+    assert reports == [f"{s}_t1.csv.brats.txt" for s in subjects]
+    assert all(p.startswith(out + "/") for p in ex.output_paths)
     saved = _saved_on_vip(vip.client, f"{out}/session_data.json")
     assert list(saved)[:5] == ["session_name", "pipeline_id", "vip_output_dir", "input_settings",
                                "workflows"]
-    assert saved["session_name"] == name and saved["workflows"][wid]["status"] == "Finished"
-    assert vip.key not in json.dumps(saved)
+    assert saved["workflows"][wid]["status"] == "Finished" and vip.key not in json.dumps(saved)
     assert not vip.client.exists(f"{out}/session_data.json.new")
-    # resumed from the output directory (name, settings, workflows)
-    again = VipLauncher(output_dir=out)
-    assert again.session_name == name and list(again.workflows) == [wid]
-    assert again.input_settings == {"image_a": image_a, "image_b": image_b}
-    again.run_session(refresh_time=0.2)  # nothing launched twice
-    assert list(again.workflows) == [wid]
-    again.finish()
+    # the script run again resumes the session: nothing launched twice
+    proc = subprocess.run([sys.executable, str(SCRIPT)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert list(VipLauncher(output_dir=out).workflows) == [wid]
+    assert [e.identifier for e in vip.client.executions() if e.name == "BraTS_tutorial"] == [wid]
+    # finish() as documented: the outputs (and the backup with them) removed; the data kept
+    VipLauncher(output_dir=out).finish()
     assert not vip.client.exists(out)
-    assert all(w["status"] == "Removed" for w in again.workflows.values())
-    assert [p.name for p in vip.root.iterdir() if p.suffix == ".json"] == []
+    assert vip.client.exists(f"{data}/{subjects[0]}/{subjects[0]}_t1.csv")
+    assert list(cwd.iterdir()) == []
+    vip.client.delete(group, missing_ok=True, wait=0)
 
 
 def test_finish_removes_outputs_unless_keep_output(vip):

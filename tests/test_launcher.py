@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from vip_smk import VipClient, VipLauncher, VipSession
+from vip_smk import VipClient, VipLauncher, VipSession, core
 
 
 def _name(prefix: str) -> str:
@@ -114,6 +114,36 @@ def test_brats_tutorial_script_with_four_vip_dot_lists(vip):
     assert vip.client.exists(f"{data}/{subjects[0]}/{subjects[0]}_t1.csv")
     assert list(cwd.iterdir()) == []
     vip.client.delete(group, missing_ok=True, wait=0)
+
+
+def test_unequal_vip_dot_lists_named_nothing_launched(vip):
+    """VIP's REST API does not show a pipeline's vip:dot group, so lists of unequal length are
+    sent; VIP's refusal (8009) becomes a ValueError naming each list and its length: nothing
+    launched, the session's backup on VIP intact, and the corrected session launches."""
+    data, out = f"{vip.home}/data", f"{vip.home}/out"
+    subjects = ["s1", "s2", "s3"]
+    _upload_brats(vip, data, subjects)
+    settings = {k: [f"{data}/{s}/{s}_{k}.csv" for s in subjects] for k in KINDS}
+    settings["t2"] = settings["t2"][:2]
+    VipLauncher.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
+    name = _name("unequal")
+    s = VipLauncher(output_dir=out, pipeline_id="BraTSStats/1.0", session_name=name,
+                    input_settings=settings)
+    with pytest.raises(ValueError, match=r"t1 \(3\), t1ce \(3\), t2 \(2\), flair \(3\)") as err:
+        s.launch_pipeline()
+    assert isinstance(err.value, core.SettingsError) and err.value.kinds == {"dot"}
+    assert "nothing was launched" in str(err.value) and name in str(err.value)
+    assert s.workflows == {} and not [e for e in vip.client.executions() if e.name == name]
+    saved = _saved_on_vip(vip.client, f"{out}/session_data.json")
+    assert saved["session_name"] == name and saved["workflows"] == {}
+    assert saved["input_settings"]["t2"] == settings["t2"]
+    del s.input_settings  # vip-client's way to change a locked property
+    settings["t2"] = [f"{data}/{x}/{x}_t2.csv" for x in subjects]
+    s.input_settings = settings
+    wid, = s.run_session(refresh_time=0.2).workflows
+    assert s.workflows[wid]["status"] == "Finished" and len(vip.client.execution(wid).jobs) == 3
+    s.finish()
+    assert not vip.client.exists(out)
 
 
 def test_finish_removes_outputs_unless_keep_output(vip):

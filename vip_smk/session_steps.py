@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from tqdm.auto import tqdm
 
 from . import core, rules
-from .client import Execution
+from .client import Execution, InvalidInput
 from .session_output import start_string, status_report, vip_errors
 
 __all__ = ["SessionSteps"]
@@ -114,9 +114,16 @@ class SessionSteps:
         done = 0
         try:
             for _ in range(int(nb_runs)):
-                ex, adopted = core.launch_or_adopt(
-                    self.client, self.pipeline_id, values, str(self.vip_output_dir),
-                    self.session_name, executions=listing, exclude=exclude)
+                try:
+                    ex, adopted = core.launch_or_adopt(
+                        self.client, self.pipeline_id, values, str(self.vip_output_dir),
+                        self.session_name, executions=listing, exclude=exclude)
+                except InvalidInput as exc:  # lists VIP cannot pair (vip:dot): say which
+                    clear = core.launch_refusal(exc, values, where=f"session '{self.session_name}'",
+                                                pipeline_id=str(self.pipeline_id))
+                    if clear is None:
+                        raise
+                    raise clear from exc
                 exclude.add(ex.identifier)
                 wf = self._workflows.setdefault(ex.identifier, {"status": None, "start": None,
                                                                 "outputs": []})

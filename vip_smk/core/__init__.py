@@ -12,7 +12,8 @@ from __future__ import annotations
 from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
                          same_inputs, wait)
 from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
-from .settings import Problem, SettingsError, dot_inputs_of, validate_settings, vip_file_check
+from .settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
+                       vip_file_check)
 
 __all__ = [
     "Problem",
@@ -25,6 +26,7 @@ __all__ = [
     "failure_detail",
     "find_adoptable",
     "launch_or_adopt",
+    "launch_refusal",
     "poll",
     "remove_remote",
     "results_layout",

@@ -13,8 +13,8 @@ from typing import Any
 from .. import rules
 from ..client import InvalidInput, NotFound, Pipeline, VipClient
 
-__all__ = ["Problem", "SettingsError", "dot_inputs_of", "validate_settings", "vip_file_check"]
-
+__all__ = ["Problem", "SettingsError", "dot_inputs_of", "launch_refusal", "validate_settings",
+           "vip_file_check"]
 
 
 class Problem(str):
@@ -171,6 +171,26 @@ def validate_settings(pipeline: Pipeline, settings: Mapping[str, Any], *, where:
     if problems:
         raise SettingsError(problems, where=where, pipeline_id=pid)
     return out
+
+
+def launch_refusal(error: Exception, values: Mapping[str, Any], *, where: str = "",
+                   pipeline_id: str = "") -> SettingsError | None:
+    """VIP's refusal (8009) of a launch whose list values have unequal lengths, as a
+    :class:`SettingsError` naming each list parameter and its length; None if ``error`` is
+    anything else. For callers that cannot know the pipeline's ``vip:dot`` group (VIP's REST API
+    does not show it): VIP refuses such a launch as a whole, so nothing was launched."""
+    if getattr(error, "code", None) != 8009:
+        return None
+    lengths = {str(k): len(v) for k, v in values.items() if isinstance(v, (list, tuple))}
+    if len(lengths) < 2 or len(set(lengths.values())) < 2:
+        return None
+    said = getattr(error, "message", None) or str(error)
+    text = ("VIP refused the launch (nothing was launched): the list parameters have unequal "
+            "lengths: " + ", ".join(f"{n} ({k})" for n, k in lengths.items())
+            + ". If the pipeline pairs them element by element (vip:dot), give each list one "
+            f"value per subject, in the same order. VIP said: {said}")
+    return SettingsError([Problem(text, "dot", ",".join(lengths))], where=where,
+                         pipeline_id=pipeline_id)
 
 
 def vip_file_check(client: VipClient) -> Callable[[str], str | None]:

@@ -229,3 +229,49 @@ def test_cross_resume_with_vip_client(vip, vip_client_python):
     assert list(s.workflows) == [wid] and s.workflows[wid]["status"] == "Finished"
     s.finish()
     assert not vip.client.exists(theirs)
+
+
+def test_cross_resume_vip_session_backup_on_vip(vip, vip_client_python):
+    """VipSession with backup_location="vip": a session saved on VIP by vip-client 0.1.10 is
+    resumed by ours (by name); one saved by ours is read, monitored and saved by vip-client's
+    VipLauncher (vip-client's VipSession restores no backup kept on VIP, not even its own:
+    reference 4.8), then resumed, downloaded and finished by ours."""
+    (vip.root / "data").mkdir()
+    (vip.root / "data" / "a.csv").write_text("x\n1\n3\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIP_")}
+
+    def vip_client(code: str) -> None:
+        head = ("from vip_client import VipLauncher, VipSession\n" + "".join(
+            f"{cls}.init(api_key={vip.key!r}, vip_portal_url={vip.url!r}, backup_location='vip', "
+            "verbose=False)\n" for cls in ("VipSession", "VipLauncher")))
+        proc = subprocess.run([vip_client_python, "-c", head + textwrap.dedent(code)],
+                              cwd=vip.root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    VipSession.init(api_key=vip.key, vip_portal_url=vip.url, backup_location="vip", verbose=False)
+    settings = {"input_file": "data/a.csv"}
+    theirs = _name("theirs")
+    vip_client(f"VipSession({theirs!r}, input_dir='data', pipeline_id='TextStats/1.0', "
+               f"input_settings={settings!r}).upload_inputs().launch_pipeline()\n")
+    r = VipSession(theirs)
+    wid, = r.workflows
+    assert r.input_settings == {"input_file": f"/vip/Home/API/{theirs}/INPUTS/a.csv"}
+    r.run_session(refresh_time=0.2)  # uploads nothing new, adopts vip-client's execution
+    assert list(r.workflows) == [wid] and r.workflows[wid]["status"] == "Finished"
+    r.finish()
+    assert not vip.client.exists(f"/vip/Home/API/{theirs}")
+
+    ours = _name("ours")
+    wid, = VipSession(ours, input_dir="data", pipeline_id="TextStats/1.0",
+                      input_settings=settings).upload_inputs().launch_pipeline().workflows
+    vip_client(f"s = VipLauncher(output_dir='/vip/Home/API/{ours}/OUTPUTS')\n"
+               f"assert s.session_name == {ours!r} and list(s.workflows) == [{wid!r}]\n"
+               "s.monitor_workflows(refresh_time=1)\n")
+    saved = _saved_on_vip(vip.client, f"/vip/Home/API/{ours}/OUTPUTS/session_data.json")
+    assert saved["workflows"][wid]["status"] == "Finished"
+    assert saved["vip_input_dir"] == f"/vip/Home/API/{ours}/INPUTS"  # VipSession's keys kept
+    s = VipSession(ours)
+    assert s.workflows[wid]["status"] == "Finished"
+    s.download_outputs().finish()
+    assert [p.name for p in s.output_dir.rglob("*") if p.is_file()] == ["a.csv.stats.txt"]
+    assert not vip.client.exists(f"/vip/Home/API/{ours}")

@@ -40,13 +40,17 @@ def vip(vip_server, monkeypatch, tmp_path):
     Ctx.client.close()
 
 
-def _saved_on_vip(client, vip_path: str) -> dict:
+def _saved_text(client, vip_path: str) -> str:
     local = Path(f"saved-{uuid.uuid4().hex}.json")
     client.download(vip_path, local)
     try:
-        return json.loads(local.read_text())
+        return local.read_text()
     finally:
         local.unlink()
+
+
+def _saved_on_vip(client, vip_path: str) -> dict:
+    return json.loads(_saved_text(client, vip_path))
 
 
 KINDS = ("t1", "t1ce", "t2", "flair")
@@ -97,6 +101,11 @@ def test_brats_tutorial_script_with_four_vip_dot_lists(vip):
     reports = sorted(PurePosixPath(p).name for p in ex.output_paths)
     assert reports == [f"{s}_t1.csv.brats.txt" for s in subjects]
     assert all(p.startswith(out + "/") for p in ex.output_paths)
+    first = sorted(ex.output_paths)[0]  # subject 0: x=(0, 2) in all; y=(j, j+2), j=0..3
+    text = _saved_text(vip.client, first)
+    assert f"flair: {subjects[0]}_flair.csv (2 rows)" in text
+    assert "x: t1=1.000 t1ce=1.000 t2=1.000 flair=1.000" in text
+    assert "y: t1=1.000 t1ce=2.000 t2=3.000 flair=4.000" in text
     saved = _saved_on_vip(vip.client, f"{out}/session_data.json")
     assert list(saved)[:5] == ["session_name", "pipeline_id", "vip_output_dir", "input_settings",
                                "workflows"]

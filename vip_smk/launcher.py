@@ -10,7 +10,9 @@ other's sessions), written through the client (no temporary file in the current 
 
 Fixed vip-client defects: ``finish()`` removes the outputs unless ``keep_output=True`` (vip-client
 inverted it); queued executions count as running; a resumed session adopts the execution it
-launched instead of launching again; settings are validated before anything is launched.
+launched instead of launching again; settings are validated before anything is launched;
+lists VIP cannot pair (``vip:dot`` inputs of unequal lengths, a group VIP's REST API does not
+show) are named with their lengths when VIP refuses the launch, nothing launched.
 """
 
 from __future__ import annotations

@@ -1,29 +1,12 @@
-"""BraTSStats/1.0: the four acquisitions of one subject in one report (dependency-free)."""
+"""BraTSStats/1.0: the four acquisitions of one subject in one report (dependency-free; reads
+each file as PairStats does)."""
 
 import argparse
-import csv
 import sys
 
+from pairstats import _columns  # the app directory is on sys.path (the script's own folder)
+
 KINDS = ("t1", "t1ce", "t2", "flair")
-
-
-def _columns(path):
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = [r for r in csv.reader(f) if r]
-    if not rows:
-        raise ValueError(f"{path}: empty file")
-    header, data = rows[0], rows[1:]
-    cols = {}
-    for j, name in enumerate(header):
-        vals = []
-        for r in data:
-            try:
-                vals.append(float(r[j]))
-            except (IndexError, ValueError):
-                pass
-        if vals:
-            cols[name] = sum(vals) / len(vals)
-    return len(data), cols
 
 
 def main(argv=None):
@@ -39,13 +22,12 @@ def main(argv=None):
         print(f"BraTSStats: {e}", file=sys.stderr)
         return 2
     fmt = f"{{:.{a.precision}f}}"
-    lines = [f"{kind}: {getattr(a, kind)} ({found[kind][0]} rows)" for kind in KINDS]
-    shared = [c for c in found["t1"][1] if all(c in found[k][1] for k in KINDS)]
-    for name in shared:
-        lines.append(f"{name}: " + " ".join(f"{k}={fmt.format(found[k][1][name])}" for k in KINDS))
-    with open(a.output, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"BraTSStats: {a.t1} ... -> {a.output}")
+    report = [f"{kind}: {getattr(a, kind)} ({found[kind][0]} rows)" for kind in KINDS]
+    for name in [c for c in found["t1"][1] if all(c in found[k][1] for k in KINDS)]:
+        report.append(f"{name}: " + " ".join(f"{k}={fmt.format(found[k][1][name])}" for k in KINDS))
+    with open(a.output, "w", encoding="utf-8") as out:
+        out.write("\n".join(report) + "\n")
+    print(f"BraTSStats: {a.t1} and its t1ce, t2, flair -> {a.output}")
     return 0
 
 

@@ -517,3 +517,24 @@ def test_a_closed_client_reconnects(vip_server):
     c.close()  # (as requests does after Session.close: the next call opens a new pool)
     assert c.exists("/vip/Home")
     c.close()
+
+
+@pytest.mark.parametrize("name", ["plain.dat", "a+b=c(1).dat"])
+def test_small_download_headers_are_those_of_a_streamed_one(vip_server, client, home, tmp_path, name):
+    """The server answers a small file from memory with FileResponse's very headers (a Range
+    request goes through the streaming FileResponse): no difference a client could see."""
+    import requests
+
+    src = tmp_path / name
+    src.write_bytes(b"0123456789" * 50)
+    client.upload(src, f"{home}/{name}")
+    url = f"{vip_server.url}/rest/path{home}/{name}"
+    hdr = {"apikey": vip_server.api_key, "Accept-Encoding": "identity"}
+    whole = requests.get(url, params={"action": "content"}, headers=hdr, timeout=10)
+    ranged = requests.get(url, params={"action": "content"}, headers={**hdr, "Range": "bytes=0-"}, timeout=10)
+    assert (whole.status_code, ranged.status_code) == (200, 206)
+    assert whole.content == ranged.content == src.read_bytes()
+    for h in ("content-type", "accept-ranges", "content-disposition", "last-modified", "etag"):
+        assert whole.headers[h] == ranged.headers[h], h
+    assert whole.headers["content-length"] == str(src.stat().st_size)
+    assert whole.headers["content-disposition"].startswith("attachment; filename")

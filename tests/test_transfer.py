@@ -330,3 +330,25 @@ def test_checksum_where_md5_is_not_offered_probes_once(client, vip_dir, tmp_path
     assert again.files_transferred == 0 and again.requests <= n_dirs + 1  # listings + one md5 probe
     assert client.md5_offered is False
     assert client.upload_tree(tmp_path / "src", vip_dir, checksum=True).requests <= n_dirs
+
+
+def test_download_tree_reads_the_limit_once_and_only_when_needed(vip_server, client, vip_dir, tmp_path):
+    files = make_tree(tmp_path / "src", seed=7, n=24)
+    folders = {str(Path(r).parent) for r in files} | {"."}
+    client.upload_tree(tmp_path / "src", vip_dir)
+    fresh = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    # GET platform (VIP's download limit) goes out while the folders are still being listed:
+    # one listing per folder, one platform, one GET per file, nothing else
+    down = fresh.download_tree(vip_dir, tmp_path / "dst")
+    assert read_tree(tmp_path / "dst") == files
+    assert down.requests == len(folders) + 1 + len(files)
+    assert fresh.max_download_size() is None  # (cached: no request)
+    # an unchanged tree, new client: listings only (no platform: nothing to fetch)
+    again = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    resync = again.download_tree(vip_dir, tmp_path / "dst")
+    assert resync.files_transferred == 0 and resync.requests == len(folders)
+    # one file changed remotely: platform again, then just that file
+    (tmp_path / "src" / sorted(files)[0]).write_bytes(b"changed size")
+    client.upload_tree(tmp_path / "src", vip_dir)
+    one = again.download_tree(vip_dir, tmp_path / "dst")
+    assert one.files_transferred == 1 and one.requests == len(folders) + 2

@@ -559,17 +559,21 @@ class VipClient:
         """Write downloaded bytes as `download` does: through `local.part`, fsynced, renamed
         (parents created)."""
         local = Path(local)
-        part = local.with_name(local.name + ".part")
+        part = f"{local}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fh = open(part, "wb")
+            fd = os.open(part, flags, 0o666)
         except FileNotFoundError:
             local.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(part, "wb")
-        with fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        VipClient._finish_part(part, local, len(data), vip_path or str(local))
+            fd = os.open(part, flags, 0o666)
+        try:  # (os calls: half the system calls of a buffered file, for many small files)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        VipClient._finish_part(Path(part), local, len(data), vip_path or str(local))
         return local
 
     @staticmethod

@@ -476,8 +476,11 @@ def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
 # --------------------------------------------------------------------------------------------
 
 
-def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None) -> list[PathInfo]:
-    """Every file under vip_dir (one `action=list` per directory, parallel per level)."""
+def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None,
+              on_listing=None) -> list[PathInfo]:
+    """Every file under vip_dir (one `action=list` per directory, parallel per level).
+    `on_listing(executor, files)` is called (in the caller's thread) as each listing arrives,
+    e.g. to start other requests on the same pool while the remaining listings run."""
     vip_dir = str(vip_dir).rstrip("/") or "/"
     n = _pool(client, workers)
     out: list[PathInfo] = []
@@ -486,8 +489,12 @@ def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None) ->
         while level:
             nxt = []
             for _, fut in _map(ex, client.list, level):
+                files = []
                 for info in fut.result():
-                    (nxt if info.is_directory else out).append(info)
+                    (nxt if info.is_directory else files).append(info)
+                out.extend(files)
+                if on_listing is not None and files:
+                    on_listing(ex, files)
             level = [i.path for i in nxt]
     return sorted(out, key=lambda i: i.path)
 
@@ -508,7 +515,28 @@ def download_tree(
     req0 = client.requests_made
     vip_dir = str(vip_dir).rstrip("/") or "/"
     local_dir = Path(local_dir)
-    infos = list_tree(client, vip_dir, workers=workers)
+    # VIP's download limit (GET platform, once per client) is read while the other folders
+    # are listed, as soon as one listing shows a file to fetch: one round trip fewer. An
+    # unchanged tree makes no such request (re-sync: one request per folder).
+    limit: list[Future] = []
+
+    def on_listing(ex: ThreadPoolExecutor, files: list[PathInfo]) -> None:
+        if limit:
+            return
+        for info in files:
+            rel = PurePosixPath(info.path).relative_to(vip_dir)
+            try:
+                same = local_dir.joinpath(*rel.parts).stat().st_size == info.size
+            except OSError:
+                same = False
+            if not same:
+                limit.append(ex.submit(client.max_download_size))
+                return
+
+    infos = list_tree(client, vip_dir, workers=workers, on_listing=on_listing)
+    for fut in limit:
+        if fut.exception() is not None:  # asked again (retried, raised) where it is needed
+            log.debug("GET platform while listing %s: %s", vip_dir, fut.exception())
     pairs = []
     for info in infos:
         rel = PurePosixPath(info.path).relative_to(vip_dir)

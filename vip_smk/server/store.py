@@ -238,7 +238,8 @@ class Store:
                 continue
             p = Path(e.path)
             try:
-                self.check_inside(p, res.user_root, res.vip)
+                if e.is_symlink():  # (the directory itself was checked by resolve)
+                    self.check_inside(p, res.user_root, res.vip)
             except ApiError:
                 continue  # a planted symlink pointing outside: not shown
             out.append(path_props(f"{res.vip.rstrip('/')}/{e.name}", p))

@@ -621,7 +621,19 @@ def _download_many(
     todo: list[tuple[PathInfo, Path]] = []
     pending_extract: list[Path] = []
     skew = _skew(client)
+    # folders not there yet (a first download): none of their files is looked up on disk
+    # (two system calls fewer per file before the first request)
+    dirs: dict[Path, bool] = {}
+    new: set[Path] = set()
     for info, local in pairs:
+        parent = local.parent
+        there = dirs.get(parent)
+        if there is None:
+            there = dirs[parent] = parent.is_dir()
+        if not there:
+            new.add(local)
+            todo.append((info, local))
+            continue
         if extract:
             if recover_extraction(local) or local.is_dir():
                 report.files_skipped += 1
@@ -657,6 +669,8 @@ def _download_many(
         todo = fits
 
     def partial(local: Path) -> int:
+        if local in new:
+            return 0
         try:
             return local.with_name(local.name + ".part").stat().st_size
         except OSError:

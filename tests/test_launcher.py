@@ -54,7 +54,7 @@ def _saved_on_vip(client, vip_path: str) -> dict:
 
 
 KINDS = ("t1", "t1ce", "t2", "flair")
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "brats_launcher.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "examples" / "launcher" / "brats_launcher.py"
 
 
 def _upload_brats(vip, data: str, subjects: list[str]) -> None:
@@ -69,7 +69,7 @@ def _upload_brats(vip, data: str, subjects: list[str]) -> None:
 
 
 def test_brats_tutorial_script_with_four_vip_dot_lists(vip):
-    """Issue 13's script, unchanged but for the import (examples/brats_launcher.py): data
+    """Issue 13's script, unchanged but for the import (workflow/examples/launcher/brats_launcher.py): data
     uploaded first to a group-like folder; VipLauncher with four vip:dot lists over N subjects ->
     one execution of N jobs (not N^4), results on VIP, the session saved on VIP (nothing in the
     current folder); the same session resumed from its output_dir launches nothing twice;

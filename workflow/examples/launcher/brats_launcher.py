@@ -2,7 +2,7 @@
 import differs. The data are already on VIP, in a shared (group) folder: four acquisitions per
 subject (t1, t1ce, t2, flair). One execution, one job per subject (vip:dot), results left on VIP.
 
-    VIP_API_KEY=... python examples/brats_launcher.py
+    VIP_API_KEY=... python workflow/examples/launcher/brats_launcher.py
 
 Against the local VIP (``vip-smk serve``) set ``VIP_URL`` too (vip_smk reads it when
 ``vip_portal_url`` is not given) and put the data where ``DATA`` says first (the local VIP has

@@ -4,8 +4,10 @@ named by ``HTTP_PROXY``). It records every call and may rewrite answers (``rewri
 
 from __future__ import annotations
 
+import email.utils
 import http.server
 import threading
+import time
 from collections.abc import Callable
 
 import requests
@@ -16,12 +18,14 @@ _NOT_RELAYED = ("content-length", "transfer-encoding", "connection", "content-en
 
 
 class Relay:
-    """``Relay(target=None, rewrite=None)``; ``.url``, ``.calls`` [(method, path or URL)],
-    ``.close()`` (also a context manager). ``rewrite(path, response, body) -> body`` may change
-    what the client receives."""
+    """``Relay(target=None, rewrite=None, clock_offset=0)``; ``.url``, ``.calls`` [(method, path
+    or URL)], ``.close()`` (also a context manager). ``rewrite(path, response, body) -> body`` may
+    change what the client receives; ``clock_offset`` (seconds) shifts the ``Date`` header, as a
+    server whose clock is ahead (or behind) would send it."""
 
     def __init__(self, target: str | None = None,
-                 rewrite: Callable[[str, requests.Response, bytes], bytes] | None = None):
+                 rewrite: Callable[[str, requests.Response, bytes], bytes] | None = None,
+                 clock_offset: float = 0.0):
         relay = self
         self.calls: list[tuple[str, str]] = []
         self.session = requests.Session()
@@ -49,6 +53,9 @@ class Relay:
                 self.wfile.write(data)
 
             do_GET = do_PUT = do_POST = do_DELETE = _relay
+
+            def date_time_string(self, timestamp=None):  # the Date header send_response adds
+                return email.utils.formatdate(time.time() + clock_offset, usegmt=True)
 
             def log_message(self, *args):
                 pass

@@ -201,6 +201,20 @@ def test_poll_one_request_per_round(vc, srv, home):
     assert seen.total == 0
 
 
+def test_poll_beyond_vips_listing_limit(make_server):
+    """VIP lists only its newest executions (500; 3 here): the older ids get one direct GET each,
+    the listing is still asked once."""
+    small = make_server(list_limit=3, count_requests=True)
+    with VipClient(small.url, api_key=small.api_key, progress=False) as c:
+        out = "/vip/Home/poll-limit"
+        c.mkdir(out)
+        ids = [c.launch("Sleep/1.0", {"duration": 0}, out, f"lim{i}").identifier for i in range(5)]
+        with _Counting(small) as seen:
+            states = core.poll(c, ids)
+    assert list(states) == ids and all(ex.identifier == eid for eid, ex in states.items())
+    assert seen.routes == {"GET /rest/executions": 1, "GET /rest/executions/{eid}": 2}
+
+
 def test_wait_polls_soon_and_backs_off(vc, home):
     out = f"{home}/wait"
     vc.mkdir(out)

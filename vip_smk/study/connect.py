@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from vip_smk.util import read_json
+
 from .config import StudyConfigError, VipSettings
 from .descriptors import descriptor_cache
 
@@ -41,7 +43,12 @@ def ensure_local_server(local_dir: Path, workers: int = 2):
     with _file_lock(local_dir / ".start.lock"):
         srv = LocalServer.attach(local_dir)
         if srv is None:
-            log.info("starting the local VIP server (data in %s)", local_dir)
+            stale = read_json(local_dir / "server.json")  # left behind by a server that died
+            if isinstance(stale, dict):
+                log.warning("the local VIP server (pid %s) is gone: starting it again (data in %s)",
+                            stale.get("pid"), local_dir)
+            else:
+                log.info("starting the local VIP server (data in %s)", local_dir)
             srv = LocalServer(local_dir, port=0, workers=workers, detach=True,
                               log_file=local_dir / "server.log")
             srv.start(timeout=60)
@@ -111,7 +118,7 @@ class StudyVip:
         """VIP did not answer (`exc`, after the client's retries). A dead embedded server is
         started again and a new client made; otherwise StudyError naming the URL."""
         if self.vip.is_local and self._own and not self.server_alive():
-            self.ensure(what)
+            self.ensure()
             return
         if self.vip.is_local:
             raise StudyError(f"{what}: the local VIP server at {self.client.url} fails ({exc}); see "
@@ -119,12 +126,11 @@ class StudyVip:
         raise StudyError(f"{what}: {exc}; vip.url is {self.vip.url}: run again when VIP answers "
                          f"(nothing is lost)") from None
 
-    def ensure(self, what: str = "VIP") -> None:
+    def ensure(self) -> None:
         """For `url: local`: if the server died (kill -9, reboot), start it and reconnect."""
         if not self.vip.is_local or not self._own or self.server_alive():
             return
-        log.warning("%s: the local VIP server (pid %s) is gone: starting it again", what, self._server.pid)
-        old = self.client
+        old = self.client  # ensure_local_server says why it starts a server
         self.client = self._connect()
         with contextlib.suppress(Exception):
             old.close()

@@ -19,7 +19,8 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
     their ``str()``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_dead_writers_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=indent, default=str)
@@ -31,6 +32,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None =
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _remove_dead_writers_temps(path: Path) -> None:
+    """Temp files of ``path`` left by writers killed mid-write (``.NAME.PID.XXXX.tmp`` whose PID
+    is gone): a crash leaves no litter beside the file for long. A live writer's are kept."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+                continue
+            pid = entry.name[len(prefix):].split(".", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def read_json(path: str | os.PathLike, default: Any = None, *, strict: bool = False) -> Any:

@@ -68,10 +68,18 @@ def run_smk(server, workdir: Path, folder: str, *args: str, timeout: float = 180
     return proc
 
 
+def _ctrl_c_works() -> None:
+    """In the child: Ctrl-C as in a terminal. A suite started in the background by a shell
+    without job control (`make test &`, nohup, some CI runners) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: the SIGINT the test sends would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_smk(server, workdir: Path, folder: str, *args: str, jobs: int = 20):
     log = open(workdir / "snakemake.out", "w")
     proc = subprocess.Popen(smk_cmd(server, folder, *args, jobs=jobs), cwd=workdir,
-                            env=smk_env(server), stdout=log, stderr=subprocess.STDOUT)
+                            env=smk_env(server), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=_ctrl_c_works)
     log.close()
     return proc
 
@@ -369,7 +377,9 @@ def test_50_active_one_request_per_round_then_ctrl_c_kills_them(server, vip, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    left = [e for e in executions_under(vip, "ex-ctrlc") if e.is_running]
+        left = [e for e in executions_under(vip, "ex-ctrlc") if e.is_running]
+        for e in left:  # on failure, free the module's server for the next tests
+            vip.kill(e.identifier)
     assert not left, [(e.identifier, e.status) for e in left]
     assert {e.status for e in executions_under(vip, "ex-ctrlc")} == {"Killed"}
 

@@ -368,7 +368,6 @@ class VipClient:
         (parents created)."""
         return streams.write_file(local, data, vip_path)
 
-    _total_size, _finish_part = staticmethod(streams.total_size), staticmethod(streams.finish_part)
 
     def delete(self, path: str, *, missing_ok: bool = False, wait: float = 30.0) -> None:
         """Delete a file or directory (recursively). VIP deletes asynchronously: wait up to

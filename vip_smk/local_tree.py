@@ -6,9 +6,9 @@ where its files go, and whether a file is unchanged from VIP's copy.
   files, names or folders VIP would rename, characters VIP refuses in input values,
   unreadable or non-regular files (`vip_smk.transfer.upload_tree` raises them as one
   `PreflightError`; the dry run of `vip_smk.study` reports them);
-- tree-relative paths (`_join`, `_parent`, `_depth`);
-- unchanged or not: dates compared with `MTIME_SLACK` on the server's clock (`_skew`, `_newer`),
-  and md5 where the server computes it (`_changed_by_md5`).
+- tree-relative paths (`join`, `parent`, `depth`);
+- unchanged or not: dates compared with `MTIME_SLACK` on the server's clock (`skew`, `newer`),
+  and md5 where the server computes it (`changed_by_md5`).
 
 Imports VIP's rules and `vip_smk.scheduling`, never `vip_smk.client` or `vip_smk.transfer`
 (which import it): no import cycle.
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vip_smk.rules import clean_name, value_problem
-from vip_smk.scheduling import _map
+from vip_smk.scheduling import map_as_completed
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _LocalFile:
+class LocalFile:
     rel: str  # POSIX path relative to the tree root
     path: Path
     size: int
     mtime: float = 0.0
 
 
-def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
+def scan(local_dir: Path) -> tuple[list[LocalFile], list[str]]:
     """Files under local_dir (symlinks followed, loops ignored) and the problems found."""
-    files: list[_LocalFile] = []
+    files: list[LocalFile] = []
     problems: list[str] = []
     seen_dirs: set[str] = set()
     top = os.fspath(local_dir)
@@ -74,11 +74,11 @@ def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
             if not os.access(path, os.R_OK):
                 problems.append(f"{rel}: unreadable (Permission denied)")
                 continue
-            files.append(_LocalFile(rel, Path(path), st.st_size, st.st_mtime))
+            files.append(LocalFile(rel, Path(path), st.st_size, st.st_mtime))
     return files, problems
 
 
-def _name_problems(rel: str, seen: set[str]) -> list[str]:
+def name_problems(rel: str, seen: set[str]) -> list[str]:
     problems = []
     parts = rel.split("/")
     for i, part in enumerate(parts):
@@ -95,13 +95,13 @@ def _name_problems(rel: str, seen: set[str]) -> list[str]:
     return problems
 
 
-def check_local_tree(local_dir: str | os.PathLike) -> tuple[list[_LocalFile], list[str]]:
+def check_local_tree(local_dir: str | os.PathLike) -> tuple[list[LocalFile], list[str]]:
     """Scan a directory to upload; return (files, problems) without any network."""
     local_dir = Path(local_dir)
-    files, problems = _scan(local_dir)
+    files, problems = scan(local_dir)
     seen: set[str] = set()
     for f in files:
-        problems.extend(_name_problems(f.rel, seen))
+        problems.extend(name_problems(f.rel, seen))
         if f.size == 0:
             problems.append(f"{f.rel}: empty file (VIP turns an empty upload into a directory)")
     return files, sorted(set(problems))
@@ -112,16 +112,16 @@ def check_local_tree(local_dir: str | os.PathLike) -> tuple[list[_LocalFile], li
 # --------------------------------------------------------------------------------------------
 
 
-def _join(base: str, rel: str) -> str:
+def join(base: str, rel: str) -> str:
     base = base.rstrip("/") or "/"
     return base if not rel else f"{base}/{rel}"
 
 
-def _parent(rel: str) -> str:
+def parent(rel: str) -> str:
     return rel.rsplit("/", 1)[0] if "/" in rel else ""
 
 
-def _depth(rel: str) -> int:
+def depth(rel: str) -> int:
     return 0 if not rel else rel.count("/") + 1
 
 
@@ -133,13 +133,13 @@ def _depth(rel: str) -> int:
 MTIME_SLACK = 2.0  # seconds: VIP dates are whole seconds; small clock skews are tolerated
 
 
-def _skew(client) -> float:
+def skew(client) -> float:
     """Server clock minus ours, rounded away below the slack (dates are whole seconds)."""
     skew = getattr(client, "clock_skew", None) or 0.0
     return skew if abs(skew) > 1.0 else 0.0
 
 
-def _newer(mtime: float, than: float | int | None) -> bool:
+def newer(mtime: float, than: float | int | None) -> bool:
     """True if a date `mtime` (seconds) is clearly after `than` (None: unknown -> False)."""
     if than is None:
         return False
@@ -149,7 +149,7 @@ def _newer(mtime: float, than: float | int | None) -> bool:
         return False
 
 
-def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
+def changed_by_md5(client, ex, files, vip_dir, report) -> list[LocalFile]:
     """Same-size files whose content differs, where the server computes md5. VIP-portal does
     not (8001): the first answer tells, and the client remembers it (size/date decide)."""
     import hashlib
@@ -157,8 +157,8 @@ def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
     skipped = set(report.skipped)
     cands = [f for f in files if str(f.path) in skipped]
 
-    def compare(f: _LocalFile) -> bool | None:
-        remote = client.md5(_join(vip_dir, f.rel))
+    def compare(f: LocalFile) -> bool | None:
+        remote = client.md5(join(vip_dir, f.rel))
         if remote is None:
             return None  # not offered: size and date decide
         h = hashlib.md5()  # noqa: S324 - content comparison, not security
@@ -174,7 +174,7 @@ def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
     if first is None:
         log.info("md5 not offered by %s: unchanged files are judged by size and date", client.url)
         return []
-    results = [(cands[0], first)] + [(f, fut.result()) for f, fut in _map(ex, compare, cands[1:])]
+    results = [(cands[0], first)] + [(f, fut.result()) for f, fut in map_as_completed(ex, compare, cands[1:])]
     for f, differs in results:
         if differs:
             changed.append(f)

@@ -1,11 +1,11 @@
 """Size-aware scheduling of a tree transfer's files on the client's connections.
 
-- `_pool`: transfers in flight at most (the caller's `workers`, capped to the client's);
-- `_run_sized`: many small files in flight (their time is round trips) beside at most
+- `pool_size`: transfers in flight at most (the caller's `workers`, capped to the client's);
+- `run_sized`: many small files in flight (their time is round trips) beside at most
   `LARGE_IN_FLIGHT` large ones (bandwidth-bound, largest first); worker threads keep the
   books (no wake-up of the caller per file); Ctrl-C stops handing out files, those in flight
   finish;
-- `_map`: (item, future) as they complete on an executor, the rest cancelled if the consumer
+- `map_as_completed`: (item, future) as they complete on an executor, the rest cancelled if the consumer
   stops;
 - the download's small-file path: files up to `WHOLE` bytes are read in one go and written by
   `WRITERS` threads, at most `WRITE_QUEUE` of them waiting in memory.
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # annotations only: the client imports the transfer modules, 
 log = logging.getLogger(__name__)
 
 
-def _pool(client: VipClient, workers: int | None) -> int:
+def pool_size(client: VipClient, workers: int | None) -> int:
     n = client.workers if workers is None else int(workers)
     if n > client.workers:
         log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)
@@ -43,7 +43,7 @@ LARGE = 8 << 20  # bytes: a "large" file (bandwidth-bound rather than round-trip
 LARGE_IN_FLIGHT = 4  # large files transferred at once at most (the rest of the pool: small ones)
 
 
-def _run_sized(n: int, fn, items: list, size_of, name: str, on_done) -> None:
+def run_sized(n: int, fn, items: list, size_of, name: str, on_done) -> None:
     """`fn(item)` over `items` with concurrency adapted to sizes: up to LARGE_IN_FLIGHT large
     files (largest first) beside the small ones, which take the rest of the `n` slots (many in
     flight: their time is round trips). `on_done(item, value, error)` is called as each ends,
@@ -100,7 +100,7 @@ def _run_sized(n: int, fn, items: list, size_of, name: str, on_done) -> None:
         raise fatal[0]
 
 
-def _map(executor: ThreadPoolExecutor, fn, items):
+def map_as_completed(executor: ThreadPoolExecutor, fn, items):
     """(item, future) as they complete. If the consumer stops (error, Ctrl-C), the work not
     started yet is cancelled: only the transfers in flight finish."""
     futures = {executor.submit(fn, it): it for it in items}

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING
 
 from vip_smk.archives import extract_archive, recover_extraction
 from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
-from vip_smk.local_tree import (
-    _changed_by_md5, _depth, _join, _LocalFile, _newer, _parent, _skew, check_local_tree,
-)
+from vip_smk import local_tree as lt
+from vip_smk.local_tree import check_local_tree  # noqa: F401  (re-exported)
 from vip_smk.progress import Progress, want_progress
-from vip_smk.scheduling import WHOLE, WRITE_QUEUE, WRITERS, _map, _pool, _run_sized
+from vip_smk import scheduling
+from vip_smk.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
     from vip_smk.client import PathInfo, VipClient
@@ -152,15 +152,15 @@ def upload_tree(
     files, problems = check_local_tree(local_dir)
     if problems:
         raise PreflightError("upload_tree", str(local_dir), problems)
-    n = _pool(client, workers)
+    n = scheduling.pool_size(client, workers)
 
     # Local directories that hold files (empty ones are ignored, as VIP's client does).
     local_dirs = {""}
     for f in files:
-        d = _parent(f.rel)
+        d = lt.parent(f.rel)
         while d not in local_dirs:
             local_dirs.add(d)
-            d = _parent(d)
+            d = lt.parent(d)
 
     remote: dict[str, dict[str, PathInfo] | None] = {}  # rel dir -> listing, None = to create
     clashes: list[str] = []
@@ -170,12 +170,12 @@ def upload_tree(
             remote[""] = {PurePosixPath(i.path).name: i for i in client.list(vip_dir)}
         except NotFound:
             remote[""] = None
-        by_depth = sorted(local_dirs - {""}, key=lambda d: (_depth(d), d))
-        for depth in sorted({_depth(d) for d in by_depth}):
-            level = [d for d in by_depth if _depth(d) == depth]
+        by_depth = sorted(local_dirs - {""}, key=lambda d: (lt.depth(d), d))
+        for depth in sorted({lt.depth(d) for d in by_depth}):
+            level = [d for d in by_depth if lt.depth(d) == depth]
             to_list = []
             for d in level:
-                parent = remote[_parent(d)]
+                parent = remote[lt.parent(d)]
                 entry = parent.get(d.rsplit("/", 1)[-1]) if parent is not None else None
                 if entry is None:
                     remote[d] = None
@@ -184,18 +184,18 @@ def upload_tree(
                     remote[d] = None
                 else:
                     to_list.append(d)
-            for d, fut in _map(ex, lambda d: client.list(_join(vip_dir, d)), to_list):
+            for d, fut in scheduling.map_as_completed(ex, lambda d: client.list(lt.join(vip_dir, d)), to_list):
                 remote[d] = {PurePosixPath(i.path).name: i for i in fut.result()}
         # 2. decide (dates compared on the server's clock)
-        skew = _skew(client)
-        todo: list[_LocalFile] = []
+        skew = lt.skew(client)
+        todo: list[lt.LocalFile] = []
         for f in files:
-            listing = remote[_parent(f.rel)]
+            listing = remote[lt.parent(f.rel)]
             entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
             if entry is not None and entry.is_directory:
                 clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
             elif entry is not None and entry.size == f.size and not (
-                    mtime_check and _newer(f.mtime + skew, entry.last_modification_date)):
+                    mtime_check and lt.newer(f.mtime + skew, entry.last_modification_date)):
                 report.files_skipped += 1
                 report.skipped.append(str(f.path))
             else:
@@ -203,25 +203,25 @@ def upload_tree(
         if clashes:
             raise PreflightError("upload_tree", str(local_dir), sorted(clashes))
         if checksum and report.skipped:
-            todo.extend(_changed_by_md5(client, ex, files, vip_dir, report))
+            todo.extend(lt.changed_by_md5(client, ex, files, vip_dir, report))
         # 3. create the missing directories (parents first)
         if remote[""] is None:
             client.mkdir(vip_dir, parents=True, known_missing=True)
         new_dirs = [d for d in by_depth if remote[d] is None]
-        for depth in sorted({_depth(d) for d in new_dirs}):
-            level = [d for d in new_dirs if _depth(d) == depth]
-            for _, fut in _map(ex, lambda d: client.mkdir(_join(vip_dir, d), known_missing=True), level):
+        for depth in sorted({lt.depth(d) for d in new_dirs}):
+            level = [d for d in new_dirs if lt.depth(d) == depth]
+            for _, fut in scheduling.map_as_completed(ex, lambda d: client.mkdir(lt.join(vip_dir, d), known_missing=True), level):
                 fut.result()
         # 4. send
         prog = Progress(want_progress(client.progress if progress is None else progress),
                          "upload", sum(f.size for f in todo), len(todo))
         failures: list[tuple[str, Exception]] = []
         try:
-            def send(f: _LocalFile):
-                client.upload(f.path, _join(vip_dir, f.rel), progress=prog.add_bytes)
+            def send(f: lt.LocalFile):
+                client.upload(f.path, lt.join(vip_dir, f.rel), progress=prog.add_bytes)
                 prog.file_done()
 
-            def sent(f: _LocalFile, _, error: Exception | None) -> None:
+            def sent(f: lt.LocalFile, _, error: Exception | None) -> None:
                 if error is not None:
                     failures.append((str(f.path), error))
                     log.error("upload %s: %s", f.path, error)
@@ -229,7 +229,7 @@ def upload_tree(
                     report.files_transferred += 1
                     report.transferred.append(str(f.path))
 
-            _run_sized(n, send, todo, lambda f: f.size, "vip-up", sent)
+            scheduling.run_sized(n, send, todo, lambda f: f.size, "vip-up", sent)
         finally:
             prog.close()
     report.bytes_transferred = prog.bytes
@@ -252,13 +252,13 @@ def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None,
     `on_listing(executor, files)` is called (in the caller's thread) as each listing arrives,
     e.g. to start other requests on the same pool while the remaining listings run."""
     vip_dir = str(vip_dir).rstrip("/") or "/"
-    n = _pool(client, workers)
+    n = scheduling.pool_size(client, workers)
     out: list[PathInfo] = []
     level = [vip_dir]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-ls") as ex:
         while level:
             nxt = []
-            for _, fut in _map(ex, client.list, level):
+            for _, fut in scheduling.map_as_completed(ex, client.list, level):
                 files = []
                 for info in fut.result():
                     (nxt if info.is_directory else files).append(info)
@@ -342,8 +342,8 @@ def download_files(
     missing_parents = sorted({str(PurePosixPath(p).parent) for i, p, _ in items if i is None})
     listings: dict[str, dict[str, PathInfo] | Exception] = {}
     if missing_parents:
-        with ThreadPoolExecutor(max_workers=_pool(client, workers), thread_name_prefix="vip-ls") as ex:
-            for parent, fut in _map(ex, client.list, missing_parents):
+        with ThreadPoolExecutor(max_workers=scheduling.pool_size(client, workers), thread_name_prefix="vip-ls") as ex:
+            for parent, fut in scheduling.map_as_completed(ex, client.list, missing_parents):
                 try:
                     listings[parent] = {i.path.rstrip("/"): i for i in fut.result()}
                 except VipError as exc:
@@ -390,7 +390,7 @@ def _download_many(
     failures = list(failures or [])
     todo: list[tuple[PathInfo, Path]] = []
     pending_extract: list[Path] = []
-    skew = _skew(client)
+    skew = lt.skew(client)
     # folders not there yet (a first download): none of their files is looked up on disk
     # (two system calls fewer per file before the first request)
     dirs: dict[Path, bool] = {}
@@ -419,7 +419,7 @@ def _download_many(
             continue
         remote_date = info.last_modification_date  # None (VIP may send null): unknown, not 1970
         if st is not None and info.size is not None and st.st_size == info.size and not (
-                mtime_check and remote_date is not None and _newer(remote_date - skew, st.st_mtime)):
+                mtime_check and remote_date is not None and lt.newer(remote_date - skew, st.st_mtime)):
             report.files_skipped += 1
             report.skipped.append(str(local))
             if extract and tarfile.is_tarfile(local):
@@ -502,7 +502,7 @@ def _download_many(
 
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="vip-write") as writer:
-            _run_sized(_pool(client, workers), fetch, todo, lambda item: item[0].size or 0, "vip-down",
+            scheduling.run_sized(scheduling.pool_size(client, workers), fetch, todo, lambda item: item[0].size or 0, "vip-down",
                        fetched)
             for info, local, written in writes:
                 finished(info, local, written)

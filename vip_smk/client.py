@@ -3,7 +3,7 @@
 One `requests.Session` per client (pooled, thread-safe for concurrent calls), typed errors
 decided from the HTTP status *and* the JSON body, connect/read timeouts on every call, bounded
 retries with exponential backoff and jitter for idempotent calls, a never-duplicated `launch`,
-and streaming transfers (see `vip_smk.transfer` for the tree operations).
+and streaming transfers (one file: `vip_smk.streams`; trees: `vip_smk.transfer`).
 
 No module-level mutable state: the URL, the key and every setting live on the instance.
 """
@@ -14,17 +14,16 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
 
-from vip_smk import transfer
+from vip_smk import streams, transfer
 from vip_smk.errors import (
     NOT_IMPLEMENTED,
     AuthError,
@@ -48,13 +47,10 @@ from vip_smk.transport import MAX_CONNECTIONS, Transport
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://vip.creatis.insa-lyon.fr"
-CHUNK = 1 << 20  # 1 MiB: file read size
-DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
-
 
 
 # Errors: vip_smk.errors, models: vip_smk.models, keys: vip_smk.keys (all re-exported here);
-# HTTP: vip_smk.transport.
+# HTTP: vip_smk.transport; one file's body up/down: vip_smk.streams.
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,42 +73,6 @@ def _vip_path(path: str | PurePosixPath) -> str:
     if len(p) > 1:
         p = p.rstrip("/")
     return p
-
-
-WRITEBACK = 32 << 20  # start writing a download to disk every 32 MiB (cheap final fsync)
-
-
-def _start_writeback(fh, start: int, end: int) -> int:
-    """Ask the kernel to start writing [start, end) to disk now (asynchronously) so that the
-    final fsync of a big download does not stall on gigabytes of dirty pages; also keeps
-    the page cache from filling with it. Returns the new flushed offset."""
-    fh.flush()
-    try:
-        os.posix_fadvise(fh.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
-    except (AttributeError, OSError):
-        pass
-    return end
-
-
-class _ReadCounter:
-    """A file-like body that reports the bytes read by the HTTP layer (upload progress)."""
-
-    def __init__(self, fh, size: int, callback: Callable[[int], None] | None):
-        self._fh = fh
-        self._size = size
-        self._cb = callback
-        self.sent = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._fh.read(n if n and n > 0 else CHUNK)
-        if data:
-            self.sent += len(data)
-            if self._cb:
-                self._cb(len(data))
-        return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,14 +217,7 @@ class VipClient:
 
     def check_download_size(self, vip_path: str, size: int | None) -> None:
         """TooLarge naming the file, its size and the limit if VIP would refuse to send it."""
-        limit = self.max_download_size() if size is not None else None
-        if limit is not None and size > limit:
-            raise TooLarge(
-                f"download {vip_path}: {size:,} bytes is over VIP's direct-transfer limit of "
-                f"{limit:,} bytes (maxSizeDirectTransfer): VIP refuses to send it over the API; "
-                "fetch it from the VIP portal or have the pipeline write smaller files",
-                size=size, limit=limit, call="download", target=vip_path,
-            )
+        streams.check_size(self, vip_path, size)
 
     def check_key(self) -> None:
         """`PUT /rest/platform` as VIP's client does: AuthError if the key is refused."""
@@ -383,51 +336,8 @@ class VipClient:
         """Stream a local file to `vip_path` (PUT, application/octet-stream). A retry re-sends
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
         restart)."""
-        local = Path(local)
         p = _vip_path(vip_path)
-        try:
-            st = local.stat()
-        except OSError as exc:
-            raise self._error(InvalidInput, f"cannot read {local}: {exc.strerror}", call="upload", target=p) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise self._error(InvalidInput, f"{local} is not a file", call="upload", target=p)
-        size = st.st_size
-        if size == 0:
-            raise self._error(
-                InvalidInput, f"{local} is empty (VIP turns an empty upload into a directory)",
-                call="upload", target=p,
-            )
-        name = PurePosixPath(p).name
-        if vip_clean_name(name) != name:
-            raise self._error(
-                InvalidInput, f"VIP would rename {name!r} to {vip_clean_name(name)!r}",
-                call="upload", target=p,
-            )
-        state = {"sent": 0}
-
-        def body():
-            if state["sent"] and progress:
-                progress(-state["sent"])
-            state["sent"] = 0
-
-            def cb(n):
-                state["sent"] += n
-                if progress:
-                    progress(n)
-
-            try:
-                fh = open(local, "rb")
-            except OSError as exc:
-                raise self._error(InvalidInput, f"cannot read {local}: {exc.strerror}", call="upload", target=p) from None
-            reader = _ReadCounter(fh, size, cb)
-            reader.close = fh.close  # type: ignore[attr-defined]
-            return reader
-
-        self._request(
-            "PUT", "path" + quote_path(p), call="upload", target=p, body_factory=body,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        self.transport.count(sent=size)
+        streams.upload(self, local, p, "path" + quote_path(p), progress=progress)
 
     def download(
         self,
@@ -443,158 +353,21 @@ class VipClient:
         known (saves a request). A file over VIP's direct-transfer limit raises TooLarge
         before any request for its content."""
         p = _vip_path(vip_path)
-        self.check_download_size(p, size)
-        local = Path(local)
-        part = local.with_name(local.name + ".part")
-        endpoint = "path" + quote_path(p)
-        tr = self.transport
-        budget = tr.budget()
-        while True:
-            got = 0
-            try:
-                try:
-                    offset = part.stat().st_size if resume else 0
-                except FileNotFoundError:
-                    offset = 0
-                if size is not None and offset > size:
-                    offset = 0
-                if size is not None and offset == size and size > 0:
-                    self._finish_part(part, local, size, p)
-                    return local
-                # identity: sizes and Range offsets are those of the file itself
-                headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
-                if offset:
-                    headers["Range"] = f"bytes={offset}-"
-                # a small file of known size is read in one go (less work per file), others stream
-                whole = size is not None and size <= DOWNLOAD_CHUNK and not offset
-                with tr.open_stream(endpoint, params={"action": "content"}, headers=headers,
-                                    stream=not whole) as resp:
-                    if resp.status_code == 416 and offset:
-                        part.unlink(missing_ok=True)  # our .part is stale: start again
-                        continue
-                    if resp.status_code not in (200, 206):
-                        resp.content  # noqa: B018 - read the (small) error body
-                        err = tr.decode_error(resp, "download", p)
-                        raise err or self._error(ServerError, f"HTTP {resp.status_code}", call="download",
-                                                 target=p, status=resp.status_code)
-                    ctype = resp.headers.get("Content-Type", "")
-                    if resp.status_code == 200 and ctype.startswith("application/json"):
-                        # a VIP error delivered with 200, or a JSON file: decide by the body shape
-                        data = resp.content
-                        err = tr.decode_error(resp, "download", p)
-                        if err is not None:
-                            raise err
-                        chunks: Iterable[bytes] = [data]
-                    elif whole:
-                        chunks = [resp.content]
-                    else:
-                        # 256 KiB: a body cut short loses at most one chunk (resumed by Range)
-                        chunks = resp.iter_content(DOWNLOAD_CHUNK)
-                    total = self._total_size(resp, offset)
-                    if resp.status_code == 200:
-                        offset = 0
-                    expected = size if size is not None else total
-                    mode = "r+b" if offset else "wb"
-                    try:
-                        fh = open(part, mode)
-                    except FileNotFoundError:  # (one syscall less per file when it exists)
-                        local.parent.mkdir(parents=True, exist_ok=True)
-                        fh = open(part, mode)
-                    with fh:
-                        if offset:
-                            fh.seek(offset)
-                            fh.truncate()
-                        flushed = offset
-                        for chunk in chunks:
-                            fh.write(chunk)
-                            got += len(chunk)
-                            if progress:
-                                progress(len(chunk))
-                            if offset + got - flushed >= WRITEBACK:
-                                flushed = _start_writeback(fh, flushed, offset + got)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                        have = fh.tell()
-                    tr.count(received=got)
-                if expected is None:
-                    expected = self.properties(p).size
-                if expected is not None and have != expected:
-                    if have > expected:
-                        part.unlink(missing_ok=True)
-                    raise self._error(
-                        TransportError, f"got {have} bytes, expected {expected}", call="download", target=p
-                    )
-                self._finish_part(part, local, have, p)
-                return local
-            except (VipError, requests.exceptions.RequestException) as exc:
-                tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+        return streams.download(self, p, "path" + quote_path(p), local, size=size, resume=resume,
+                                progress=progress)
 
     def read_bytes(self, vip_path: str, *, size: int | None = None) -> bytes:
         """The content of a (small) file, in memory: one GET, retried, size-checked (`size`:
         the expected size if known). TooLarge over VIP's direct-transfer limit."""
         p = _vip_path(vip_path)
-        self.check_download_size(p, size)
-        tr = self.transport
-        budget = tr.budget()
-        while True:
-            try:
-                with tr.open_stream("path" + quote_path(p), params={"action": "content"},
-                                    headers={"Accept": "*/*", "Accept-Encoding": "identity"},
-                                    stream=False) as resp:
-                    data = resp.content
-                    err = tr.decode_error(resp, "download", p)
-                    if err is not None:
-                        raise err
-                    tr.count(received=len(data))
-                expected = size if size is not None else self._total_size(resp, 0)
-                if expected is not None and len(data) != expected:
-                    raise self._error(TransportError, f"got {len(data)} bytes, expected {expected}",
-                                      call="download", target=p)
-                return data
-            except (VipError, requests.exceptions.RequestException) as exc:
-                tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+        return streams.read_bytes(self, p, "path" + quote_path(p), size=size)
 
     @staticmethod
     def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Path:
         """Write downloaded bytes as `download` does: through `local.part`, fsynced, renamed
         (parents created)."""
-        local = Path(local)
-        part = f"{local}.part"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(part, flags, 0o666)
-        except FileNotFoundError:
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(part, flags, 0o666)
-        try:  # (os calls: half the system calls of a buffered file, for many small files)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        VipClient._finish_part(Path(part), local, len(data), vip_path or str(local))
-        return local
+        return streams.write_file(local, data, vip_path)
 
-    @staticmethod
-    def _total_size(resp: requests.Response, offset: int) -> int | None:
-        if resp.status_code == 206:
-            m = re.search(r"/(\d+)\s*$", resp.headers.get("Content-Range", ""))
-            if m:
-                return int(m.group(1))
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and "Content-Encoding" not in resp.headers:
-            return int(length) + (offset if resp.status_code == 206 else 0)
-        return None
-
-    @staticmethod
-    def _finish_part(part: Path, local: Path, size: int, p: str) -> None:
-        # The data was fsynced before: if the rename is lost in a power cut, the complete
-        # `.part` is found and finalised on the next run (no directory fsync per file).
-        try:
-            os.replace(part, local)
-        except IsADirectoryError:
-            raise InvalidInput(f"download {p}: {local} is a directory", call="download", target=p) from None
 
     def delete(self, path: str, *, missing_ok: bool = False, wait: float = 30.0) -> None:
         """Delete a file or directory (recursively). VIP deletes asynchronously: wait up to

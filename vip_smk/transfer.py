@@ -7,15 +7,16 @@
   compares md5 where the server computes it (VIP answers 8001: asked once, then size/date);
 - before anything is sent, one `PreflightError` lists *all* problems (0-byte files, names VIP
   would rename, characters VIP refuses in input values, unreadable files, file/dir clashes);
+  the local scan and checks, and the unchanged tests, are `vip_smk.local_tree`;
 - concurrency adapted to sizes on the client's connections: many small files in flight, at
-  most `LARGE_IN_FLIGHT` large ones (worker threads keep the books: no wake-up of the caller
-  per file); streaming (memory independent of sizes);
+  most `LARGE_IN_FLIGHT` large ones (`vip_smk.scheduling`); streaming (memory independent of
+  sizes: one file's body is `vip_smk.streams`, through the client);
 - downloads go through `NAME.part` (size-checked, fsynced, renamed; a left-over `.part` is
   resumed with `Range`); files over VIP's `maxSizeDirectTransfer` are reported, not fetched;
 - tarballs optionally extracted (`vip_smk.archives`); tqdm progress (`vip_smk.progress`).
 
-This module imports the client's errors and VIP's rules, never `vip_smk.client` (which
-imports it): no import cycle.
+This module (and those it uses) imports the client's errors and VIP's rules, never
+`vip_smk.client` (which imports it): no import cycle.
 """
 
 from __future__ import annotations
@@ -26,17 +27,19 @@ import stat
 import tarfile
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from vip_smk.archives import extract_archive, recover_extraction
 from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
+from vip_smk import local_tree as lt
+from vip_smk.local_tree import check_local_tree  # noqa: F401  (re-exported)
 from vip_smk.progress import Progress, want_progress
-from vip_smk.rules import clean_name, value_problem
+from vip_smk import scheduling
+from vip_smk.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
     from vip_smk.client import PathInfo, VipClient
@@ -117,186 +120,6 @@ def _human(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Local scan and pre-flight
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _LocalFile:
-    rel: str  # POSIX path relative to the tree root
-    path: Path
-    size: int
-    mtime: float = 0.0
-
-
-def _scan(local_dir: Path) -> tuple[list[_LocalFile], list[str]]:
-    """Files under local_dir (symlinks followed, loops ignored) and the problems found."""
-    files: list[_LocalFile] = []
-    problems: list[str] = []
-    seen_dirs: set[str] = set()
-    top = os.fspath(local_dir)
-    for root, dirs, names in os.walk(top, followlinks=True, onerror=lambda e: problems.append(
-            f"{e.filename}: unreadable directory ({e.strerror})")):
-        real = os.path.realpath(root)
-        if real in seen_dirs:
-            dirs[:] = []
-            continue
-        seen_dirs.add(real)
-        dirs.sort()
-        rel_root = os.path.relpath(root, top).replace(os.sep, "/")
-        prefix = "" if rel_root == "." else rel_root + "/"
-        present = set(names) | set(dirs)
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            rel = prefix + name
-            if name.endswith(".part") and name[: -len(".part")] in present:
-                continue  # an interrupted download of ours next to its target
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                problems.append(f"{rel}: unreadable ({exc.strerror or 'broken link'})")
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                problems.append(f"{rel}: not a regular file")
-                continue
-            if not os.access(path, os.R_OK):
-                problems.append(f"{rel}: unreadable (Permission denied)")
-                continue
-            files.append(_LocalFile(rel, Path(path), st.st_size, st.st_mtime))
-    return files, problems
-
-
-def _name_problems(rel: str, seen: set[str]) -> list[str]:
-    problems = []
-    parts = rel.split("/")
-    for i, part in enumerate(parts):
-        prefix = "/".join(parts[: i + 1])
-        if prefix in seen:
-            continue
-        seen.add(prefix)
-        clean = clean_name(part)
-        if clean != part:
-            what = "folder" if i < len(parts) - 1 else "name"
-            problems.append(f"{prefix}: VIP would rename this {what} to {clean!r} (spaces, non-ASCII)")
-        elif (bad := value_problem(part)) is not None:
-            problems.append(f"{prefix}: {bad}, refused by VIP in pipeline inputs")
-    return problems
-
-
-def check_local_tree(local_dir: str | os.PathLike) -> tuple[list[_LocalFile], list[str]]:
-    """Scan a directory to upload; return (files, problems) without any network."""
-    local_dir = Path(local_dir)
-    files, problems = _scan(local_dir)
-    seen: set[str] = set()
-    for f in files:
-        problems.extend(_name_problems(f.rel, seen))
-        if f.size == 0:
-            problems.append(f"{f.rel}: empty file (VIP turns an empty upload into a directory)")
-    return files, sorted(set(problems))
-
-
-# --------------------------------------------------------------------------------------------
-# Remote listing
-# --------------------------------------------------------------------------------------------
-
-
-def _join(base: str, rel: str) -> str:
-    base = base.rstrip("/") or "/"
-    return base if not rel else f"{base}/{rel}"
-
-
-def _parent(rel: str) -> str:
-    return rel.rsplit("/", 1)[0] if "/" in rel else ""
-
-
-def _depth(rel: str) -> int:
-    return 0 if not rel else rel.count("/") + 1
-
-
-def _pool(client: VipClient, workers: int | None) -> int:
-    n = client.workers if workers is None else int(workers)
-    if n > client.workers:
-        log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)
-    return max(1, min(n, client.workers))
-
-
-WHOLE = 1 << 18  # bytes: files up to this size are downloaded in one read, written by WRITERS
-WRITERS = 4
-WRITE_QUEUE = 64  # small files downloaded and waiting for a writer, at most
-LARGE = 8 << 20  # bytes: a "large" file (bandwidth-bound rather than round-trip-bound)
-LARGE_IN_FLIGHT = 4  # large files transferred at once at most (the rest of the pool: small ones)
-
-
-def _run_sized(n: int, fn, items: list, size_of, name: str, on_done) -> None:
-    """`fn(item)` over `items` with concurrency adapted to sizes: up to LARGE_IN_FLIGHT large
-    files (largest first) beside the small ones, which take the rest of the `n` slots (many in
-    flight: their time is round trips). `on_done(item, value, error)` is called as each ends,
-    one at a time (`error`: the VipError / OSError `fn` raised). The worker threads do this
-    bookkeeping and the caller's thread only waits: no wake-up per file. An interruption
-    (Ctrl-C) or another exception stops handing out items; the transfers in flight finish,
-    then it is raised."""
-    large = sorted((it for it in items if size_of(it) > LARGE), key=size_of, reverse=True)
-    small = [it for it in items if size_of(it) <= LARGE]
-    if n < 2 or not large or not small:  # one queue, in the given order
-        groups = [(deque(items), min(n, LARGE_IN_FLIGHT if not small else n))]
-    else:
-        n_large = min(LARGE_IN_FLIGHT, n - 1, len(large))
-        groups = [(deque(large), n_large), (deque(small), n - n_large)]
-    lock = threading.Lock()
-    stop = threading.Event()
-    fatal: list[BaseException] = []
-
-    def work(queue: deque) -> None:
-        while not stop.is_set():
-            try:
-                item = queue.popleft()
-            except IndexError:
-                return
-            try:
-                value, error = fn(item), None
-            except (VipError, OSError) as exc:
-                value, error = None, exc
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                fatal.append(exc)
-                stop.set()
-                return
-            with lock:
-                try:
-                    on_done(item, value, error)
-                except BaseException as exc:  # noqa: BLE001
-                    fatal.append(exc)
-                    stop.set()
-                    return
-
-    threads = [threading.Thread(target=work, args=(queue,), name=f"{name}-{i}", daemon=True)
-               for queue, workers in groups for i in range(min(workers, len(queue)))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except BaseException:
-        stop.set()
-        for t in threads:
-            t.join()
-        raise
-    if fatal:
-        raise fatal[0]
-
-
-def _map(executor: ThreadPoolExecutor, fn, items):
-    """(item, future) as they complete. If the consumer stops (error, Ctrl-C), the work not
-    started yet is cancelled: only the transfers in flight finish."""
-    futures = {executor.submit(fn, it): it for it in items}
-    try:
-        for fut in as_completed(futures):
-            yield futures[fut], fut
-    finally:
-        for fut in futures:
-            fut.cancel()
-
-
-# --------------------------------------------------------------------------------------------
 # Upload
 # --------------------------------------------------------------------------------------------
 
@@ -329,15 +152,15 @@ def upload_tree(
     files, problems = check_local_tree(local_dir)
     if problems:
         raise PreflightError("upload_tree", str(local_dir), problems)
-    n = _pool(client, workers)
+    n = scheduling.pool_size(client, workers)
 
     # Local directories that hold files (empty ones are ignored, as VIP's client does).
     local_dirs = {""}
     for f in files:
-        d = _parent(f.rel)
+        d = lt.parent(f.rel)
         while d not in local_dirs:
             local_dirs.add(d)
-            d = _parent(d)
+            d = lt.parent(d)
 
     remote: dict[str, dict[str, PathInfo] | None] = {}  # rel dir -> listing, None = to create
     clashes: list[str] = []
@@ -347,12 +170,12 @@ def upload_tree(
             remote[""] = {PurePosixPath(i.path).name: i for i in client.list(vip_dir)}
         except NotFound:
             remote[""] = None
-        by_depth = sorted(local_dirs - {""}, key=lambda d: (_depth(d), d))
-        for depth in sorted({_depth(d) for d in by_depth}):
-            level = [d for d in by_depth if _depth(d) == depth]
+        by_depth = sorted(local_dirs - {""}, key=lambda d: (lt.depth(d), d))
+        for depth in sorted({lt.depth(d) for d in by_depth}):
+            level = [d for d in by_depth if lt.depth(d) == depth]
             to_list = []
             for d in level:
-                parent = remote[_parent(d)]
+                parent = remote[lt.parent(d)]
                 entry = parent.get(d.rsplit("/", 1)[-1]) if parent is not None else None
                 if entry is None:
                     remote[d] = None
@@ -361,18 +184,18 @@ def upload_tree(
                     remote[d] = None
                 else:
                     to_list.append(d)
-            for d, fut in _map(ex, lambda d: client.list(_join(vip_dir, d)), to_list):
+            for d, fut in scheduling.map_as_completed(ex, lambda d: client.list(lt.join(vip_dir, d)), to_list):
                 remote[d] = {PurePosixPath(i.path).name: i for i in fut.result()}
         # 2. decide (dates compared on the server's clock)
-        skew = _skew(client)
-        todo: list[_LocalFile] = []
+        skew = lt.skew(client)
+        todo: list[lt.LocalFile] = []
         for f in files:
-            listing = remote[_parent(f.rel)]
+            listing = remote[lt.parent(f.rel)]
             entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
             if entry is not None and entry.is_directory:
                 clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
             elif entry is not None and entry.size == f.size and not (
-                    mtime_check and _newer(f.mtime + skew, entry.last_modification_date)):
+                    mtime_check and lt.newer(f.mtime + skew, entry.last_modification_date)):
                 report.files_skipped += 1
                 report.skipped.append(str(f.path))
             else:
@@ -380,25 +203,25 @@ def upload_tree(
         if clashes:
             raise PreflightError("upload_tree", str(local_dir), sorted(clashes))
         if checksum and report.skipped:
-            todo.extend(_changed_by_md5(client, ex, files, vip_dir, report))
+            todo.extend(lt.changed_by_md5(client, ex, files, vip_dir, report))
         # 3. create the missing directories (parents first)
         if remote[""] is None:
             client.mkdir(vip_dir, parents=True, known_missing=True)
         new_dirs = [d for d in by_depth if remote[d] is None]
-        for depth in sorted({_depth(d) for d in new_dirs}):
-            level = [d for d in new_dirs if _depth(d) == depth]
-            for _, fut in _map(ex, lambda d: client.mkdir(_join(vip_dir, d), known_missing=True), level):
+        for depth in sorted({lt.depth(d) for d in new_dirs}):
+            level = [d for d in new_dirs if lt.depth(d) == depth]
+            for _, fut in scheduling.map_as_completed(ex, lambda d: client.mkdir(lt.join(vip_dir, d), known_missing=True), level):
                 fut.result()
         # 4. send
         prog = Progress(want_progress(client.progress if progress is None else progress),
                          "upload", sum(f.size for f in todo), len(todo))
         failures: list[tuple[str, Exception]] = []
         try:
-            def send(f: _LocalFile):
-                client.upload(f.path, _join(vip_dir, f.rel), progress=prog.add_bytes)
+            def send(f: lt.LocalFile):
+                client.upload(f.path, lt.join(vip_dir, f.rel), progress=prog.add_bytes)
                 prog.file_done()
 
-            def sent(f: _LocalFile, _, error: Exception | None) -> None:
+            def sent(f: lt.LocalFile, _, error: Exception | None) -> None:
                 if error is not None:
                     failures.append((str(f.path), error))
                     log.error("upload %s: %s", f.path, error)
@@ -406,7 +229,7 @@ def upload_tree(
                     report.files_transferred += 1
                     report.transferred.append(str(f.path))
 
-            _run_sized(n, send, todo, lambda f: f.size, "vip-up", sent)
+            scheduling.run_sized(n, send, todo, lambda f: f.size, "vip-up", sent)
         finally:
             prog.close()
     report.bytes_transferred = prog.bytes
@@ -416,59 +239,6 @@ def upload_tree(
         raise TransferError("upload_tree", vip_dir, sorted(failures, key=lambda x: x[0]), report)
     log.info("upload_tree %s -> %s: %s", local_dir, vip_dir, report)
     return report
-
-
-MTIME_SLACK = 2.0  # seconds: VIP dates are whole seconds; small clock skews are tolerated
-
-
-def _skew(client) -> float:
-    """Server clock minus ours, rounded away below the slack (dates are whole seconds)."""
-    skew = getattr(client, "clock_skew", None) or 0.0
-    return skew if abs(skew) > 1.0 else 0.0
-
-
-def _newer(mtime: float, than: float | int | None) -> bool:
-    """True if a date `mtime` (seconds) is clearly after `than` (None: unknown -> False)."""
-    if than is None:
-        return False
-    try:
-        return float(mtime) > float(than) + MTIME_SLACK
-    except (TypeError, ValueError):
-        return False
-
-
-def _changed_by_md5(client, ex, files, vip_dir, report) -> list[_LocalFile]:
-    """Same-size files whose content differs, where the server computes md5. VIP-portal does
-    not (8001): the first answer tells, and the client remembers it (size/date decide)."""
-    import hashlib
-
-    skipped = set(report.skipped)
-    cands = [f for f in files if str(f.path) in skipped]
-
-    def compare(f: _LocalFile) -> bool | None:
-        remote = client.md5(_join(vip_dir, f.rel))
-        if remote is None:
-            return None  # not offered: size and date decide
-        h = hashlib.md5()  # noqa: S324 - content comparison, not security
-        with open(f.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest() != remote.lower()
-
-    if not cands or client.md5_offered is False:
-        return []
-    changed = []
-    first = compare(cands[0])  # one probe: is md5 offered at all?
-    if first is None:
-        log.info("md5 not offered by %s: unchanged files are judged by size and date", client.url)
-        return []
-    results = [(cands[0], first)] + [(f, fut.result()) for f, fut in _map(ex, compare, cands[1:])]
-    for f, differs in results:
-        if differs:
-            changed.append(f)
-            report.skipped.remove(str(f.path))
-            report.files_skipped -= 1
-    return changed
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,13 +252,13 @@ def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None,
     `on_listing(executor, files)` is called (in the caller's thread) as each listing arrives,
     e.g. to start other requests on the same pool while the remaining listings run."""
     vip_dir = str(vip_dir).rstrip("/") or "/"
-    n = _pool(client, workers)
+    n = scheduling.pool_size(client, workers)
     out: list[PathInfo] = []
     level = [vip_dir]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-ls") as ex:
         while level:
             nxt = []
-            for _, fut in _map(ex, client.list, level):
+            for _, fut in scheduling.map_as_completed(ex, client.list, level):
                 files = []
                 for info in fut.result():
                     (nxt if info.is_directory else files).append(info)
@@ -572,8 +342,8 @@ def download_files(
     missing_parents = sorted({str(PurePosixPath(p).parent) for i, p, _ in items if i is None})
     listings: dict[str, dict[str, PathInfo] | Exception] = {}
     if missing_parents:
-        with ThreadPoolExecutor(max_workers=_pool(client, workers), thread_name_prefix="vip-ls") as ex:
-            for parent, fut in _map(ex, client.list, missing_parents):
+        with ThreadPoolExecutor(max_workers=scheduling.pool_size(client, workers), thread_name_prefix="vip-ls") as ex:
+            for parent, fut in scheduling.map_as_completed(ex, client.list, missing_parents):
                 try:
                     listings[parent] = {i.path.rstrip("/"): i for i in fut.result()}
                 except VipError as exc:
@@ -620,7 +390,7 @@ def _download_many(
     failures = list(failures or [])
     todo: list[tuple[PathInfo, Path]] = []
     pending_extract: list[Path] = []
-    skew = _skew(client)
+    skew = lt.skew(client)
     # folders not there yet (a first download): none of their files is looked up on disk
     # (two system calls fewer per file before the first request)
     dirs: dict[Path, bool] = {}
@@ -649,7 +419,7 @@ def _download_many(
             continue
         remote_date = info.last_modification_date  # None (VIP may send null): unknown, not 1970
         if st is not None and info.size is not None and st.st_size == info.size and not (
-                mtime_check and remote_date is not None and _newer(remote_date - skew, st.st_mtime)):
+                mtime_check and remote_date is not None and lt.newer(remote_date - skew, st.st_mtime)):
             report.files_skipped += 1
             report.skipped.append(str(local))
             if extract and tarfile.is_tarfile(local):
@@ -732,7 +502,7 @@ def _download_many(
 
     try:
         with ThreadPoolExecutor(WRITERS, thread_name_prefix="vip-write") as writer:
-            _run_sized(_pool(client, workers), fetch, todo, lambda item: item[0].size or 0, "vip-down",
+            scheduling.run_sized(scheduling.pool_size(client, workers), fetch, todo, lambda item: item[0].size or 0, "vip-down",
                        fetched)
             for info, local, written in writes:
                 finished(info, local, written)

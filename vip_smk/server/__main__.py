@@ -201,8 +201,9 @@ def serve(args: argparse.Namespace) -> int:
     server_json = data_dir / "server.json"
     _write_json(server_json, {"url": url, "port": port, "pid": os.getpid()})
     print(f"VIP portal URL: {url}", flush=True)
-    if generated:
-        print(f"API key: {generated}  (user 'local', stored in {data_dir / 'apikey'})", flush=True)
+    if generated:  # the key itself only to a terminal: redirected output is a log (0644)
+        shown = generated if sys.stdout.isatty() else "not shown here (output is not a terminal)"
+        print(f"API key: {shown}  (user 'local', stored in {data_dir / 'apikey'})", flush=True)
     log.info("serving %d pipeline(s) from %s with %d worker(s)", len(pipelines), data_dir, args.workers)
     uv_config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             lifespan="off")

@@ -4,11 +4,13 @@ faces over these functions (docs/architecture.md section 4); none re-implements 
 
 Every function takes the :class:`~vip_smk.client.VipClient` to talk through; nothing here
 keeps state between calls. ``from vip_smk import core; core.poll(...)``: the names below are
-the contract (the submodules ``settings``, ``executions``, ``results`` are how it is filed).
+the contract (the submodules ``settings``, ``executions``, ``results`` are how it is filed;
+``core.content`` decides whether a local input changed: by its bytes, never its mtime alone).
 """
 
 from __future__ import annotations
 
+from . import content
 from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
                          same_inputs, wait)
 from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
@@ -16,6 +18,7 @@ from .settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, va
                        vip_file_check)
 
 __all__ = [
+    "content",
     "Problem",
     "ResultsReport",
     "SettingsError",

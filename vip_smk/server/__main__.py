@@ -31,6 +31,7 @@ log = logging.getLogger("vip_smk.server")
 
 DEFAULT_DATA_DIR = ".vip-local"
 USERS_ENV = "VIP_SMK_SERVE_USERS"
+MAX_SIZE_DIRECT_TRANSFER = 15_000_000  # VIP-portal's shipped maxSizeDirectTransfer (bytes)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -57,8 +58,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--user", action="append", default=[], metavar="NAME:KEY[:PASSWORD]",
                         help="a user and its API key (and optional password); repeatable")
     parser.add_argument("--workers", type=int, default=2, help="jobs run in parallel (default 2)")
-    parser.add_argument("--max-running", type=int, default=None,
-                        help="max running executions per user (error 2001 beyond; default unlimited)")
+    parser.add_argument("--max-running", type=int, default=1, metavar="N",
+                        help="executions in flight per user (error 2001 beyond); default 1, a new "
+                             "VIP account's capacity (VIP's support raises it); 0 = unlimited")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="fraction of /rest requests answered 503 or reset (tests; default 0)")
     parser.add_argument("--latency", type=float, default=0.0, metavar="MS",
@@ -69,9 +71,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "kinder or model VIP's delays)")
     strict.add_argument("--list-limit", type=int, default=500, metavar="N",
                         help="GET executions lists the newest N (defaultLimitListExecutions; default 500)")
-    strict.add_argument("--max-download-size", type=_size, default=None, metavar="BYTES",
+    strict.add_argument("--max-download-size", type=_size, default=MAX_SIZE_DIRECT_TRANSFER, metavar="BYTES",
                         help="refuse downloads of larger files, reported as maxSizeDirectTransfer "
-                             "(suffixes K, M, G; default no limit, VIP-portal ships 15M)")
+                             "(suffixes K, M, G; default 15000000, VIP-portal's shipped value; 0 = no limit)")
     strict.add_argument("--md5", action="store_true",
                         help="answer action=md5 (VIP: error 8001, not implemented)")
     strict.add_argument("--archive-uploads", action="store_true",
@@ -184,8 +186,8 @@ def serve(args: argparse.Namespace) -> int:
     url = f"http://{host}:{port}"
 
     engine = Engine(store, pipelines, workers=args.workers)
-    config = Config(max_running=args.max_running, list_limit=args.list_limit,
-                    max_download_size=args.max_download_size, md5=args.md5,
+    config = Config(max_running=args.max_running or None, list_limit=args.list_limit,
+                    max_download_size=args.max_download_size or None, md5=args.md5,
                     archive_uploads=args.archive_uploads, null_dates=args.null_dates,
                     seed=args.seed, storage_delay_ms=args.storage_delay,
                     delete_delay_ms=args.delete_delay)

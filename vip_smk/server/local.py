@@ -36,7 +36,9 @@ def _answers(url: str, timeout: float = 2.0, tries: int = 1) -> bool:
 class LocalServer:
     """A ``vip-smk serve`` process on ``data_dir`` (see docs/architecture.md section 1).
 
-    Strict as VIP by default; ``list_limit``, ``max_download_size``, ``md5``,
+    Strict as VIP by default: ``max_running=1`` (a new VIP account's capacity; 0 = unlimited) and
+    ``max_download_size=15_000_000`` (VIP-portal's shipped maxSizeDirectTransfer; 0 = no limit);
+    ``list_limit``, ``max_download_size``, ``md5``,
     ``archive_uploads``, ``null_dates``, ``storage_delay_ms``, ``delete_delay_ms`` map to the
     options of the same name (``vip-smk serve --help``).
 
@@ -45,11 +47,11 @@ class LocalServer:
     (it binds it itself and reports it through ``server.json``: no race).
     """
 
-    def __init__(self, data_dir, port: int = 0, users=(), workers: int = 2, max_running=None,
+    def __init__(self, data_dir, port: int = 0, users=(), workers: int = 2, max_running: int = 1,
                  fault_rate: float = 0.0, latency_ms: float = 0, seed=None, apps_dirs=(),
                  detach: bool = False, log_file=None, host: str = "127.0.0.1",
                  count_requests: bool = False, list_limit: int | None = None,
-                 max_download_size: int | None = None, md5: bool = False,
+                 max_download_size: int = 15_000_000, md5: bool = False,
                  archive_uploads: bool = False, null_dates: float = 0.0,
                  storage_delay_ms: float = 0, delete_delay_ms: float | None = None):
         self.data_dir = Path(data_dir).resolve()
@@ -109,8 +111,7 @@ class LocalServer:
                "--data-dir", str(self.data_dir), "--workers", str(self.workers)]
         for d in self.apps_dirs:
             cmd += ["--apps-dir", d]
-        if self.max_running is not None:
-            cmd += ["--max-running", str(self.max_running)]
+        cmd += ["--max-running", str(self.max_running or 0)]
         if self.fault_rate:
             cmd += ["--fault-rate", str(self.fault_rate)]
         if self.latency_ms:
@@ -119,7 +120,7 @@ class LocalServer:
             cmd += ["--seed", str(self.seed)]
         if self.count_requests:
             cmd += ["--count-requests"]
-        for flag, value in (("--list-limit", self.list_limit), ("--max-download-size", self.max_download_size),
+        for flag, value in (("--list-limit", self.list_limit), ("--max-download-size", self.max_download_size or 0),
                             ("--delete-delay", self.delete_delay_ms)):
             if value is not None:
                 cmd += [flag, str(value)]

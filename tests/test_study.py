@@ -134,9 +134,9 @@ def test_real_url_needs_the_key_env_var(project, monkeypatch, vip_server):
 
 
 def test_launch_adopts_an_execution_already_on_vip(project, key_env, tmp_path):
-    """A POST that reached VIP but whose marker was never written (crash right after it):
-    the next launch finds it by name + pipeline + inputs and does not launch again; a changed
-    session (other inputs) or a superseded execution is not adopted."""
+    """An execution on VIP whose local markers are gone (results/ lost): the next launch finds
+    it by name + pipeline + inputs + the input content recorded with it on VIP and does not
+    launch again; a changed session (other inputs) or a superseded execution is not adopted."""
     cfg = base_config(key_env.url)
     cfg["study"] = []
     cfg["sessions"] = {"nap": {"dataset": "mri", "pipeline": "sleep", "settings": {"duration": 0.2}}}
@@ -145,8 +145,12 @@ def test_launch_adopts_an_execution_already_on_vip(project, key_env, tmp_path):
     with VipClient(key_env.url, api_key=key_env.api_key) as c:
         vs.upload_dataset(st, "mri", res / "datasets" / "mri" / "uploaded.json", client=c)
         s = st.sessions["nap"]
-        lost = c.launch(s.pipeline_id, s.input_values, st.results_location("nap"), name="nap")
-        n0 = c.count_executions()
+        n0 = c.count_executions() + 1
+        first = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
+        lost = c.execution(first["executions"][0])
+        (res / "nap" / "launched.json").unlink()
+        (res / "nap" / "launch-history.json").unlink()
+        assert c.count_executions() == n0
         info = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
         assert info["executions"] == [lost.identifier] and info["adopted"] is True
         assert c.count_executions() == n0
@@ -159,14 +163,14 @@ def test_launch_adopts_an_execution_already_on_vip(project, key_env, tmp_path):
         assert info2["adopted"] is False and info2["executions"] != [lost.identifier]
         assert c.count_executions() == n0 + 1
 
-        # back to the first inputs, but the data changed since: the old execution is superseded
+        # back to the first inputs; a dataset file changed, but this session uses none: adopted
         (project / "data" / "mri" / "sub0.csv").write_text("a,b\n9,9\n")
         vs.upload_dataset(st, "mri", res / "datasets" / "mri" / "uploaded.json", client=c)
         info3 = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
-        assert info3["adopted"] is False and info3["executions"] != [lost.identifier]
-        assert c.count_executions() == n0 + 2
+        assert info3["adopted"] is True and info3["executions"] == [lost.identifier]
+        assert c.count_executions() == n0 + 1
         history = json.loads((res / "nap" / "launch-history.json").read_text())
-        assert [h["executions"][0] for h in history] == [lost.identifier, info2["executions"][0], info3["executions"][0]]
+        assert [h["executions"][0] for h in history] == [lost.identifier, info2["executions"][0]]
 
         done = vs.wait_session(st, "nap", res / "nap" / "launched.json", res / "nap" / "done.json", client=c)
         assert done["status"] == "Finished" and done["jobs_ok"] == 1
@@ -253,7 +257,7 @@ def test_dataset_file_changed_with_same_size_is_uploaded_again(project, key_env,
         f.write_text(f.read_text().replace("1", "7"))  # same size, other content
         with caplog.at_level("INFO", logger="vip_smk.study"):
             vs.upload_dataset(st, "mri", up, client=c)
-        assert "sub1.csv changed (same size): sending it again" in caplog.text
+        assert "sub1.csv changed: sending it again" in caplog.text
         c.download(f"{st.remote_dataset_dir('mri')}/sub1.csv", tmp_path / "back.csv")
     assert (tmp_path / "back.csv").read_text() == f.read_text()
 

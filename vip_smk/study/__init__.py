@@ -34,6 +34,7 @@ from .config import (
     load_study,
     slug,
 )
+from .content import StudyContent, dataset_files
 from .descriptors import shipped_descriptors
 from .connect import StudyError, StudyVip, ensure_local_server
 from .runs import clear_stale_lock, forget_run, record_run
@@ -72,7 +73,7 @@ def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:
 
 
 __all__ = [
-    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip", "VipSettings",
+    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyContent", "dataset_files", "StudyError", "StudyVip", "VipSettings",
     "check_config", "check_study", "clear_stale_lock", "download_session", "ensure_local_server",
     "expand_sessions", "failed_sessions", "finish_dataset", "finish_session", "forget_run", "job_log",
     "launch_session", "load_config", "load_study", "load_study_or_fail", "log_to_stderr", "read_json",

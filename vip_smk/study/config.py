@@ -100,6 +100,7 @@ class Study:
     sessions: dict[str, Session]
     results: Path
     workdir: Path = field(default_factory=Path.cwd)
+    dataset_exclude: dict[str, list[str]] = field(default_factory=dict)  # `exclude:` globs
 
     @property
     def remote_root(self) -> str:
@@ -375,16 +376,23 @@ def _key(spec: Mapping[str, Any], param: str) -> str:
 class _DatasetFiles:
     """Glob results per (dataset, pattern), computed once (500-session studies)."""
 
-    def __init__(self, datasets: Mapping[str, Path]):
+    def __init__(self, datasets: Mapping[str, Path], exclude: Mapping[str, list[str]] | None = None):
         self.datasets = datasets
+        self.exclude = dict(exclude or {})  # `exclude:` globs; hidden files are always left out
         self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def left_out(self, dataset: str, rel: str) -> bool:
+        from .content import excluded
+
+        return excluded(rel, tuple(self.exclude.get(dataset, ())))
 
     def match(self, dataset: str, pattern: str) -> list[str]:
         key = (dataset, pattern)
         if key not in self._cache:
             root = self.datasets[dataset]
             found = glob.glob(pattern, root_dir=root, recursive=True)
-            self._cache[key] = sorted(Path(p).as_posix() for p in found if (root / p).is_file())
+            self._cache[key] = sorted(Path(p).as_posix() for p in found
+                                      if (root / p).is_file() and not self.left_out(dataset, Path(p).as_posix()))
         return self._cache[key]
 
 
@@ -415,18 +423,27 @@ def _resolve_file(value: Any, spec: Mapping[str, Any], param: str, study_root: s
             errors.add(where, key, f"glob {value!r} matches no file in dataset '{ds}' ({files.datasets[ds]})")
             return None
         return [f"{remote}/{m}" for m in matched]
+    if files.left_out(ds, PurePosixPath(Path(value).as_posix()).as_posix()):
+        errors.add(where, key, f"{value!r} is hidden or excluded (datasets.{ds}.exclude): it is not uploaded")
+        return None
     if not (files.datasets[ds] / value).is_file():
         errors.add(where, key, f"{value!r} is not a file of dataset '{ds}' ({files.datasets[ds]})")
         return None
     return f"{remote}/{PurePosixPath(Path(value).as_posix())}"
 
 
-def _dataset_problems(root: Path) -> list[str]:
+def _dataset_problems(root: Path, exclude: list[str] | None = None) -> list[str]:
     """What would make the dataset's upload fail (names VIP refuses, empty files, unreadable
-    entries), found without any network so that the dry run reports it."""
+    entries), found without any network so that the dry run reports it. Hidden and excluded
+    files are not uploaded: not checked."""
     from vip_smk.transfer import check_local_tree
 
+    from .content import excluded
+
     files, problems = check_local_tree(root)
+    pats = tuple(exclude or ())
+    files = [f for f in files if not excluded(f.rel, pats)]
+    problems = [p for p in problems if not excluded(p.split(": ", 1)[0], pats)]
     if not files:
         problems = [*problems, f"{root} holds no file"]
     return problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
@@ -489,7 +506,11 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
     errors = _Errors()
 
     datasets: dict[str, Path] = {}
+    dataset_exclude: dict[str, list[str]] = {}
     for ds, d in config["datasets"].items():
+        if isinstance(d, Mapping):
+            dataset_exclude[ds] = list(d.get("exclude") or [])
+            d = d["path"]
         path = (wd / d).resolve()
         if not path.is_dir():
             errors.add(f"dataset '{ds}'", f"datasets.{ds}", f"{d!r} is not a directory ({path})")
@@ -520,7 +541,7 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
         seen.setdefault(spec["name"], spec)
     for ds in sorted({s["dataset"] for s in specs if s["dataset"] in datasets}):
         if datasets[ds].is_dir():
-            for problem in _dataset_problems(datasets[ds]):
+            for problem in _dataset_problems(datasets[ds], dataset_exclude.get(ds)):
                 errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
     errors.raise_if_any()  # structural errors first: VIP is never asked about those
 
@@ -539,7 +560,7 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
     models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
               for pid, d in descriptors.items()}
     study_root = str(PurePosixPath(vip.root) / name)
-    files = _DatasetFiles(datasets)
+    files = _DatasetFiles(datasets, dataset_exclude)
     sessions: dict[str, Session] = {}
     where_vip = "the shipped apps of the local VIP" if vip.is_local else vip.url
     for alias, pid in pipelines.items():
@@ -561,4 +582,4 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
         )
     errors.raise_if_any()
     return Study(name=name, vip=vip, datasets=datasets, pipelines=pipelines, sessions=sessions,
-                 results=Path(config["results"]), workdir=wd)
+                 results=Path(config["results"]), workdir=wd, dataset_exclude=dataset_exclude)

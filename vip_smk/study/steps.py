@@ -19,7 +19,6 @@ studies never share a folder)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -32,8 +31,10 @@ from typing import Any, Iterator, Mapping
 from tqdm.auto import tqdm
 
 from vip_smk import core, rules
+from vip_smk.core import content
 from vip_smk.util import read_json, write_json_atomic
 
+from . import content as sc
 from .config import Session, Study
 from .connect import StudyError, StudyVip, explain, save_descriptors
 
@@ -105,46 +106,104 @@ def log_to_stderr(level: int = logging.INFO) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _dataset_inventory(root: Path) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            out.append({"path": p.relative_to(root).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return out
+def _remote_records(client, study: Study, dataset: str) -> dict[str, Any]:
+    """The record of the dataset's content we left on VIP after its last upload ({} if none)."""
+    from vip_smk.errors import NotFound, VipError
+
+    path = sc.remote_record_path(study, dataset)
+    try:
+        data = json.loads(client.read_bytes(path))
+    except NotFound:
+        return {}
+    except (VipError, ValueError) as exc:
+        log.warning("dataset %s: the content record on VIP (%s) is unreadable (%s): comparing afresh",
+                    dataset, path, exc)
+        return {}
+    return {f["path"]: f for f in data.get("files", []) if isinstance(f, dict) and "path" in f}
+
+
+def _put_json(client, data: Any, local_tmp: Path, vip_path: str) -> None:
+    """A small JSON record of ours onto VIP (through a local file: one PUT)."""
+    write_json_atomic(local_tmp, data)
+    try:
+        client.upload(local_tmp, vip_path)
+    finally:
+        with contextlib.suppress(OSError):
+            local_tmp.unlink()
 
 
 def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client=None) -> dict:
-    """Upload the dataset folder (incrementally) to <root>/<study>/datasets/<dataset>."""
+    """Upload the dataset folder to <root>/<study>/datasets/<dataset>: only the files whose
+    CONTENT is not the one recorded as sent (core.content), hidden and excluded files left out.
+
+    The record of what was sent is ``inventory.json`` beside the marker (it survives
+    Snakemake's removal of the marker) and ``<dataset>.content.json`` on VIP beside the data (it
+    survives ``rm -rf results`` and a fresh clone: VIP serves no md5)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vip_smk import scheduling
+    from vip_smk.transfer import list_tree
+
     local = study.datasets[dataset]
     remote = study.remote_dataset_dir(dataset)
-    inventory = _dataset_inventory(local)
-    # The inventory of the last upload survives Snakemake's removal of the marker before a
-    # rerun: a file changed since then is sent again even if its size did not change.
-    last_file = Path(marker).parent / "inventory.json"
-    last_inv = read_json(last_file)
-    last = {f["path"]: f for f in last_inv["files"]} if last_inv else None
+    rels = sc.dataset_files(study, dataset)
+    inv_file = Path(marker).parent / sc.INVENTORY
+    known: Mapping[str, Any] = sc.read_records(inv_file)
     with StudyVip(study.vip, study.workdir, client) as conn:
         c = conn.client
-        log.info("uploading dataset %s: %d file(s) from %s to %s", dataset, len(inventory), local, remote)
-        c.mkdir(remote, parents=True)
-        # Without a previous inventory, files already on VIP are compared by checksum where
-        # VIP offers one (by size otherwise).
-        report = c.upload_tree(local, remote, checksum=last is None)
-        skipped = {str(Path(p).resolve()) for p in getattr(report, "skipped", [])}
-        for f in inventory:
-            before = (last or {}).get(f["path"])
-            if before and before != f and str((local / f["path"]).resolve()) in skipped:
-                log.info("dataset %s: %s changed (same size): sending it again", dataset, f["path"])
-                c.upload(local / f["path"], f"{remote}/{f['path']}")
+        where = "results"
+        if not known:
+            known, where = _remote_records(c, study, dataset), "VIP"
+        on_vip = {}
+        if c.exists(remote):
+            on_vip = {i.path.rstrip("/")[len(remote) + 1:]: i for i in list_tree(c, remote, workers=study.vip.workers)}
+        records: dict[str, content.Fingerprint] = {}
+        to_send = []
+        for rel in rels:
+            rec = content.same_content(local / rel, known.get(rel))
+            info = on_vip.get(rel)
+            if rec is not None and info is not None and info.size in (None, rec.size):
+                records[rel] = rec
+            else:
+                to_send.append(rel)
+        log.info("dataset %s: %d file(s) in %s; %d unchanged on VIP (record in %s), sending %d to %s",
+                 dataset, len(rels), local, len(records), where if known else "none", len(to_send), remote)
+        if to_send:
+            c.mkdir(remote, parents=True)
+            for d in sorted({str(PurePosixPath(r).parent) for r in to_send} - {"."}):
+                c.mkdir(f"{remote}/{d}", parents=True)
+            total = sum((local / r).stat().st_size for r in to_send)
+            bar = tqdm(desc=f"dataset {dataset}: upload", total=total, unit="B", unit_scale=True,
+                       disable=None, leave=False)
+            lock = threading.Lock()
+
+            def progress(n: int) -> None:
+                with lock:
+                    bar.update(n)
+
+            def send(rel: str) -> tuple[str, content.Fingerprint]:
+                if known.get(rel) is not None:
+                    log.info("dataset %s: %s changed: sending it again", dataset, rel)
+                c.upload(local / rel, f"{remote}/{rel}", progress=progress)
+                return rel, content.fingerprint(local / rel)
+
+            try:
+                with ThreadPoolExecutor(scheduling.pool_size(c, study.vip.workers), thread_name_prefix="vip-up") as ex:
+                    records.update(ex.map(send, to_send))
+            finally:
+                bar.close()
+        record = sc.records_json(dataset, records)
+        if to_send or where != "results" or not known:
+            _put_json(c, record, Path(marker).parent / "content.json.tmp", sc.remote_record_path(study, dataset))
+    files = record["files"]
     info = {
         "dataset": dataset, "local_dir": str(local), "vip_dir": remote, "vip": study.vip.public(),
-        "files": inventory, "count": len(inventory), "bytes": sum(f["size"] for f in inventory),
-        "fingerprint": hashlib.sha256(json.dumps(inventory, sort_keys=True).encode()).hexdigest()[:16],
+        "files": files, "count": len(files), "bytes": sum(f["size"] for f in files),
+        "fingerprint": content.tree_digest(records)[:16], "sent": to_send,
         "uploaded_at": _now(), "sessions": study.sessions_of_dataset(dataset),
     }
+    write_json_atomic(inv_file, record)
     write_json_atomic(marker, info)
-    write_json_atomic(last_file, {"dataset": dataset, "files": inventory})
     return info
 
 
@@ -157,56 +216,56 @@ def _history_path(marker: Path) -> Path:
     return marker.parent / "launch-history.json"
 
 
-def _session_fingerprint(session: Session, uploaded: Mapping[str, Any] | None) -> str:
-    blob = json.dumps({"session": session.fingerprint, "data": (uploaded or {}).get("fingerprint")}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _remote_launches_path(study: Study, name: str) -> str:
+    """Beside the session's OUTPUTS on VIP: which input content each of its executions ran on."""
+    return f"{study.remote_session_dir(name)}/launches.json"
 
 
-def _input_files(session: Session) -> list[str]:
-    out = []
-    for v in session.input_values.values():
-        for x in v if isinstance(v, list) else [v]:
-            if isinstance(x, str) and x.startswith("/vip/"):
-                out.append(x)
-    return out
+def _remote_launches(client, study: Study, name: str) -> dict[str, str]:
+    """Execution id -> session input digest, as recorded on VIP ({} if none)."""
+    from vip_smk.errors import NotFound, VipError
+
+    try:
+        data = json.loads(client.read_bytes(_remote_launches_path(study, name)))
+    except NotFound:
+        return {}
+    except (VipError, ValueError) as exc:
+        log.warning("session %s: the launch record on VIP is unreadable (%s)", name, exc)
+        return {}
+    runs = data.get("executions", {}) if isinstance(data, dict) else {}
+    return {str(k): str(v.get("digest")) for k, v in runs.items() if isinstance(v, dict)}
 
 
-def _newest_input_ms(client, session: Session) -> int | None:
-    """Server-side modification time (ms) of the session's newest input file: one listing per
-    folder. None when unknown."""
-    from vip_smk.errors import VipError
-
-    wanted = set(_input_files(session))
-    newest = None
-    for parent in sorted({str(PurePosixPath(p).parent) for p in wanted}):
-        try:
-            infos = client.list(parent)
-        except VipError:
-            continue
-        for info in infos:
-            if info.path.rstrip("/") in wanted and info.last_modification_date:
-                ms = int(info.last_modification_date) * 1000
-                newest = ms if newest is None else max(newest, ms)
-    return newest
-
-
-def _not_adoptable(client, session: Session, executions, history: list[dict], fp: str) -> set[str]:
-    """Executions of this session's name the core must not adopt: superseded by a change of
-    the session or its data (history), or started before its input files were last uploaded
-    (results/ deleted, data changed: no history to tell)."""
-    superseded = {eid for h in history if h.get("fingerprint") != fp for eid in h.get("executions", [])}
-    trusted = {eid for h in history if h.get("fingerprint") == fp for eid in h.get("executions", [])}
+def _not_adoptable(study: Study, session: Session, executions, history: list[dict], digest: str,
+                   remote: Mapping[str, str]) -> set[str]:
+    """Executions of this session's name the core must not adopt. Decided by the content their
+    inputs had (the digest recorded with each launch, in results/ and on VIP), never by dates:
+    another study's (other results location: not ours), another content (superseded), no record
+    (unknown content; except right after an interrupted launch of this content), failed ones
+    already reported."""
+    known = {eid: h.get("digest") for h in history for eid in h.get("executions", [])}
+    known.update({eid: d for eid, d in remote.items() if eid not in known or known[eid] is None})
+    pending = any(h.get("digest") == digest and not h.get("executions") for h in history)
     reported = {eid for h in history for eid in h.get("failed_reported", [])}
-    mine = [e for e in executions if e.name == session.name and e.identifier not in superseded | trusted]
-    stale: set[str] = set()
-    if mine:
-        newest = _newest_input_ms(client, session)
-        if newest is not None:
-            for e in mine:
-                if (e.start_date or 0) < newest:
-                    log.info("session %s: execution %s ran on older input files: not reused", session.name, e.identifier)
-                    stale.add(e.identifier)
-    return superseded | stale | reported
+    ours = study.results_location(session.name).rstrip("/")
+    out: set[str] = set()
+    for e in executions:
+        if e.name != session.name:
+            continue
+        loc = (e.extra or {}).get("resultsLocation")
+        if isinstance(loc, str) and loc.rstrip("/") != ours:
+            log.debug("session %s: execution %s belongs to another study (results in %s): ignored",
+                      session.name, e.identifier, loc)
+            out.add(e.identifier)
+        elif e.identifier in known:
+            if known[e.identifier] != digest:
+                log.info("session %s: execution %s ran on other input content: not reused", session.name, e.identifier)
+                out.add(e.identifier)
+        elif not pending:
+            log.info("session %s: execution %s has no record of the input content it ran on: not reused",
+                     session.name, e.identifier)
+            out.add(e.identifier)
+    return out | reported
 
 
 def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded: str | os.PathLike | None = None,
@@ -219,7 +278,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
     session = study.sessions[name]
     marker = Path(marker)
     up = read_json(uploaded) if uploaded else None
-    fp = _session_fingerprint(session, up)
+    if up is None:  # (a failed session relaunched from wait_session) the dataset's last upload
+        up = read_json(study.results / "datasets" / session.dataset / "uploaded.json")
     history_file = _history_path(marker)
     history = read_json(history_file, [])
     poll = float(study.vip.poll_seconds)
@@ -227,12 +287,20 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
     with StudyVip(study.vip, study.workdir, client) as conn:
         if up is not None and not conn.client.exists(up["vip_dir"]):
             log.warning("dataset %s is no longer on VIP (cleanup?): uploading it again", session.dataset)
-            conn.client.mkdir(up["vip_dir"], parents=True)
-            conn.client.upload_tree(study.datasets[session.dataset], up["vip_dir"])
+            upload_dataset(study, session.dataset, study.results / "datasets" / session.dataset / "uploaded.json",
+                           client=conn.client)
         if not study.vip.is_local:  # kept for the next dry run (the shipped apps need none)
             save_descriptors(study.vip, study.workdir,
                              {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
+        # the content of its files on VIP: the upload's record (ours, or the one left on VIP)
+        files = (up or {}).get("files") or list(_remote_records(conn.client, study, session.dataset).values())
+        fp = sc.session_digest(study, session, {f["path"]: f for f in files if isinstance(f, dict) and "path" in f})
         results_location = study.results_location(name)
+        remote_runs = _remote_launches(conn.client, study, name)
+        # an interrupted launch (kill -9 between the POST and the marker) is adopted on return
+        before = list(history)
+        history.append({"digest": fp, "executions": [], "at": _now()})
+        write_json_atomic(history_file, history)
         # outputs removed from VIP (vip.cleanup): a finished execution has nothing left to give
         outputs_gone = not conn.client.exists(results_location)
         conn.client.mkdir(results_location, parents=True)
@@ -241,7 +309,7 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
             try:
                 conn.ensure()
                 executions = conn.client.executions()
-                excluded = _not_adoptable(conn.client, session, executions, history, fp) | set(exclude)
+                excluded = _not_adoptable(study, session, executions, before, fp, remote_runs) | set(exclude)
                 if outputs_gone:
                     excluded |= {e.identifier for e in executions if e.name == name and e.status == rules.SUCCESS}
                 mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
@@ -263,17 +331,23 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                 time.sleep(poll)
             except (TransportError, ServerError) as exc:
                 conn.recover(exc, f"session {name}")
+        if remote_runs.get(ex.identifier) != fp:
+            remote_runs[ex.identifier] = fp
+            _put_json(conn.client, {"session": name, "executions": {
+                eid: {"digest": d} for eid, d in remote_runs.items()}}, marker.parent / "launches.json.tmp",
+                _remote_launches_path(study, name))
     info = {
         "session": name, "dataset": session.dataset, "pipeline": session.pipeline,
         "pipeline_id": session.pipeline_id, "parameters": session.parameters,
         "input_values": session.input_values, "results_location": results_location,
-        "executions": [ex.identifier], "adopted": adopted, "fingerprint": fp,
+        "executions": [ex.identifier], "adopted": adopted, "digest": fp,
         "launched_at": _now(), "vip": study.vip.public(),
     }
     write_json_atomic(marker, info)
+    history = [h for h in history if h.get("executions")]  # the pending entry: done
     if not any(ex.identifier in h.get("executions", []) for h in history):
-        history.append({"fingerprint": fp, "executions": [ex.identifier], "at": info["launched_at"]})
-        write_json_atomic(history_file, history)
+        history.append({"digest": fp, "executions": [ex.identifier], "at": info["launched_at"]})
+    write_json_atomic(history_file, history)
     if waited_since is not None:
         log.info("session %s: waited %.0f s for a slot", name, time.monotonic() - waited_since)
     return info
@@ -459,6 +533,8 @@ def finish_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
     """Remove the dataset's remote copy: every session of the study using it is finished."""
     _remove(study, study.remote_dataset_dir(dataset), marker, f"dataset {dataset}: no session needs it any more",
             {"dataset": dataset}, client)
+    with StudyVip(study.vip, study.workdir, client) as conn:  # and our record of its content
+        core.remove_remote(conn.client, sc.remote_record_path(study, dataset))
 
 
 def failed_sessions(study: Study) -> dict[str, str]:

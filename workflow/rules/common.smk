@@ -24,13 +24,28 @@ onerror:
     vs.forget_run(".")
 
 
+# Content decides (vip_smk.core.content), never an mtime: the inputs of the upload and launch
+# steps are ancient() and their params carry digests of the content they use (a stat per file,
+# a hash only where the mtime moved), so a `touch` reruns nothing and new bytes rerun exactly
+# the upload and the sessions that use them.
+CONTENT = vs.StudyContent(STUDY, update=workflow.is_main_process)
+
+
 def dataset_files(wildcards):
     root = STUDY.datasets[wildcards.dataset]
-    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+    return [ancient(str(root / rel)) for rel in vs.dataset_files(STUDY, wildcards.dataset)]
+
+
+def dataset_content(wildcards):
+    return CONTENT.dataset_digest(wildcards.dataset)
+
+
+def session_content(wildcards):
+    return CONTENT.session_digest(wildcards.session)
 
 
 def uploaded_marker(wildcards):
-    return f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json"
+    return ancient(f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json")
 
 
 def upload_params(wildcards):
@@ -51,8 +66,10 @@ def session_targets():
     # Every session's done.json and outputs/ are targets themselves (not only inputs of the
     # summary): whatever is deleted under results/ is made again by the next run.
     return [
-        f"{R}/{s}/{f}" for s in sorted(STUDY.sessions) for f in ("done.json", "outputs")
-    ]
+        f"{R}/{s}/{f}"
+        for s in sorted(STUDY.sessions)
+        for f in ("launched.json", "done.json", "outputs")
+    ] + [f"{R}/datasets/{d}/uploaded.json" for d in STUDY.used_datasets]
 
 
 def finished_targets():

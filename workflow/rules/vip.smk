@@ -15,6 +15,7 @@ rule upload_dataset:
     priority: 30
     params:
         remote=upload_params,
+        content=dataset_content,
     run:
         error = vs.rule_upload(STUDY, wildcards, input, output, log)
         if error:  # raised here: Snakemake then shows no internal frame
@@ -31,6 +32,7 @@ rule launch_session:
     priority: 20
     params:
         launch=launch_params,
+        content=session_content,
     run:
         error = vs.rule_launch(STUDY, wildcards, input, output, log)
         if error:  # raised here: Snakemake then shows no internal frame

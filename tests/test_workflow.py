@@ -162,7 +162,7 @@ def test_demo_study_embedded_local_server(tmp_path):
 def test_kill9_during_wait_then_resume(tmp_path, make_server):
     """kill -9 of snakemake while it waits: the next `snakemake --cores 1` (no --unlock)
     finishes the study; the server's execution count is unchanged."""
-    srv = make_server()
+    srv = make_server(max_running=0)  # two executions side by side
     sessions = {
         "nap-a": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 3}},
         "nap-b": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 3, "message": "b"}},
@@ -471,3 +471,103 @@ def test_unreachable_url_and_bad_key_say_what_to_fix(tmp_path, vip_server):
     err = out.stdout + out.stderr
     assert out.returncode != 0 and "environment variable VIP_API_KEY" in err and "vip.api_key_env" in err
     assert "Traceback" not in err and "client.py" not in err and "transport.py" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# Content decides (issues 17 and 22): touch, rm -rf results, one byte, hidden / excluded files
+# --------------------------------------------------------------------------------------------
+
+
+def _counts(srv) -> int:
+    with client_for(srv) as c:
+        return c.count_executions()
+
+
+def _sent(project: Path) -> list[str]:
+    return json.loads((project / "results" / "datasets" / "demo" / "uploaded.json").read_text())["sent"]
+
+
+def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_path, make_server):
+    """Default server (capacity 1). A `touch` of every dataset file: "Nothing to be done";
+    then `rm -rf results`: everything adopted, nothing re-sent; a .DS_Store and an excluded file:
+    nothing uploaded, nothing relaunched; one byte changed in one file: exactly that file
+    re-sent and only the sessions using it relaunched."""
+    srv = make_server()
+    sessions = {"all": {"dataset": "demo", "pipeline": "stats"},
+                "one": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
+                "two": {"dataset": "demo", "pipeline": "smooth", "settings": {"input_file": "subject02.csv"}}}
+    cfg = study_config(srv, sessions)
+    cfg["datasets"]["demo"] = {"path": "config/data/demo", "exclude": ["*.txt"]}
+    project = make_project(tmp_path, cfg)
+    data = project / "config" / "data" / "demo"
+    run_smk(project, key=srv.api_key)
+    assert _counts(srv) == 3 and sorted(_sent(project)) == sorted(p.name for p in data.glob("*.csv"))
+    res = project / "results"
+    first = {s: json.loads((res / s / "launched.json").read_text())["executions"] for s in sessions}
+
+    time.sleep(0.05)
+    for f in data.glob("*.csv"):
+        f.touch()
+    out = run_smk(project, key=srv.api_key)
+    assert "Nothing to be done" in out.stderr, out.stderr[-3000:]
+    shutil.rmtree(res)
+    out = run_smk(project, key=srv.api_key)
+    log = out.stdout + out.stderr
+    assert _counts(srv) == 3, log[-3000:]
+    assert "not reused" not in log and _sent(project) == []
+    assert {s: json.loads((res / s / "launched.json").read_text())["executions"] for s in sessions} == first
+
+    (data / ".DS_Store").write_bytes(b"\0\1junk")
+    (data / "notes.txt").write_text("not data\n")
+    out = run_smk(project, key=srv.api_key)
+    assert "Nothing to be done" in out.stderr, out.stderr[-3000:]
+    shutil.rmtree(res)
+    run_smk(project, key=srv.api_key)
+    assert _counts(srv) == 3 and _sent(project) == []
+    with client_for(srv) as c:
+        names = {i.path.rsplit("/", 1)[-1] for i in c.list(f"/vip/Home/API/t/datasets/demo")}
+    assert ".DS_Store" not in names and "notes.txt" not in names
+
+    f = data / "subject02.csv"
+    text = f.read_text()
+    f.write_text(text[:-2] + ("0" if text[-2] != "0" else "1") + text[-1])  # one byte, same size
+    out = run_smk(project, key=srv.api_key)
+    assert _sent(project) == ["subject02.csv"]
+    assert _counts(srv) == 5, out.stderr[-6000:]  # "all" and "two" use subject02.csv; "one" does not
+    after = {s: json.loads((res / s / "launched.json").read_text())["executions"] for s in sessions}
+    assert after["one"] == first["one"] and after["all"] != first["all"] and after["two"] != first["two"]
+
+
+def test_deleted_markers_are_made_again_by_adoption(tmp_path, make_server):
+    """launched.json and datasets/<d>/uploaded.json deleted: the next run makes them again,
+    adopting (never relaunching) and sending nothing."""
+    srv = make_server()
+    sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    run_smk(project, key=srv.api_key)
+    res = project / "results"
+    first = json.loads((res / "st" / "launched.json").read_text())["executions"]
+    for victim in (res / "st" / "launched.json", res / "datasets" / "demo" / "uploaded.json"):
+        victim.unlink()
+        out = run_smk(project, key=srv.api_key)
+        assert victim.is_file(), f"{victim} not made again:\n{out.stderr[-2000:]}"
+        assert json.loads((res / "st" / "launched.json").read_text())["executions"] == first
+        assert _counts(srv) == 1
+        assert victim.name != "uploaded.json" or _sent(project) == []
+    assert "Nothing to be done" in run_smk(project, key=srv.api_key).stderr
+
+
+def test_another_study_with_the_same_session_names_is_not_called_stale(tmp_path, make_server):
+    """Two studies on one VIP account, same session names: each ignores the other's executions
+    (another results location) without calling them "older" or "not reused"."""
+    srv = make_server()
+    sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
+    a = make_project(tmp_path / "a", study_config(srv, sessions))
+    run_smk(a, key=srv.api_key)
+    cfg = study_config(srv, sessions)
+    cfg["name"] = "t2"
+    b = make_project(tmp_path / "b", cfg)
+    out = run_smk(b, key=srv.api_key)
+    log = out.stdout + out.stderr
+    assert "not reused" not in log and "older input" not in log, log[-3000:]
+    assert _counts(srv) == 2

@@ -24,16 +24,18 @@ onerror:
     vs.forget_run(".")
 
 
-# Content decides (vip_smk.core.content), never an mtime: the inputs of the upload and launch
-# steps are ancient() and their params carry digests of the content they use (a stat per file,
-# a hash only where the mtime moved), so a `touch` reruns nothing and new bytes rerun exactly
-# the upload and the sessions that use them.
+# Content decides (vip_smk.core.content), never an mtime: the dataset files are ancient() inputs
+# of the upload and its params carry the digest of their content (a stat per file, a hash only
+# where the mtime moved), so a `touch` reruns nothing; each launch's params carry the digest of
+# the content it uses (its adoption is decided by the same digest, recorded with the launch).
 CONTENT = vs.StudyContent(STUDY, update=workflow.is_main_process)
 
 
 def dataset_files(wildcards):
     root = STUDY.datasets[wildcards.dataset]
-    return [ancient(str(root / rel)) for rel in vs.dataset_files(STUDY, wildcards.dataset)]
+    return [
+        ancient(str(root / rel)) for rel in vs.dataset_files(STUDY, wildcards.dataset)
+    ]
 
 
 def dataset_content(wildcards):
@@ -45,7 +47,11 @@ def session_content(wildcards):
 
 
 def uploaded_marker(wildcards):
-    return ancient(f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json")
+    # Not ancient(): Snakemake checks a job's params only when its inputs are not being made in
+    # the same run, so a session whose files changed would relaunch one run late. The upload
+    # reruns only when the dataset's content changed; its sessions then launch again, and those
+    # whose own files did not change adopt their execution (only re-downloading it).
+    return f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json"
 
 
 def upload_params(wildcards):

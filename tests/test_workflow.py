@@ -571,3 +571,24 @@ def test_another_study_with_the_same_session_names_is_not_called_stale(tmp_path,
     log = out.stdout + out.stderr
     assert "not reused" not in log and "older input" not in log, log[-3000:]
     assert _counts(srv) == 2
+
+
+def test_output_over_the_direct_transfer_limit_is_one_line_and_the_rest_is_kept(tmp_path, make_server):
+    """maxSizeDirectTransfer (here 300 bytes): the session whose output is over it fails with one
+    line naming the file, its size and the limit (no "run again"); every other output is kept."""
+    srv = make_server(max_download_size=300)
+    sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
+                "sm": {"dataset": "demo", "pipeline": "smooth", "settings": {"input_file": "subject02.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    out = run_smk(project, key=srv.api_key, check=False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0
+    line = re.search(r"session sm: output (\S+) is ([\d,]+) bytes, over VIP's direct-transfer limit of 300 bytes"
+                     r" \(maxSizeDirectTransfer\)[^\n]*", log)
+    assert line, log[-4000:]
+    assert line.group(1).endswith(".tgz") and int(line.group(2).replace(",", "")) > 300
+    assert "run again to resume" not in line.group(0)
+    res = project / "results"
+    assert len(list((res / "st" / "outputs").glob("*/subject01.csv.stats.txt"))) == 1
+    with client_for(srv) as c:
+        assert c.count_executions() == 2

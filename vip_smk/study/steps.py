@@ -478,18 +478,26 @@ def download_session(study: Study, name: str, done: str | os.PathLike, outdir: s
     staging = outdir.parent / (outdir.name + ".partial")
     staging.mkdir(parents=True, exist_ok=True)
     ids = [d["id"] for d in info["executions"] if d.get("outputs")]
+    too_large: list[tuple[str, int, int]] = []
     if ids:
         with StudyVip(study.vip, study.workdir, client) as conn:
             while True:
                 try:
                     conn.ensure()
                     executions = [conn.client.execution(eid) for eid in ids]
+                    too_large = _too_large(conn.client, executions)
+                    for path, size, limit in too_large:  # said first, in one line each
+                        log.error("session %s: %s", name, _too_large_line(path, size, limit))
                     log.info("session %s: downloading the outputs of %d execution(s)", name, len(executions))
                     report = core.download_results(conn.client, executions, staging, unzip=True,
                                                    vip_root=info["results_location"])
                     break
                 except (TransportError, ServerError) as exc:
                     conn.recover(exc, f"session {name}")
+        if too_large:
+            first = _too_large_line(*too_large[0])
+            more = f" (and {len(too_large) - 1} more such file(s))" if len(too_large) > 1 else ""
+            raise StudyError(f"session {name}: {first}{more}; its other outputs are kept in {staging}")
         if not report.ok:
             lines = "; ".join(f"{p}: {why}" for p, why in list(report.failed.items())[:5])
             raise StudyError(f"session {name}: {len(report.failed)} output file(s) not downloaded ({lines}); "
@@ -500,6 +508,33 @@ def download_session(study: Study, name: str, done: str | os.PathLike, outdir: s
     count, size = tree_size(outdir)
     log.info("session %s: %d file(s), %d bytes in %s", name, count, size, outdir)
     return {"files": count, "bytes": size}
+
+
+def _too_large(client, executions) -> list[tuple[str, int, int]]:
+    """(path, size, limit) of every returned file over VIP's direct-transfer limit
+    (maxSizeDirectTransfer): VIP refuses to send those through the API. One listing per folder."""
+    from vip_smk.errors import VipError
+
+    limit = client.max_download_size()
+    if not limit:
+        return []
+    wanted = {p for e in executions for p in e.output_paths}
+    out = []
+    for parent in sorted({str(PurePosixPath(p).parent) for p in wanted}):
+        try:
+            infos = client.list(parent)
+        except VipError:
+            continue
+        for info in infos:
+            path = info.path.rstrip("/")
+            if path in wanted and not info.is_directory and (info.size or 0) > limit:
+                out.append((path, int(info.size), int(limit)))
+    return sorted(out)
+
+
+def _too_large_line(path: str, size: int, limit: int) -> str:
+    return (f"output {path} is {size:,} bytes, over VIP's direct-transfer limit of {limit:,} bytes "
+            f"(maxSizeDirectTransfer): it cannot be downloaded through the API; fetch it from the VIP portal")
 
 
 def tree_size(root: Path) -> tuple[int, int]:

@@ -117,7 +117,7 @@ def test_url_defaults_and_repr(monkeypatch):
     assert c.url == "http://127.0.0.1:9" and c.base == "http://127.0.0.1:9/rest/"
     assert "super-secret-key-xyz" not in repr(c)
     monkeypatch.delenv("VIP_URL")
-    assert VipClient(api_key="k").url == "https://vip.creatis.insa-lyon.fr"
+    assert VipClient(api_key="test-key-123").url == "https://vip.creatis.insa-lyon.fr"
     # `:`, spaces and parentheses round-trip through percent-encoding
     assert quote_path("/vip/ReproVIP (group)/a b/12-01-2026_10:00:00") == (
         "/vip/ReproVIP%20%28group%29/a%20b/12-01-2026_10%3A00%3A00"
@@ -316,7 +316,7 @@ def test_html_error_pages_are_errors(tmp_path):
     t.start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        c = VipClient(url, api_key="k", retries=3, retry_budget=2, backoff=0.05)
+        c = VipClient(url, api_key="test-key-123", retries=3, retry_budget=2, backoff=0.05)
         with pytest.raises(ServerError) as e:
             c.platform()
         assert e.value.status == 502 and "platform" in str(e.value) and "HTML" in str(e.value)
@@ -440,7 +440,7 @@ def test_download_cut_mid_body_resumes_with_range(tmp_path):
     httpd.ranges = []
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        c = VipClient(f"http://127.0.0.1:{httpd.server_address[1]}", api_key="k", retry_budget=5,
+        c = VipClient(f"http://127.0.0.1:{httpd.server_address[1]}", api_key="test-key-123", retry_budget=5,
                       backoff=0.05)
         out = c.download("/vip/Home/f.bin", tmp_path / "f.bin")
         assert out.read_bytes() == httpd.data

@@ -34,11 +34,18 @@ USERS_ENV = "VIP_SMK_SERVE_USERS"
 MAX_SIZE_DIRECT_TRANSFER = 15_000_000  # VIP-portal's shipped maxSizeDirectTransfer (bytes)
 
 
+def _shipped_apps() -> str:
+    """The shipped apps' identifiers, read from their descriptors as the server loads them."""
+    from vip_smk.server.pipelines import load_pipelines
+
+    return ", ".join(sorted(load_pipelines(), key=str.lower))
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Run a local VIP server on this machine: VIP's REST API under URL/rest/ (header "
-        "'apikey'), running Boutiques apps here (shipped: TextStats/1.0, Smooth/1.0, PairStats/1.0, "
-        "Sleep/1.0, Fail/1.0; add yours with --apps-dir). As strict as VIP by default. Give the printed 'VIP portal URL' to VIP clients."
+        f"'apikey'), running Boutiques apps here (shipped: {_shipped_apps()}; add yours with --apps-dir). "
+        "As strict as VIP by default. Give the printed 'VIP portal URL' to VIP clients."
     )
     parser.epilog = (
         "Restart behaviour: nothing is lost; executions that were running when the server stopped "

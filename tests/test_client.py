@@ -538,3 +538,74 @@ def test_small_download_headers_are_those_of_a_streamed_one(vip_server, client, 
         assert whole.headers[h] == ranged.headers[h], h
     assert whole.headers["content-length"] == str(src.stat().st_size)
     assert whole.headers["content-disposition"].startswith("attachment; filename")
+
+
+# ------------------------------------------------------------------ issue 22: items 8 and 13
+
+
+def test_url_local_means_the_local_server_of_vip_local_everywhere(tmp_path, monkeypatch):
+    """VipClient('local'), VIP_URL=local and VipSession.init() with VIP_URL=local: the local
+    VIP of ./.vip-local (started if needed, then attached to), keyed by its key file."""
+    from vip_smk.server import LocalServer
+    from vip_smk.session import VipSession
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VIP_API_KEY", raising=False)
+    monkeypatch.delenv("VIP_URL", raising=False)
+    for attr in ("_default_client", "_VERBOSE", "_BACKUP_LOCATION", "_AVAILABLE_PIPELINES"):
+        monkeypatch.setattr(VipSession, attr, getattr(VipSession, attr))  # init() sets them: restored
+    try:
+        c = VipClient("local", progress=False)
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        assert srv is not None and c.url == srv.url.rstrip("/") and c.url.startswith("http://127.0.0.1:")
+        assert c.key_source == f"the file {tmp_path / '.vip-local' / 'apikey'}"
+        assert "TextStats/1.0" in {p.identifier for p in c.pipelines()}
+        monkeypatch.setenv("VIP_URL", "local")
+        assert VipClient(progress=False).url == c.url  # attached, not a second server
+        assert LocalServer.attach(tmp_path / ".vip-local").pid == srv.pid
+        VipSession.init(verbose=False)  # api_key's default: the local server's key file
+        assert VipSession._default_client.url == c.url
+        # a key given explicitly is used (and refused here: it is not the local server's)
+        with pytest.raises(AuthError, match="the api_key argument"):
+            VipClient("local", api_key="not-the-local-key").pipelines()
+    finally:
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        if srv is not None:
+            srv.stop()
+
+
+def test_bad_url_errors_name_the_setting(monkeypatch):
+    monkeypatch.setenv("VIP_API_KEY", "some-test-key-123")
+    with pytest.raises(InvalidInput, match=r"^url 'ftp://x': .*http:// or https:// .*'local'"):
+        VipClient("ftp://x")
+    monkeypatch.setenv("VIP_URL", "vip.creatis.insa-lyon.fr")
+    with pytest.raises(InvalidInput, match=r"^\$VIP_URL 'vip.creatis.insa-lyon.fr'"):
+        VipClient()
+    from vip_smk.session import VipSession
+
+    with pytest.raises(Exception, match=r"vip_portal_url 'localhost:8080'"):
+        VipSession.init(vip_portal_url="localhost:8080", verbose=False)
+
+
+def test_short_keys_are_refused_and_masking_spares_words(tmp_path, monkeypatch):
+    """A 1-letter 'key' masked in messages turned 'proxy' into 'pro***y': keys shorter than
+    8 characters are refused (naming the source, never the key); longer ones are masked."""
+    from vip_smk.transport import Transport
+
+    url = "http://127.0.0.1:9"
+    with pytest.raises(AuthError, match="from the api_key argument is 1 character") as err:
+        VipClient(url, api_key="x")
+    monkeypatch.setenv("MY_VIP_KEY", "Zq7w")
+    with pytest.raises(AuthError, match="environment variable MY_VIP_KEY is 4 character") as err:
+        VipClient(url, api_key_env="MY_VIP_KEY")
+    assert "Zq7w" not in str(err.value)
+    (tmp_path / "k").write_text("Zq7w\n")
+    with pytest.raises(AuthError, match=f"the file {tmp_path / 'k'} is 4 character"):
+        VipClient(url, api_key_file=tmp_path / "k")
+    assert Transport(url, "x", "test").scrub("check the proxy settings") == "check the proxy settings"
+    key = "Zq7w-long-enough-key"
+    assert Transport(url, key, "test").scrub(f"refused {key}!") == "refused ***!"
+    c = VipClient(url, api_key=key, retry_budget=0.3, backoff=0.05)
+    with pytest.raises(TransportError) as err:
+        c.pipelines()
+    assert key not in str(err.value) and "proxy" in str(err.value)

@@ -126,7 +126,7 @@ def test_cli_url_local_attaches_to_the_directory_server(tmp_path):
 
 def _cli(*args, env=None, cwd=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "vip_smk.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+                          env=env, cwd=cwd, timeout=timeout, check=False)
 
 
 def _free_port() -> int:
@@ -168,7 +168,7 @@ def test_cli_get_dash_writes_to_stdout(vip_server, vip_dir, tmp_path):
     run(vip_server, "-q", "put", str(src), vip_dir)
     proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "get", f"{vip_dir}/r.txt", "-"], cwd=tmp_path,
                           capture_output=True, env={**os.environ, "VIP_URL": vip_server.url,
-                                                    "VIP_API_KEY": vip_server.api_key}, timeout=60)
+                                                    "VIP_API_KEY": vip_server.api_key}, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == src.read_bytes() and not (tmp_path / "-").exists()
     proc = run(vip_server, "get", vip_dir, "-", check=False)
@@ -247,7 +247,7 @@ def test_cli_put_one_file_shows_a_bar_on_a_terminal(vip_server, vip_dir, tmp_pat
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a real terminal's size
     try:
         proc = subprocess.run([sys.executable, "-m", "vip_smk.cli", "put", str(src), vip_dir],
-                              stdout=subprocess.PIPE, stderr=slave, env=env, timeout=60)
+                              stdout=subprocess.PIPE, stderr=slave, env=env, timeout=60, check=False)
         os.close(slave)
         slave = -1
         out = b""

@@ -59,9 +59,7 @@ def resolve_url(url: str | None = None, *, setting: str = "url",
     if text.lower() == LOCAL:
         srv = ensure_local_server(Path(local_dir).resolve(), start=start)
         return ResolvedUrl(srv.url.rstrip("/"), Path(srv.data_dir) / "apikey", Path(local_dir).resolve())
-    text = text.rstrip("/")
-    if text.endswith("/rest"):
-        text = text[: -len("/rest")]
+    text = text.rstrip("/").removesuffix("/rest")
     if not re.match(r"https?://[^/\s]+", text):
         raise InvalidInput(f"{setting} {text!r}: a VIP URL starts with http:// or https:// "
                            f"(or is '{LOCAL}': the local VIP server of ./{LOCAL_DIR})", call="url")

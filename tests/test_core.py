@@ -18,7 +18,7 @@ def srv(tmp_path_factory):
     """A server of this module's own, counting the requests it receives by route."""
     from vip_smk.server import LocalServer
 
-    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2,
+    server = LocalServer(max_running=0, max_download_size=0, data_dir=tmp_path_factory.mktemp("vip-core"), port=0, workers=2,
                          users=[f"alice:core-{uuid.uuid4().hex}"], count_requests=True)
     server.start(timeout=60)
     yield server

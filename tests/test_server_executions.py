@@ -26,7 +26,7 @@ def server(tmp_path_factory):
     """This module's own server: timing and worker availability do not depend on what other
     test modules left running on the shared ``vip_server``."""
     users = [f"{name}:{secrets.token_urlsafe(18)}" for name in ("alice", "bob")]
-    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2)
+    srv = LocalServer(max_running=0, max_download_size=0, data_dir=tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2)
     srv.start(timeout=60)
     yield srv
     srv.stop()

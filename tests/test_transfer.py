@@ -282,7 +282,7 @@ def test_clash_between_local_folder_and_remote_file_is_refused(client, vip_dir, 
 def limits_server(tmp_path_factory):
     """A server with VIP's optional behaviours on: md5 offered, a 100 kB download limit and a
     null lastModificationDate for every file."""
-    srv = LocalServer(tmp_path_factory.mktemp("vip-limits"), port=0, users=["alice:limits-key-123456"],
+    srv = LocalServer(max_running=0, data_dir=tmp_path_factory.mktemp("vip-limits"), port=0, users=["alice:limits-key-123456"],
                       md5=True, max_download_size=100_000, null_dates=1.0)
     srv.start(timeout=60)
     yield srv

@@ -9,7 +9,6 @@ Errors a user can fix (key, URL) become one-line `StudyError`s naming what to ch
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -57,12 +56,10 @@ def ensure_local_server(local_dir: Path, workers: int = 2):
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    from filelock import FileLock  # an OS lock (flock / msvcrt): a dead holder's is released
+
+    with FileLock(path, thread_local=False):
+        yield
 
 
 def _new_client(url: str, *, key_env: str | None = None, key_file: Path | None = None, **kw):

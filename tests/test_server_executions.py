@@ -26,7 +26,8 @@ def server(tmp_path_factory):
     """This module's own server: timing and worker availability do not depend on what other
     test modules left running on the shared ``vip_server``."""
     users = [f"{name}:{secrets.token_urlsafe(18)}" for name in ("alice", "bob")]
-    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2)
+    # several executions at once per user: asks for more than a new VIP account's 1
+    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2, max_running=0)
     srv.start(timeout=60)
     yield srv
     srv.stop()

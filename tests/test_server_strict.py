@@ -25,7 +25,7 @@ def kind(tmp_path_factory):
 
     users = [f"{n}:{secrets.token_urlsafe(18)}" for n in ("alice", "bob")]
     srv = LocalServer(tmp_path_factory.mktemp("vip-kind"), port=0, users=users, workers=1,
-                      list_limit=3, max_download_size=1000, md5=True, archive_uploads=True,
+                      max_running=0, list_limit=3, max_download_size=1000, md5=True, archive_uploads=True,
                       null_dates=0.5, seed=11, delete_delay_ms=1500)
     srv.start(timeout=60)
     yield srv

@@ -72,6 +72,47 @@ def test_defaults_are_vips(api):
     assert [isinstance(p["lastModificationDate"], int) for p in listing] == [True]
 
 
+def test_default_serve_is_a_new_vip_account(tmp_path):
+    """`vip-smk serve` with no option: maxSizeDirectTransfer 15000000 and one execution at a
+    time per user (a second concurrent launch: 2001), as a new VIP account."""
+    import os
+    import subprocess
+    import sys
+
+    key = secrets.token_urlsafe(18)
+    env = {**os.environ, "VIP_SMK_SERVE_USERS": f"alice:{key}"}
+    proc = subprocess.Popen([sys.executable, "-m", "vip_smk.server", "--port", "0", "--data-dir",
+                             str(tmp_path / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        url = proc.stdout.readline().split("VIP portal URL: ", 1)[1].strip()
+        a = Api(url, key)
+        assert a.get("/platform").json()["maxSizeDirectTransfer"] == 15_000_000
+        first = a.launch("Sleep/1.0", {"duration": 30}, name="first")["identifier"]
+        r = a.post("/executions", json={"name": "second", "pipelineIdentifier": "Sleep/1.0",
+                                        "inputValues": {"duration": 0}})
+        assert "(1)" in assert_error(r, 2001)
+        assert [e["identifier"] for e in a.get("/executions").json()] == [first]  # nothing queued
+        assert a.put(f"/executions/{first}/kill").status_code == 204
+        a.wait(first)
+        assert a.launch("Sleep/1.0", {"duration": 0}, name="after")["status"] in ("Ready", "Running")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_default_local_server_is_a_new_vip_account(make_server):
+    srv = make_server()  # LocalServer's defaults
+    a = Api(srv.url, srv.users["alice"])
+    assert a.get("/platform").json()["maxSizeDirectTransfer"] == 15_000_000
+    a.launch("Sleep/1.0", {"duration": 30}, name="first")
+    r = a.post("/executions", json={"name": "second", "pipelineIdentifier": "Sleep/1.0",
+                                    "inputValues": {"duration": 0}})
+    assert_error(r, 2001)
+    b = Api(srv.url, srv.users["bob"])  # the limit is per user
+    assert b.launch("Sleep/1.0", {"duration": 0}, name="bobs")["identifier"]
+
+
 # ------------------------------------------------------------------ options
 def test_platform_reports_the_limits(kapi):
     info = kapi.get("/platform").json()

@@ -27,12 +27,12 @@ def test_every_face_imports_without_fcntl():
     code = ("import sys; sys.modules['fcntl'] = None; import vip_smk, vip_smk.study, "
             "vip_smk.snakemake.storage, vip_smk.snakemake.executor, vip_smk.server, "
             "vip_smk.server.__main__, vip_smk.server.app")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_no_module_of_ours_imports_fcntl():
-    pattern = re.compile(r"^\s*(import\s+fcntl\b|from\s+fcntl\s+import\b)", re.M)
+    pattern = re.compile(r"^\s*(import\s+fcntl\b|from\s+fcntl\s+import\b)", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for pkg in OUR_PACKAGES if (ROOT / pkg).is_dir()
                  for p in (ROOT / pkg).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
@@ -88,7 +88,7 @@ def _try_lock(lock: Path, timeout: float) -> subprocess.CompletedProcess:
     code = ("import sys, filelock; l = filelock.FileLock(sys.argv[1], timeout=float(sys.argv[2]));"
             " l.acquire(); print('got it')")
     return subprocess.run([sys.executable, "-c", code, str(lock), str(timeout)], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
 
 
 def test_study_start_lock_one_holder_and_a_killed_holders_lock_is_released(tmp_path):

@@ -472,9 +472,9 @@ class Api:
         ex = self.own_execution(user, request.path_params["eid"])
         try:
             body = json.loads(await request.body() or b"{}")
-            if not isinstance(body, dict):
-                raise ValueError
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             raise ApiError(8009, 'Input field not valid: expected a JSON Execution object, e.g. {"name": "..."}')
         name = body.get("name")
         if name is not None:

@@ -111,7 +111,8 @@ class DateBook:
     def _locked(self):
         """The book's lock (a separate file: the book itself is replaced when compacted)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        from filelock import FileLock  # an OS lock (flock / msvcrt): a dead holder's is released
+        # an OS lock (flock / msvcrt): a dead holder's is released
+        from filelock import FileLock
 
         return FileLock(self.path.with_name(BOOK_NAME + ".lock"), thread_local=False)
 

@@ -56,7 +56,8 @@ def ensure_local_server(local_dir: Path, workers: int = 2):
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    from filelock import FileLock  # an OS lock (flock / msvcrt): a dead holder's is released
+    # an OS lock (flock / msvcrt): a dead holder's is released
+    from filelock import FileLock
 
     with FileLock(path, thread_local=False):
         yield

@@ -15,7 +15,6 @@ Errors name the setting the bad value came from (`setting=`, e.g. `--url`, `vip_
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -101,12 +100,12 @@ def ensure_local_server(local_dir: Path, workers: int = 2, *, start: bool = True
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    # a cross-platform OS lock (flock / msvcrt): a dead holder's is released; filelock comes
+    # with the server extra, which starting a local server needs anyway
+    from filelock import FileLock
+
+    with FileLock(path, thread_local=False):
+        yield
 
 
 __all__ = ["DEFAULT_URL", "LOCAL", "LOCAL_DIR", "ResolvedUrl", "ensure_local_server", "resolve_url"]

@@ -47,8 +47,10 @@ def make_server(tmp_path_factory):
         kwargs.setdefault("users", _user_specs())
         # The server's defaults are a new VIP account's (1 execution, 15 MB downloads); the
         # suite's shared servers lift both unless a test asks for VIP's capacity explicitly.
-        kwargs.setdefault("max_running", 0)
-        kwargs.setdefault("max_download_size", 0)
+        # (make_server(vip_defaults=True): LocalServer's own defaults, VIP's)
+        if not kwargs.pop("vip_defaults", False):
+            kwargs.setdefault("max_running", 0)
+            kwargs.setdefault("max_download_size", 0)
         kwargs.setdefault("port", 0)
         srv = LocalServer(data_dir or tmp_path_factory.mktemp("vip-extra"), **kwargs)
         srv.start(timeout=60)

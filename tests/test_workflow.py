@@ -471,3 +471,50 @@ def test_unreachable_url_and_bad_key_say_what_to_fix(tmp_path, vip_server):
     err = out.stdout + out.stderr
     assert out.returncode != 0 and "environment variable VIP_API_KEY" in err and "vip.api_key_env" in err
     assert "Traceback" not in err and "client.py" not in err and "transport.py" not in err
+
+
+def _ctrl_c_works() -> None:
+    """In the child: SIGINT as in a terminal (a suite started in the background by a shell
+    without job control inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tmp_path, make_server):
+    """Ctrl-C while a session waits: snakemake exits within seconds (not when the execution
+    ends), says the execution keeps running on VIP, prints no traceback, even on a second
+    Ctrl-C; the next run adopts it (no new execution)."""
+    srv = make_server()  # VIP's default: one execution at a time
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 20}}}
+    project = make_project(tmp_path, study_config(srv, sessions, poll_seconds=30))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_works)
+    try:
+        wait_for(project / "results" / "nap" / "launched.json", proc)
+        time.sleep(3)  # inside the wait now (first rounds done, then a long pause)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+        assert took < 10, f"snakemake took {took:.0f} s to stop:\n{out[-3000:]}"
+        assert proc.returncode != 0
+        assert "Traceback" not in out and "Cannot close a running event loop" not in out, out[-4000:]
+        assert "keep running on VIP" in out and "run again" in out, out[-3000:]
+        with client_for(srv) as c:
+            running = [e for e in c.executions() if e.is_running]
+            assert len(running) == 1 and c.count_executions() == 1
+        assert not (project / "results" / "nap" / "done.json").exists()
+        again = run_smk(project, key=srv.api_key, timeout=120)
+        assert summary(project)["nap"]["status"] == "Finished", again.stderr[-2000:]
+        with client_for(srv) as c:
+            assert c.count_executions() == 1  # resumed, not launched again
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with client_for(srv) as c:  # on failure, leave no execution running
+            for e in c.executions():
+                if e.is_running:
+                    c.kill(e.identifier)

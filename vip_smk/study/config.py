@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,9 @@ class Study:
     sessions: dict[str, Session]
     results: Path
     workdir: Path = field(default_factory=Path.cwd)
+    # set on Ctrl-C (runs.stop_on_interrupt): waiting steps end within a second, leaving
+    # their executions running on VIP for the next run to resume
+    stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
 
     @property
     def remote_root(self) -> str:

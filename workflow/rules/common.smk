@@ -10,6 +10,8 @@ wildcard_constraints:
 if workflow.is_main_process:
     # A run killed with kill -9 leaves Snakemake's lock behind: drop it if its process is gone.
     vs.clear_stale_lock(".")
+    # Ctrl-C: the waiting job ends within a second, its executions keep running on VIP
+    vs.stop_on_interrupt(STUDY)
 
 
 onstart:

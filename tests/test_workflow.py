@@ -518,3 +518,28 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
             for e in c.executions():
                 if e.is_running:
                     c.kill(e.identifier)
+
+
+def test_remote_vip_down_is_retried_for_retry_seconds_then_clear_error(tmp_path, make_server):
+    """vip.retry_seconds is a time: with VIP down the step keeps trying that long (not a
+    fixed count of attempts), then stops with one line naming the URL."""
+    srv = make_server()
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 30}}}
+    project = make_project(tmp_path, study_config(srv, sessions, retry_seconds=20))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(project / "results" / "nap" / "launched.json", proc)
+        time.sleep(1)  # waiting now
+        srv.kill()
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=90)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert took >= 19, f"gave up after {took:.1f} s, not vip.retry_seconds=20:\n{out[-2000:]}"
+    assert took < 45, out[-2000:]
+    assert f"cannot reach VIP at {srv.url}" in out and "vip.url" in out and "Traceback" not in out

@@ -543,3 +543,32 @@ def test_remote_vip_down_is_retried_for_retry_seconds_then_clear_error(tmp_path,
     assert took >= 19, f"gave up after {took:.1f} s, not vip.retry_seconds=20:\n{out[-2000:]}"
     assert took < 45, out[-2000:]
     assert f"cannot reach VIP at {srv.url}" in out and "vip.url" in out and "Traceback" not in out
+
+
+def test_five_config_mistakes_reported_in_one_dry_run_without_frames(tmp_path):
+    """A schema key, a file name VIP would rename, a parameter of the wrong type, a glob
+    matching nothing and an unused pipeline alias with a wrong id: one `snakemake -n` names
+    all five (key by key), with no Python frame of ours; nothing is started."""
+    sessions = {
+        "typed": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": "two"}},
+        "noglob": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "*.nii.gz"}},
+    }
+    cfg = study_config(None, sessions)
+    cfg["vip"]["poll_secnds"] = 5  # 1. a key the schema does not know
+    cfg["pipelines"]["smoothh"] = {"id": "Smoothh/1.0"}  # 5. used by no session
+    project = make_project(tmp_path, cfg)
+    (project / "config" / "data" / "demo" / "subject 04.csv").write_text("a,b\n1,2\n")  # 2. renamed by VIP
+    out = run_smk(project, "-n", check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0
+    for part in ("vip.poll_secnds", "poll_seconds",  # the key and the closest known one
+                 "subject 04.csv", "datasets.demo",
+                 "sessions.typed.settings.precision",
+                 "sessions.noglob.settings.input_file", "*.nii.gz",
+                 "pipelines.smoothh.id", "Smoothh/1.0"):
+        assert part in err, f"{part!r} not reported:\n{err[-3000:]}"
+    assert "(5 errors)" in err, err[-3000:]
+    assert "Traceback" not in err and "vip_smk/" not in err, err[-3000:]
+    frames = [ln for ln in err.splitlines() if ln.strip().startswith('File "')]
+    assert all("/workflow/Snakefile" in ln for ln in frames), frames  # only where the study is read
+    assert not (project / ".vip-local" / "server.json").exists() and not (project / "results").exists()

@@ -60,15 +60,24 @@ from .summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, 
 
 def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:
     """`load_study` for the Snakefile: a config mistake becomes a Snakemake WorkflowError
-    (a clean message, no traceback) so that even `snakemake -n` stops on it. Log records of
-    the parse (retry warnings...) go to stderr with time and logger name."""
+    (a clean message, no traceback) so that even `snakemake -n` stops on it."""
+    study, error = study_or_error(config, workdir)
+    if error is not None:
+        raise error
+    return study
+
+
+def study_or_error(config: Mapping[str, Any], workdir=None):
+    """(study, None), or (None, WorkflowError listing every mistake) for the Snakefile to
+    raise itself: Snakemake then shows no frame of ours. Log records of the parse (retry
+    warnings...) go to stderr with time and logger name."""
     from snakemake.exceptions import WorkflowError
 
     log_to_stderr()
     try:
-        return load_study(config, workdir)
+        return load_study(config, workdir), None
     except (StudyConfigError, StudyError) as exc:
-        raise WorkflowError(str(exc)) from None
+        return None, WorkflowError(str(exc))
 
 
 __all__ = [
@@ -77,6 +86,6 @@ __all__ = [
     "expand_sessions", "failed_sessions", "finish_dataset", "finish_session", "forget_run", "job_log",
     "launch_session", "load_config", "load_study", "load_study_or_fail", "log_to_stderr", "read_json",
     "record_run", "rule_check", "stop_on_interrupt", "rule_finish_dataset", "rule_finish_session", "rule_launch", "rule_summary",
-    "rule_upload", "rule_wait_and_download", "shipped_descriptors", "slug", "summary_rows", "summary_text",
+    "rule_upload", "rule_wait_and_download", "shipped_descriptors", "slug", "study_or_error", "summary_rows", "summary_text",
     "upload_dataset", "wait_session", "write_json_atomic", "write_summary",
 ]

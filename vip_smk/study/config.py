@@ -183,8 +183,9 @@ def fill_defaults(data: Any, sch: Mapping[str, Any]) -> Any:
     return data
 
 
-def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str) -> list[str]:
-    """One line per key the schema does not allow, with the closest known key."""
+def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str, suggested: set[str] | None = None) -> list[str]:
+    """One line per key the schema does not allow, with the closest known key (added to
+    `suggested` as its full path: the 'required' mistake it causes is the same one)."""
     out: list[str] = []
     if isinstance(data, dict) and sch.get("type") == "object":
         props = sch.get("properties") or {}
@@ -192,51 +193,65 @@ def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str) -> list[str]:
         for key, value in data.items():
             path = f"{where}.{key}" if where else str(key)
             if key in props:
-                out += _unknown_keys(value, props[key], path)
+                out += _unknown_keys(value, props[key], path, suggested)
             elif extra is False:
                 place = f"in {where}" if where else "at the top level"
                 close = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.5)
                 hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(props)}"
+                if close and suggested is not None:
+                    suggested.add(f"{where}.{close[0]}" if where else close[0])
                 out.append(f"{path}: unknown key '{key}' {place} ({hint})")
             elif isinstance(extra, dict):
-                out += _unknown_keys(value, extra, path)
+                out += _unknown_keys(value, extra, path, suggested)
     elif isinstance(data, list) and isinstance(sch.get("items"), dict):
         for i, item in enumerate(data):
-            out += _unknown_keys(item, sch["items"], f"{where}[{i}]")
+            out += _unknown_keys(item, sch["items"], f"{where}[{i}]", suggested)
     return out
 
 
-def _schema_problem(exc: Exception) -> str:
-    """A jsonschema ValidationError (wrapped by Snakemake) -> 'key.path: message'."""
-    err = exc
-    while err is not None and not hasattr(err, "absolute_path"):
-        err = err.__cause__ or err.__context__
-    err = err or exc
-    if hasattr(err, "absolute_path"):
-        parts = list(err.absolute_path)
-        path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
-        return f"{path or 'config'}: {err.message}"
-    return " ".join(str(exc).split())[:300]
+def _error_path(parts) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
+
+
+def _schema_problems(data: Any, sch: Mapping[str, Any], suggested: set[str] = frozenset()) -> list[str]:
+    """Every type/range mistake, one 'key.path: message' each (unknown keys are reported by
+    `_unknown_keys`, with the closest known key). Empty without jsonschema (base install)."""
+    try:
+        from jsonschema.validators import validator_for
+    except ImportError:  # without Snakemake's extra: defaults and unknown keys only
+        return []
+    validator = validator_for(sch)(sch)
+    out = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        if err.validator == "additionalProperties":
+            continue
+        where = _error_path(err.absolute_path)
+        if err.validator == "required":
+            missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
+            if missing and all((f"{where}.{k}" if where else k) in suggested for k in missing):
+                continue  # misspelt: reported with its closest known key
+        out.append(f"{where or 'config'}: {err.message}")
+    return list(dict.fromkeys(out))
+
+
+def config_problems(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `config`, defaults filled in, and every schema mistake in it (unknown keys
+    with the closest known one, then types and ranges), one line each naming the key."""
+    if not isinstance(config, Mapping):
+        return {}, ["the config is not a mapping of keys"]
+    data = copy.deepcopy(dict(config))
+    sch = schema()
+    suggested: set[str] = set()
+    problems = _unknown_keys(data, sch, "", suggested)
+    fill_defaults(data, sch)
+    return data, problems + _schema_problems(data, sch, suggested)
 
 
 def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of `config` checked against the schema, defaults filled in. Raises
-    StudyConfigError: unknown keys (with the closest known one), then type/range mistakes,
-    each on one line naming the key."""
-    if not isinstance(config, Mapping):
-        raise StudyConfigError("invalid study configuration: the config is not a mapping of keys")
-    data = copy.deepcopy(dict(config))
-    sch = schema()
-    _raise_if_any(_unknown_keys(data, sch, ""))
-    fill_defaults(data, sch)
-    try:
-        from snakemake.utils import validate
-    except ImportError:  # without Snakemake: defaults and unknown keys only
-        return data
-    try:
-        validate(data, str(SCHEMA_PATH), set_default=True)
-    except Exception as exc:  # WorkflowError wrapping jsonschema's ValidationError
-        _raise_if_any([_schema_problem(exc)])
+    StudyConfigError listing every mistake, each on one line naming the key."""
+    data, problems = config_problems(config)
+    _raise_if_any(problems)
     return data
 
 
@@ -244,9 +259,12 @@ def _raise_if_any(items: list[str]) -> None:
     if not items:
         return
     if len(items) == 1:
-        raise StudyConfigError(f"invalid study configuration: {items[0]}")
-    head = f"invalid study configuration ({len(items)} errors):"
-    raise StudyConfigError("\n  ".join([head, *items]))
+        exc = StudyConfigError(f"invalid study configuration: {items[0]}")
+    else:
+        head = f"invalid study configuration ({len(items)} errors):"
+        exc = StudyConfigError("\n  ".join([head, *items]))
+    exc.problems = list(items)  # type: ignore[attr-defined]
+    raise exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,10 +502,28 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
     `descriptors`: pipeline id -> Pipeline / VIP JSON / None (unknown). When not given: the
     shipped apps for `url: local` (no server started), the cache of the last real run for a
     VIP URL, else fetched from VIP (read-only requests)."""
+    wd = Path(workdir or os.getcwd()).resolve()
+    config, problems = config_problems(config)
+    if not problems:
+        return _load_checked(config, wd, descriptors)
+    # Schema mistakes: the other checks still run where the config allows, so that one pass
+    # reports every mistake; those they cannot make sense of are left to the next pass.
+    try:
+        _load_checked(config, wd, descriptors, offline=True)
+    except StudyConfigError as exc:
+        problems += getattr(exc, "problems", None) or [str(exc)]
+    except Exception as exc:  # the structure is too broken to go further
+        log.debug("further checks skipped: %r", exc)
+    _raise_if_any(problems)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, Any] | None,
+                  offline: bool = False) -> Study:
+    """load_study on a config that passed the schema (or, `offline`, one that did not: no
+    request is made to VIP then)."""
     from vip_smk.client import Pipeline
 
-    wd = Path(workdir or os.getcwd()).resolve()
-    config = check_config(config)
     vip = VipSettings.from_config(config.get("vip"))
     name = config["name"]
     errors = _Errors()
@@ -526,33 +562,42 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
         if datasets[ds].is_dir():
             for problem in _dataset_problems(datasets[ds]):
                 errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
-    errors.raise_if_any()  # structural errors first: VIP is never asked about those
-
     from .descriptors import offline_descriptors
 
+    # every alias is checked (an unused one with a wrong id too); sessions use the used ones
+    all_pipelines = dict(pipelines)
     used = {s["pipeline"] for s in specs}
-    pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}  # the rest: unused
-    wanted = sorted(set(pipelines.values()))
+    pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}
+    wanted = sorted(set(all_pipelines.values()))
+    known_offline = True
     if descriptors is None:
         descriptors = dict(offline_descriptors(vip, wd) or {})
         missing = [pid for pid in wanted if pid not in descriptors]
         if missing and not vip.is_local:
-            from .connect import fetch_descriptors
+            if offline or errors.items:  # VIP is never asked about a study with mistakes
+                known_offline = False
+            else:
+                from .connect import fetch_descriptors
 
-            descriptors.update(fetch_descriptors(vip, missing, wd))
+                descriptors.update(fetch_descriptors(vip, missing, wd))
     models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
               for pid, d in descriptors.items()}
     study_root = str(PurePosixPath(vip.root) / name)
     files = _DatasetFiles(datasets)
     sessions: dict[str, Session] = {}
     where_vip = "the shipped apps of the local VIP" if vip.is_local else vip.url
-    for alias, pid in pipelines.items():
-        if models.get(pid) is None:
+    for alias, pid in all_pipelines.items():
+        if models.get(pid) is None and (pid in descriptors or known_offline):
             users = sorted({s["name"] for s in specs if s["pipeline"] == alias})
+            close = difflib.get_close_matches(pid, [k for k, v in models.items() if v is not None], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            used_by = (f"used by {users[:3]}{'...' if len(users) > 3 else ''}" if users
+                       else "used by no session")
             errors.add(f"pipeline '{alias}'", f"pipelines.{alias}.id",
-                       f"pipeline {pid!r} not found on VIP ({where_vip}); used by {users[:3]}"
-                       f"{'...' if len(users) > 3 else ''}")
+                       f"pipeline {pid!r} not found on VIP ({where_vip}){hint}; {used_by}")
     for spec in specs:
+        if spec["pipeline"] not in pipelines or spec["dataset"] not in datasets:
+            continue  # reported above
         pid = pipelines[spec["pipeline"]]
         desc = models.get(pid)
         if desc is None:

@@ -394,6 +394,17 @@ def test_failed_study_exits_nonzero_then_retry_by_deleting_done(tmp_path, make_s
     assert "boom" in (project / "results" / "logs" / "wait_and_download" / "bad.log").read_text()
     rows = summary(project)
     assert rows["good"]["status"] == "Finished" and rows["bad"]["status"] == "ExecutionFailed"
+    # the summary: VIP's error on the failed row, in each form; the time says it includes the queue
+    assert "boom" in rows["bad"]["error"] and not rows["good"]["error"] and rows["good"]["queued_run_s"] != ""
+    txt = (project / "results" / "study_summary.txt").read_text()
+    assert "queued + run" in txt and "boom" in txt.split("VIP's errors:")[1], txt
+    page = (project / "results" / "study_summary.html").read_text()
+    table = page[page.index("<table"):]
+    assert "<th>queued + run</th>" in table and "<th>VIP's error</th>" in table, table
+    assert "output_bytes" not in table and "jobs_ok" not in table  # headings, not column names
+    size = int(rows["good"]["output_bytes"])
+    assert f"<td>{size}</td>" not in table and re.search(r"<td>\d+(\.\d)? (B|kB)</td>", table), table
+    assert re.search(r"<td>\d+\.\d s</td>", table) and "boom" in table, table
     assert run_smk(project, key=srv.api_key, check=False).returncode != 0  # still failed, still says so
 
     write_config(project, study_config(srv, sessions, allow_failures=True))

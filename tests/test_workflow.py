@@ -583,3 +583,91 @@ def test_five_config_mistakes_reported_in_one_dry_run_without_frames(tmp_path):
     frames = [ln for ln in err.splitlines() if ln.strip().startswith('File "')]
     assert all("/workflow/Snakefile" in ln for ln in frames), frames  # only where the study is read
     assert not (project / ".vip-local" / "server.json").exists() and not (project / "results").exists()
+
+
+# -- what `make demo` installs (`pip install -e .[all]`), not the test install -------------------
+
+_ONLY_INSTALLED = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = ["snakemake", *sys.argv[2:]]
+from snakemake.cli import main
+main()
+"""
+
+
+def _demo_install_closure() -> set[str]:
+    """The distributions `pip install .[all]` brings: vip-smk's requirements read from
+    pyproject.toml (this tree, not the installed metadata), then those of each dependency."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    own = canonicalize_name(project["name"])
+    extras = project.get("optional-dependencies", {})
+    seen: dict[str, set[str]] = {}
+    todo = [Requirement(f"{project['name']}[all]")]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        wanted = set(req.extras)
+        if name in seen and wanted <= seen[name]:
+            continue
+        seen.setdefault(name, set()).update(wanted)
+        if name == own:
+            reqs = list(project["dependencies"]) + [r for e in seen[name] for r in extras.get(e, [])]
+            todo += [Requirement(r) for r in reqs]
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *seen[name]}):
+                todo.append(sub)
+    return set(seen)
+
+
+def run_as_demo_install(project: Path, *args: str, key: str | None = None, timeout: float = 120):
+    """snakemake where only the modules of the demo's install can be imported (those the
+    test install adds, pytest's pygments among them, are not there)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    keep = _demo_install_closure()
+    blocked = sorted(mod for mod, dists in metadata.packages_distributions().items()
+                     if not any(canonicalize_name(d) in keep for d in dists) and not mod.startswith("_"))
+    env = dict(os.environ)
+    env.pop("VIP_API_KEY", None)
+    if key is not None:
+        env["VIP_API_KEY"] = key
+    return subprocess.run([sys.executable, "-c", _ONLY_INSTALLED, ",".join(blocked), "--cores", "1", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=timeout), blocked
+
+
+def test_report_works_with_the_demo_install(tmp_path, make_server):
+    """`snakemake --report` on a finished study, with only what `make demo` installs ([all]):
+    the report's own needs (pygments) are declared, not borrowed from the test install."""
+    srv = make_server()
+    sessions = {"one": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    done, blocked = run_as_demo_install(project, key=srv.api_key)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pytest" in blocked  # the test install's extras really are out of reach
+    out, _ = run_as_demo_install(project, "--report", "report.html", key=srv.api_key)
+    assert out.returncode == 0, out.stderr[-3000:]
+    page = (project / "report.html").read_text(errors="replace")
+    assert len(page) > 1000 and "study_summary" in page

@@ -35,7 +35,7 @@ from .config import (
     slug,
 )
 from .descriptors import shipped_descriptors
-from .connect import StudyError, StudyVip, ensure_local_server
+from .connect import StudyError, StudyVip, ensure_local_server, save_descriptors
 from .runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
 from .steps import (
     check_study,
@@ -81,11 +81,13 @@ def study_or_error(config: Mapping[str, Any], workdir=None):
 
 
 __all__ = [
-    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip", "VipSettings",
-    "check_config", "check_study", "clear_stale_lock", "download_session", "ensure_local_server",
-    "expand_sessions", "failed_sessions", "finish_dataset", "finish_session", "forget_run", "job_log",
-    "launch_session", "load_config", "load_study", "load_study_or_fail", "log_to_stderr", "read_json",
-    "record_run", "rule_check", "stop_on_interrupt", "rule_finish_dataset", "rule_finish_session", "rule_launch", "rule_summary",
-    "rule_upload", "rule_wait_and_download", "shipped_descriptors", "slug", "study_or_error", "summary_rows", "summary_text",
-    "upload_dataset", "wait_session", "write_json_atomic", "write_summary",
+    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip",
+    "VipSettings", "check_config", "check_study", "clear_stale_lock", "download_session",
+    "ensure_local_server", "expand_sessions", "failed_sessions", "finish_dataset", "finish_session",
+    "forget_run", "job_log", "launch_session", "load_config", "load_study", "load_study_or_fail",
+    "log_to_stderr", "read_json", "record_run", "rule_check", "rule_finish_dataset",
+    "rule_finish_session", "rule_launch", "rule_summary", "rule_upload", "rule_wait_and_download",
+    "save_descriptors", "shipped_descriptors", "slug", "stop_on_interrupt", "study_or_error",
+    "summary_rows", "summary_text", "upload_dataset", "wait_session", "write_json_atomic",
+    "write_summary",
 ]

@@ -104,6 +104,8 @@ class Study:
     # set on Ctrl-C (runs.stop_on_interrupt): waiting steps end within a second, leaving
     # their executions running on VIP for the next run to resume
     stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    # pipelines asked to VIP while loading (id -> VIP JSON): a real run keeps them for dry runs
+    learned: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def remote_root(self) -> str:
@@ -570,6 +572,7 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
     pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}
     wanted = sorted(set(all_pipelines.values()))
     known_offline = True
+    learned: dict[str, Any] = {}
     if descriptors is None:
         descriptors = dict(offline_descriptors(vip, wd) or {})
         missing = [pid for pid in wanted if pid not in descriptors]
@@ -579,7 +582,9 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
             else:
                 from .connect import fetch_descriptors
 
-                descriptors.update(fetch_descriptors(vip, missing, wd))
+                learned = {k: v for k, v in fetch_descriptors(vip, missing, wd).items() if v is not None}
+                descriptors.update(learned)
+                descriptors.update({pid: None for pid in missing if pid not in learned})
     models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
               for pid, d in descriptors.items()}
     study_root = str(PurePosixPath(vip.root) / name)
@@ -610,4 +615,4 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
         )
     errors.raise_if_any()
     return Study(name=name, vip=vip, datasets=datasets, pipelines=pipelines, sessions=sessions,
-                 results=Path(config["results"]), workdir=wd)
+                 results=Path(config["results"]), workdir=wd, learned=learned)

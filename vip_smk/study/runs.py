@@ -67,7 +67,8 @@ def stop_on_interrupt(study) -> bool:
     """Called at parse time in Snakemake's main thread: Ctrl-C sets `study.stop` (the waiting
     steps then end within a second, their executions left running on VIP for the next run to
     resume), then goes on as Snakemake expects (KeyboardInterrupt). A second Ctrl-C while the
-    run stops is ignored: Snakemake would print tracebacks of its own. Nothing is installed
+    run stops does not interrupt Snakemake's cleanup (it would print tracebacks of its own); a
+    third ends the process at once (the executions keep running on VIP). Nothing is installed
     when SIGINT is ignored (a background job) or off the main thread."""
     import signal
 
@@ -78,8 +79,10 @@ def stop_on_interrupt(study) -> bool:
         return False
 
     def on_sigint(signum, frame):
-        if study.stop.is_set():
-            return  # already stopping
+        if study.stop.is_set():  # already stopping: the next Ctrl-C ends the process
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.write(2, b"vip-smk: stopping (the executions keep running on VIP); Ctrl-C again quits at once\n")
+            return
         study.stop.set()
         if callable(previous):
             previous(signum, frame)

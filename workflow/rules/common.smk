@@ -16,6 +16,8 @@ if workflow.is_main_process:
 
 onstart:
     vs.record_run(".")
+    # a real run (not -n): keep the pipelines read from VIP, the next dry run asks nothing
+    vs.save_descriptors(STUDY.vip, STUDY.workdir, STUDY.learned)
 
 
 onsuccess:

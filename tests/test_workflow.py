@@ -490,12 +490,17 @@ def _ctrl_c_works() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tmp_path, make_server):
-    """Ctrl-C while a session waits: snakemake exits within seconds (not when the execution
+@pytest.mark.parametrize("waiting", ["execution", "slot"])
+def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tmp_path, make_server, waiting):
+    """Ctrl-C while a session waits for its execution, or (VIP's default capacity of 1) while
+    the next session waits for a slot: snakemake exits within seconds (not when the execution
     ends), says the execution keeps running on VIP, prints no traceback, even on a second
-    Ctrl-C; the next run adopts it (no new execution)."""
+    Ctrl-C; the next run resumes it (no new execution) and finishes the study."""
     srv = make_server()  # VIP's default: one execution at a time
-    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 20}}}
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 15}}}
+    if waiting == "slot":
+        sessions = {s: {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 8, "message": s}}
+                    for s in ("nap", "nap-b")}
     project = make_project(tmp_path, study_config(srv, sessions, poll_seconds=30))
     env = dict(os.environ, VIP_API_KEY=srv.api_key)
     proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
@@ -513,14 +518,16 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
         assert proc.returncode != 0
         assert "Traceback" not in out and "Cannot close a running event loop" not in out, out[-4000:]
         assert "keep running on VIP" in out and "run again" in out, out[-3000:]
+        if waiting == "slot":
+            assert "nap-b: stopped (Ctrl-C) while waiting for a slot" in out, out[-3000:]
         with client_for(srv) as c:
             running = [e for e in c.executions() if e.is_running]
             assert len(running) == 1 and c.count_executions() == 1
         assert not (project / "results" / "nap" / "done.json").exists()
         again = run_smk(project, key=srv.api_key, timeout=120)
-        assert summary(project)["nap"]["status"] == "Finished", again.stderr[-2000:]
+        assert {r["status"] for r in summary(project).values()} == {"Finished"}, again.stderr[-2000:]
         with client_for(srv) as c:
-            assert c.count_executions() == 1  # resumed, not launched again
+            assert c.count_executions() == len(sessions)  # resumed, not launched again
     finally:
         if proc.poll() is None:
             proc.kill()

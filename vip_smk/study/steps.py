@@ -156,7 +156,8 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
 def _stopped(name: str, ids: list[str]) -> StudyError:
     """Ctrl-C (Study.stop): what is left on VIP, in one line."""
     if not ids:
-        return StudyError(f"session {name}: stopped (Ctrl-C) before its launch; run again to go on")
+        return StudyError(f"session {name}: stopped (Ctrl-C) while waiting for a slot, not launched; the "
+                          f"executions in flight keep running on VIP: run again to resume")
     return StudyError(f"session {name}: stopped (Ctrl-C); execution(s) {', '.join(ids)} keep running on VIP: "
                       f"run again to resume (nothing is launched twice)")
 

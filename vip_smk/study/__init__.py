@@ -2,8 +2,8 @@
 
 By concern:
 
-- :mod:`.config`  -- load the YAML, check it against the schema (defaults come from it),
-  expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
+- :mod:`.schema`  -- load the YAML, check it against the schema (defaults come from it);
+- :mod:`.config`  -- the model (Study, Session, VipSettings); expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
   (the shipped descriptors for ``url: local``: a dry run starts nothing);
 - :mod:`.descriptors` -- the pipelines known without a request (shipped apps, a run's cache);
 - :mod:`.connect` -- the study's VIP: the embedded local server (started, restarted) or a portal;

@@ -4,6 +4,7 @@ with backoff, explain a failure."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
@@ -149,13 +150,14 @@ def poll(client: VipClient, ids: Iterable[str]) -> dict[str, Execution]:
 def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: float = 1.0,
          timeout: float | None = None,
          on_round: Callable[[dict[str, Execution]], None] | None = None,
-         retry_errors: bool = False) -> dict[str, Execution]:
+         retry_errors: bool = False, stop: threading.Event | None = None) -> dict[str, Execution]:
     """Poll ``ids`` (one :func:`poll` per round, over those still running) until every one is
     over; returns their last states. The first round is immediate, the next after ``first``
     seconds, then the pause doubles up to ``refresh``. After ``timeout`` seconds it returns
     what it has (some may still be running). ``on_round(states)`` is called after each round.
     ``retry_errors``: a round that cannot reach VIP (transport or server error) is logged and
-    tried again later instead of raising (runs that last days outlive outages)."""
+    tried again later instead of raising (runs that last days outlive outages). ``stop``: when
+    set, returns what it has at once (the executions keep running on VIP)."""
     ids = list(dict.fromkeys(str(i) for i in ids))
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     delay = max(0.0, min(float(first), float(refresh)))
@@ -180,7 +182,10 @@ def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: f
             if left <= 0:
                 return states
             pause = min(pause, left)
-        time.sleep(pause)
+        if stop is None:
+            time.sleep(pause)
+        elif stop.wait(pause):
+            return states
         delay = min(float(refresh), max(delay * 2, 0.1))
 
 

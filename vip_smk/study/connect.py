@@ -54,7 +54,8 @@ class StudyVip:
         self.workdir = Path(workdir)
         # the embedded server is ours: when it does not answer for 15 s, see whether it died
         budget = min(vip.retry_seconds, 15.0) if vip.is_local else vip.retry_seconds
-        self._kw = {"workers": vip.workers, "retry_budget": budget, **kw}
+        # vip.retry_seconds is a time: the count of retries does not cut it short
+        self._kw = {"workers": vip.workers, "retries": 1_000_000, "retry_budget": budget, **kw}
         self._own = client is None
         self._server = None
         self.client = client if client is not None else self._connect()

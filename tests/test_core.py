@@ -15,10 +15,11 @@ from vip_smk.client import Execution, Parameter, Pipeline, VipClient
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    """A server of this module's own, counting the requests it receives by route."""
+    """A server of this module's own, counting the requests it receives by route; unlimited
+    executions (these tests run several at once; capacity 1 is tested on its own server)."""
     from vip_smk.server import LocalServer
 
-    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2,
+    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2, max_running=0,
                          users=[f"alice:core-{uuid.uuid4().hex}"], count_requests=True)
     server.start(timeout=60)
     yield server
@@ -151,17 +152,62 @@ def test_launch_or_adopt_never_duplicates(vc, srv, home):
     assert not adopted and other.identifier != ex.identifier
     done = core.wait(vc, [ex.identifier, other.identifier], refresh=0.2, first=0.1, timeout=60)
     assert all(e.status == "Finished" for e in done.values())
-    # finished -> still adopted (from a listing already fetched: no request)
+    # finished -> still adopted (from a listing already fetched: one listing of its results
+    # folder, to know its returned files are still there)
     listing = vc.executions()
     with _Counting(srv) as seen:
         again, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                               executions=listing)
-    assert adopted and again.identifier == ex.identifier and seen.total == 0
+    assert adopted and again.identifier == ex.identifier
+    assert seen.total == 1 and list(seen.routes) == ["GET /rest/path/{path}"], seen.routes
     # excluded (e.g. its outputs were removed) -> launched again
     new, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                         exclude={ex.identifier})
     assert not adopted and new.identifier not in (ex.identifier, other.identifier)
     vc.kill(new.identifier)
+
+
+def test_finished_execution_whose_results_are_gone_is_not_adopted(vc, home):
+    """Issue 17 §3: a Finished execution is adopted only while its returned files are on VIP
+    (a name used again after finish() removed them launches anew)."""
+    name = f"gone-{uuid.uuid4().hex[:6]}"
+    out = f"{home}/out-{name}"
+    vc.mkdir(out)
+    ex, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    done = core.wait(vc, [ex.identifier], refresh=0.2, first=0.1, timeout=60)[ex.identifier]
+    assert done.status == "Finished" and core.results_on_vip(vc, done)
+    again, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    assert adopted and again.identifier == ex.identifier
+    vc.delete(out, wait=30)
+    assert not core.results_on_vip(vc, done)
+    assert core.adoptable_on_vip(vc, name=name, pipeline_id="Sleep/1.0",
+                                 values={"duration": 0.1}) is None
+    vc.mkdir(out)
+    new, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    assert not adopted and new.identifier != ex.identifier
+    core.wait(vc, [new.identifier], refresh=0.2, first=0.1, timeout=60)
+
+
+def test_launch_waits_for_a_slot_at_capacity_1(make_server, tmp_path):
+    """Issue 17 §2: at a new account's capacity (1; error 2001 beyond) a launch with
+    ``wait_for_slot`` waits until the running execution is over, then launches once."""
+    from vip_smk.client import CapacityError
+
+    srv = make_server()  # the default: max_running=1
+    with VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False) as c:
+        out = "/vip/Home/cap1"
+        c.mkdir(out)
+        first, _ = core.launch_or_adopt(c, "Sleep/1.0", {"duration": 2}, out, "one")
+        with pytest.raises(CapacityError):
+            core.launch_or_adopt(c, "Sleep/1.0", {"duration": 0.1}, out, "two")
+        waited = []
+        second, adopted = core.launch_or_adopt(c, "Sleep/1.0", {"duration": 0.1}, out, "two",
+                                               wait_for_slot=0.5, on_wait=waited.append)
+        assert not adopted and len(waited) == 1 and isinstance(waited[0], CapacityError)
+        states = core.wait(c, [first.identifier, second.identifier], refresh=0.2, timeout=60)
+        assert [e.status for e in states.values()] == ["Finished", "Finished"]
+        assert states[second.identifier].start_date >= states[first.identifier].end_date - 1000
+        assert sorted(e.name for e in c.executions()) == ["one", "two"]
 
 
 def test_find_adoptable_rules():

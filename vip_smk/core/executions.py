@@ -173,11 +173,12 @@ def launch_or_adopt(client: VipClient, pipeline_id: str, values: Mapping[str, An
         except CapacityError as exc:
             if wait_for_slot is None:
                 raise
-            if not said and on_wait is not None:
-                on_wait(exc)
-            elif not said:
-                log.warning("%s: VIP runs no more executions for this account now (%s): waiting "
-                            "for a slot", name, exc)
+            if not said:
+                if on_wait is not None:
+                    on_wait(exc)
+                else:
+                    log.warning("%s: VIP runs no more executions for this account now (%s): "
+                                "waiting for a slot", name, exc)
                 said = True
         time.sleep(delay)
         delay = min(float(wait_for_slot), delay * 2)

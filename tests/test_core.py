@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 import time
 import uuid
@@ -384,3 +385,41 @@ def test_remove_remote(vc, home, tmp_path):
     assert core.remove_remote(vc, f"{home}/rm", timeout=30)
     assert not vc.exists(f"{home}/rm")
     assert core.remove_remote(vc, f"{home}/rm")  # already gone
+
+
+# ---- content: the one rule for "an input changed" -------------------------------------------
+
+
+def test_content_rule_same_bytes_new_mtime_is_no_change(tmp_path):
+    from vip_smk.core import content
+
+    f = tmp_path / "x.txt"
+    f.write_text("x\n")
+    rec = content.fingerprint(f)
+    assert content.unchanged(f, rec) and content.unchanged(f, rec.to_json())
+    ns = rec.mtime_ns + 5_000_000_000
+    f.write_text("x\n")
+    os.utime(f, ns=(ns, ns))  # rewritten, same bytes, new mtime
+    assert content.unchanged(f, rec)
+    kept = content.same_content(f, rec)
+    assert kept is not None and kept.mtime_ns == ns and kept.sha256 == rec.sha256
+    f.write_text("y\n")  # new bytes, same size
+    assert not content.unchanged(f, rec) and content.same_content(f, rec) is None
+    assert content.changed_files(tmp_path, ["x.txt", "new.txt"], {"x.txt": rec}) == ["x.txt", "new.txt"]
+    assert not content.unchanged(f, {"size": 2, "mtime_ns": 1})  # an older record: no digest
+
+
+def test_content_fingerprint_of_a_file_rewritten_during_its_upload(tmp_path):
+    """The record of an upload pairs the digest of the bytes read with the stat taken BEFORE
+    the read: a file rewritten meanwhile (same size) is found changed next time."""
+    from vip_smk.core import content
+
+    f = tmp_path / "x.txt"
+    f.write_text("old\n")
+    before = os.stat(f)
+    digest = content.digest_file(f)  # what the upload read
+    f.write_text("new\n")  # rewritten while the upload ran
+    ns = before.st_mtime_ns + 1_000_000_000
+    os.utime(f, ns=(ns, ns))
+    assert not content.unchanged(f, content.fingerprint(f, digest, before=before))
+    assert content.unchanged(f, content.fingerprint(f))

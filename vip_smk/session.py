@@ -292,7 +292,7 @@ class VipSession(SessionBase):
             for rel, st in stats.items():
                 digest = report.digests.get(rel)
                 if digest is not None:  # sent: hashed while read, dated by the stat before
-                    records[rel] = content.Fingerprint(st.st_size, st.st_mtime_ns, digest)
+                    records[rel] = content.fingerprint(local / rel, digest, before=st)
                     old = content.Fingerprint.from_json(before.get(rel))
                     if old is None or old.sha256 != digest:
                         changed.append(rel)

@@ -358,7 +358,7 @@ def test_transport_errors(make_server):
 
 
 def test_retries_and_no_duplicate_launch_under_faults(make_server, tmp_path):
-    srv = make_server(fault_rate=0.4, seed=11)
+    srv = make_server(fault_rate=0.4, seed=11, max_running=0)  # 8 launches at once: no cap
     c = VipClient(srv.url, api_key=srv.api_key, retry_budget=30, backoff=0.02, max_backoff=0.2,
                   retries=30, progress=False)
     for _ in range(15):
@@ -381,19 +381,30 @@ def test_errors_are_vip_errors_with_call_and_target(client):
     assert isinstance(e.value, NotFound)
 
 
-def test_large_upload_is_streamed(client, home, tmp_path):
-    """A 32 MB upload then download: byte-identical (memory is measured in bench/)."""
+def test_large_upload_is_streamed(make_server, tmp_path):
+    """A 32 MB upload then download: byte-identical (memory is measured in bench/); the upload
+    hashes the bytes while reading them (`hasher`: the digest of the file, no second read).
+    32 MB is over VIP-portal's shipped download limit: this server lifts it."""
+    from vip_smk.core import content
+
+    srv = make_server(max_download_size=0)
+    client = VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False)
+    home = "/vip/Home/big"
+    client.mkdir(home)
     big = tmp_path / "big.bin"
     chunk = hashlib.sha256(b"x").digest() * 32768  # 1 MiB
     with open(big, "wb") as fh:
         for i in range(32):
             fh.write(chunk[i:] + chunk[:i])
     seen = []
-    client.upload(big, f"{home}/big.bin", progress=seen.append)
+    digest = client.upload(big, f"{home}/big.bin", progress=seen.append, hasher=content.hasher)
+    assert digest == _sha(big) == content.digest_file(big)
     assert sum(seen) == big.stat().st_size
     assert max(seen) <= 1 << 20
+    assert client.upload(big, f"{home}/again.bin") is None  # no hasher: no digest
     out = client.download(f"{home}/big.bin", tmp_path / "big.out")
     assert _sha(out) == _sha(big)
+    client.close()
 
 
 def _sha(p: Path) -> str:

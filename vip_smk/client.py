@@ -331,12 +331,14 @@ class VipClient:
         vip_path: str,
         *,
         progress: Callable[[int], None] | None = None,
-    ) -> None:
+        hasher: Callable[[], Any] | None = None,
+    ) -> str | None:
         """Stream a local file to `vip_path` (PUT, application/octet-stream). A retry re-sends
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
-        restart)."""
+        restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
+        are read and the hex digest returned (see `vip_smk.streams.upload`)."""
         p = _vip_path(vip_path)
-        streams.upload(self, local, p, "path" + quote_path(p), progress=progress)
+        return streams.upload(self, local, p, "path" + quote_path(p), progress=progress, hasher=hasher)
 
     def download(
         self,

@@ -496,7 +496,7 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
     the next session waits for a slot: snakemake exits within seconds (not when the execution
     ends), says the execution keeps running on VIP, prints no traceback, even on a second
     Ctrl-C; the next run resumes it (no new execution) and finishes the study."""
-    srv = make_server()  # VIP's default: one execution at a time
+    srv = make_server(vip_defaults=True)  # VIP's default: one execution at a time
     sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 15}}}
     if waiting == "slot":
         sessions = {s: {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 8, "message": s}}
@@ -506,7 +506,11 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
     proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_works)
     try:
-        wait_for(project / "results" / "nap" / "launched.json", proc)
+        deadline = time.monotonic() + 60  # snakemake picks either session first
+        while not (first := [s for s in sessions if (project / "results" / s / "launched.json").exists()]):
+            assert proc.poll() is None and time.monotonic() < deadline, "no session launched"
+            time.sleep(0.1)
+        waiting_one = next((s for s in sessions if s not in first), None)
         time.sleep(3)  # inside the wait now (first rounds done, then a long pause)
         proc.send_signal(signal.SIGINT)
         t0 = time.monotonic()
@@ -519,11 +523,11 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
         assert "Traceback" not in out and "Cannot close a running event loop" not in out, out[-4000:]
         assert "keep running on VIP" in out and "run again" in out, out[-3000:]
         if waiting == "slot":
-            assert "nap-b: stopped (Ctrl-C) while waiting for a slot" in out, out[-3000:]
+            assert f"{waiting_one}: stopped (Ctrl-C) while waiting for a slot" in out, out[-3000:]
         with client_for(srv) as c:
             running = [e for e in c.executions() if e.is_running]
             assert len(running) == 1 and c.count_executions() == 1
-        assert not (project / "results" / "nap" / "done.json").exists()
+        assert not any((project / "results" / s / "done.json").exists() for s in sessions)
         again = run_smk(project, key=srv.api_key, timeout=120)
         assert {r["status"] for r in summary(project).values()} == {"Finished"}, again.stderr[-2000:]
         with client_for(srv) as c:

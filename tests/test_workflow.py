@@ -549,6 +549,33 @@ def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_
     assert after["one"] == first["one"] and after["all"] != first["all"] and after["two"] != first["two"]
 
 
+def test_rewritten_dataset_marker_never_relaunches_a_session_whose_inputs_did_not_change(tmp_path, make_server):
+    """vip.cleanup: a finished session's execution has nothing left on VIP, so it cannot be
+    adopted. When the dataset marker is rewritten (one byte of ANOTHER file changed: the
+    dataset is sent again), the session whose own input digest did not
+    change is not re-entered at all: no new execution, its outputs untouched; only the session
+    using the changed file relaunches."""
+    srv = make_server()
+    sessions = {"a": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
+                "b": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject02.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions, cleanup=True))
+    run_smk(project, key=srv.api_key)
+    res = project / "results"
+    assert _counts(srv) == 2
+    b_first = json.loads((res / "b" / "launched.json").read_text())["executions"]
+    untouched = {p: p.stat().st_mtime_ns for p in (res / "b").rglob("*") if p.is_file()}
+
+    f = project / "config" / "data" / "demo" / "subject01.csv"
+    text = f.read_text()
+    f.write_text(text[:-2] + ("0" if text[-2] != "0" else "1") + text[-1])  # one byte, same size
+    out = run_smk(project, key=srv.api_key)
+    assert _counts(srv) == 3, out.stderr[-6000:]  # "a" relaunched, "b" not
+    assert json.loads((res / "b" / "launched.json").read_text())["executions"] == b_first
+    assert {p: p.stat().st_mtime_ns for p in (res / "b").rglob("*") if p.is_file()} == untouched
+
+    assert "Nothing to be done" in run_smk(project, key=srv.api_key).stderr
+
+
 def test_deleted_markers_are_made_again_by_adoption(tmp_path, make_server):
     """launched.json and datasets/<d>/uploaded.json deleted: the next run makes them again,
     adopting (never relaunching) and sending nothing."""

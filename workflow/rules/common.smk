@@ -51,11 +51,21 @@ def session_content(wildcards):
 
 
 def uploaded_marker(wildcards):
-    # Not ancient(): Snakemake checks a job's params only when its inputs are not being made in
-    # the same run, so a session whose files changed would relaunch one run late. The upload
-    # reruns only when the dataset's content changed; its sessions then launch again, and those
-    # whose own files did not change adopt their execution (only re-downloading it).
-    return f"{R}/datasets/{STUDY.sessions[wildcards.session].dataset}/uploaded.json"
+    # A launch follows its OWN inputs' content, never the dataset marker's date. The marker is
+    # rewritten whenever the dataset is (re-)sent (another file of it changed, `vip.cleanup`
+    # removed it), and a session re-entered then cannot always adopt (its cleaned-up execution
+    # has nothing left on VIP): it would relaunch. So when the session already launched on the
+    # content it would use now (the digest in its launched.json), the marker is ancient(): the
+    # upload rerunning reruns nothing of it. Otherwise a plain input: a session whose files
+    # changed relaunches in the same run as the upload (Snakemake checks no params of a job
+    # whose input is made in that run). Always the same file: a changed set of inputs would
+    # itself be a reason to rerun.
+    session = STUDY.sessions[wildcards.session]
+    marker = f"{R}/datasets/{session.dataset}/uploaded.json"
+    launched = vs.read_json(f"{R}/{wildcards.session}/launched.json") or {}
+    if launched.get("digest") == CONTENT.session_digest(wildcards.session):
+        return ancient(marker)
+    return marker
 
 
 def upload_params(wildcards):

@@ -184,8 +184,9 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
             def send(rel: str) -> tuple[str, content.Fingerprint]:
                 if known.get(rel) is not None:
                     log.info("dataset %s: %s changed: sending it again", dataset, rel)
-                c.upload(local / rel, f"{remote}/{rel}", progress=progress)
-                return rel, content.fingerprint(local / rel)
+                before = (local / rel).stat()  # the record pairs the digest with the stat before the read
+                digest = c.upload(local / rel, f"{remote}/{rel}", progress=progress, hasher=content.hasher)
+                return rel, content.fingerprint(local / rel, digest, before=before)  # hashed while sent
 
             try:
                 with ThreadPoolExecutor(scheduling.pool_size(c, study.vip.workers), thread_name_prefix="vip-up") as ex:
@@ -310,8 +311,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
         before = list(history)
         history.append({"digest": fp, "executions": [], "at": _now()})
         write_json_atomic(history_file, history)
-        # outputs removed from VIP (vip.cleanup): a finished execution has nothing left to give
-        outputs_gone = not conn.client.exists(results_location)
+        # (a Finished execution whose results were removed, vip.cleanup, is not adopted: the core
+        # adopts one only while its returned files are on VIP, core.adoptable_on_vip)
         conn.client.mkdir(results_location, parents=True)
         waited_since = None
         while True:
@@ -319,8 +320,6 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                 conn.ensure()
                 executions = conn.client.executions()
                 excluded = _not_adoptable(study, session, executions, before, fp, remote_runs) | set(exclude)
-                if outputs_gone:
-                    excluded |= {e.identifier for e in executions if e.name == name and e.status == rules.SUCCESS}
                 mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
                 if cap and mine_running >= cap and core.adoptable_on_vip(
                         conn.client, name=name, pipeline_id=session.pipeline_id, values=session.input_values,
@@ -491,22 +490,22 @@ def download_session(study: Study, name: str, done: str | os.PathLike, outdir: s
     staging = outdir.parent / (outdir.name + ".partial")
     staging.mkdir(parents=True, exist_ok=True)
     ids = [d["id"] for d in info["executions"] if d.get("outputs")]
-    too_large: list[tuple[str, int, int]] = []
     if ids:
         with StudyVip(study.vip, study.workdir, client) as conn:
             while True:
                 try:
                     conn.ensure()
                     executions = [conn.client.execution(eid) for eid in ids]
-                    too_large = _too_large(conn.client, executions)
-                    for path, size, limit in too_large:  # said first, in one line each
-                        log.error("session %s: %s", name, _too_large_line(path, size, limit))
                     log.info("session %s: downloading the outputs of %d execution(s)", name, len(executions))
                     report = core.download_results(conn.client, executions, staging, unzip=True,
                                                    vip_root=info["results_location"])
                     break
                 except (TransportError, ServerError) as exc:
                     conn.recover(exc, f"session {name}")
+        # over VIP's direct-transfer limit: found by the core's download (client.TooLarge), one line each
+        too_large = sorted((p, size, limit) for p, (size, limit) in report.too_large.items())
+        for path, size, limit in too_large:
+            log.error("session %s: %s", name, _too_large_line(path, size, limit))
         if too_large:
             first = _too_large_line(*too_large[0])
             more = f" (and {len(too_large) - 1} more such file(s))" if len(too_large) > 1 else ""
@@ -521,28 +520,6 @@ def download_session(study: Study, name: str, done: str | os.PathLike, outdir: s
     count, size = tree_size(outdir)
     log.info("session %s: %d file(s), %d bytes in %s", name, count, size, outdir)
     return {"files": count, "bytes": size}
-
-
-def _too_large(client, executions) -> list[tuple[str, int, int]]:
-    """(path, size, limit) of every returned file over VIP's direct-transfer limit
-    (maxSizeDirectTransfer): VIP refuses to send those through the API. One listing per folder."""
-    from vip_smk.errors import VipError
-
-    limit = client.max_download_size()
-    if not limit:
-        return []
-    wanted = {p for e in executions for p in e.output_paths}
-    out = []
-    for parent in sorted({str(PurePosixPath(p).parent) for p in wanted}):
-        try:
-            infos = client.list(parent)
-        except VipError:
-            continue
-        for info in infos:
-            path = info.path.rstrip("/")
-            if path in wanted and not info.is_directory and (info.size or 0) > limit:
-                out.append((path, int(info.size), int(limit)))
-    return sorted(out)
 
 
 def _too_large_line(path: str, size: int, limit: int) -> str:

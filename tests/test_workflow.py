@@ -142,6 +142,26 @@ def test_demo_study_embedded_local_server(tmp_path):
         with client_for(srv) as c:
             assert c.count_executions() == len(rows)
 
+        # issue 17's study reproduction: `touch` every dataset file (same bytes): nothing
+        # launched, nothing sent; one byte changed in one file: exactly that file re-sent, and
+        # only the sessions using it relaunched (here all: every session globs *.csv)
+        data = project / "config" / "data" / "demo"
+        time.sleep(0.05)
+        for f in data.iterdir():
+            f.touch()
+        touched = run_smk(project)
+        assert "Nothing to be done" in touched.stdout + touched.stderr, touched.stderr[-3000:]
+        with client_for(srv) as c:
+            assert c.count_executions() == len(rows)
+        f = data / "subject02.csv"
+        text = f.read_text()
+        f.write_text(text[:-2] + ("0" if text[-2] != "0" else "1") + text[-1])  # one byte, same size
+        run_smk(project)
+        uploaded = json.loads((project / "results" / "datasets" / "demo" / "uploaded.json").read_text())
+        assert uploaded["sent"] == ["subject02.csv"]
+        with client_for(srv) as c:
+            assert c.count_executions() == 2 * len(rows)
+
         # snakemake --report includes the summary
         run_smk(project, "--report", "report.html", timeout=120)
         assert (project / "report.html").stat().st_size > 1000
@@ -521,6 +541,7 @@ def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_
         f.touch()
     out = run_smk(project, key=srv.api_key)
     assert "Nothing to be done" in out.stderr, out.stderr[-3000:]
+    assert _counts(srv) == 3
     shutil.rmtree(res)
     out = run_smk(project, key=srv.api_key)
     log = out.stdout + out.stderr

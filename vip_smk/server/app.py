@@ -35,25 +35,79 @@ log = logging.getLogger(__name__)
 
 AUTH_HEADER = "apikey"
 
-ERROR_MESSAGES = {
-    8000: "An error has been encountered on the VIP API",
-    8001: "Not implemented",
-    8002: "Bad credentials",
-    8003: "Insufficient authentication",
-    8004: "Authentication error",
-    8005: "Invalid pipeline identifier",
-    8006: "Application not found",
-    8007: "Pipeline not found",
-    8008: "Not allowed to use pipeline",
-    8009: "Input field not valid",
-    8013: "Unauthorized data access",
-    8015: "Invalid execution id",
-    8018: "Input field missing",
-    8019: "Invalid execution name",
-    8020: "Invalid execution initialisation",
-    2000: "Max number of running executions reached on the platform",
-    2001: "Max number of running executions reached",
+#: VIP-portal 4.6's error codes (ApiException.ApiError 8000-8020, ApplicationException's
+#: ApplicationError 2000-2002): enum name and raw message ({} = a parameter; None: no message,
+#: the platform lists "The error message for '<name>' cannot be known in advance")
+VIP_ERRORS: dict[int, tuple[str, str | None]] = {
+    8000: ("GENERIC_API_ERROR", "An error has been encountered on the VIP API"),
+    8001: ("NOT_IMPLEMENTED", "The {} method is not implemented in the VIP API"),
+    8002: ("BAD_CREDENTIALS", "Bad credentials"),
+    8003: ("INSUFFICIENT_AUTH", None),
+    8004: ("AUTHENTICATION_ERROR", None),
+    8005: ("INVALID_PIPELINE_IDENTIFIER", "The {} pipeline identifier is not valid"),
+    8006: ("APPLICATION_NOT_FOUND", None),
+    8007: ("PIPELINE_NOT_FOUND", "The {} pipeline does not exists or cannot be used"),
+    8008: ("NOT_ALLOWED_TO_USE_PIPELINE", "Not allowed to access pipeline {}"),
+    8009: ("INPUT_FIELD_NOT_VALID", "Input field '{}' is not valid. Cause : {}"),
+    8010: ("WRONG_DATE_FORMAT", "The date {} have a wrong format (needed : {})"),
+    8011: ("WRONG_STAT_SERVICE", "The service {} is unknown, only 'vip' is possible"),
+    8012: ("COUNTRY_UNKNOWN", "Country unknown : {}"),
+    8013: ("UNAUTHORIZED_DATA_ACCESS", "Unauthorized data access to : {}"),
+    8014: ("WRONG_OIDC_LOGIN", "The login process encountered an error"),
+    8015: ("INVALID_EXECUTION_ID", "No execution available with this id : {}"),
+    8016: ("INVALID_EXAMPLE_ID", "There is no example with the id : {}"),
+    8017: ("NOT_COMPATIBLE_WITH_BOUTIQUES", "The pipeline is not compatible with boutiques : {}"),
+    8018: ("INPUT_FIELD_MISSING", "Input field '{}' is missing"),
+    8019: ("INVALID_EXECUTION_NAME", "The execution name is not valid : Cause {}"),
+    8020: ("INVALID_EXECUTION_INIT", "The execution could not be submitted : Cause {}"),
+    2000: ("PLATFORM_MAX_EXECS", "Max number of running executions reached on the platform."),
+    2001: ("USER_MAX_EXECS", "Max number of running executions reached.<br />You already have {} "
+           "running executions."),
+    2002: ("WRONG_APPLICATION_DESCRIPTOR", "Error getting application descriptor for {}."),
 }
+GENERIC = VIP_ERRORS[8000][1]
+
+#: /rest routes VIP serves without an API key (RestApiSecurityConfig: permitAll); every other
+#: /rest/** request is authenticated before routing, so an unknown route answers 401 to a
+#: missing or bad key and 404 only to a good one
+PUBLIC_ROUTES = frozenset({"/rest/platform", "/rest/authenticate", "/rest/session",
+                           "/rest/publications", "/rest/reset-password", "/rest/register"})
+
+
+def error_list() -> list[dict]:
+    """GET /platform's ``APIErrorCodesAndMessages``: every VIP error code, VIP's raw message."""
+    return [
+        {"errorCode": code,
+         "errorMessage": msg if msg is not None else
+         f"The error message for '{name.replace('_', ' ').lower()}' cannot be known in advance"}
+        for code, (name, msg) in VIP_ERRORS.items()
+    ]
+
+
+def not_valid(field: str, cause: str = "must not be null") -> ApiError:
+    """8009 as VIP's bean validation words it (the first invalid field of the body)."""
+    return ApiError(8009, f"Input field '{field}' is not valid. Cause : {cause}")
+
+
+def unreadable(what: str) -> ApiError:
+    """A body Spring cannot read (absent, not JSON, wrong shape): VIP's generic 8000, HTTP 400."""
+    return ApiError(8000, f"{GENERIC}: {what}")
+
+
+async def json_body(request: Request) -> dict:
+    """The request's JSON object body; absent, not JSON or not an object: VIP's 8000."""
+    raw = await request.body()
+    if not raw.strip():
+        raise unreadable("the request body is missing (a JSON object is expected)")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise unreadable("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise unreadable("the request body must be a JSON object")
+    return body
+
+
 
 
 @dataclass
@@ -84,15 +138,14 @@ def platform_json(config: Config) -> dict:
     return {
         "platformName": "VIP",
         "platformDescription": "Local VIP server emulator (vip-smk serve): runs Boutiques apps on this machine",
+        # lower-case SupportedTransferProtocol values, Module labels (VIP-portal 4.6 enums)
         "supportedTransferProtocols": ["https", "http"],
-        "supportedModules": ["Processing", "Data", "ExecutionMonitoring"],
+        "supportedModules": ["Processing", "Data"],
         "defaultLimitListExecutions": config.list_limit,
-        "unsupportedMethods": [],
+        "unsupportedMethods": ["playExecution"],
         "supportedAPIVersion": "0.3",
         "email": "vip-smk@localhost",
-        "APIErrorCodesAndMessages": [
-            {"errorCode": k, "errorMessage": v} for k, v in sorted(ERROR_MESSAGES.items())
-        ],
+        "APIErrorCodesAndMessages": error_list(),
         "maxSizeDirectTransfer": config.max_download_size,
         "oidcLoginProviders": [],
     }
@@ -148,24 +201,30 @@ class Api:
         return JSONResponse(platform_json(self.config))
 
     async def authenticate(self, request: Request):
-        try:
-            body = json.loads(await request.body() or b"{}")
-            username, password = body["username"], body["password"]
-        except (ValueError, KeyError, TypeError):
-            raise ApiError(8004, "Authentication error: send JSON {\"username\", \"password\"}", 401)
-        user = self.store.user_by_name(str(username))
-        if user is None or user.password is None or user.password != password:
-            raise ApiError(8004, "Authentication error: bad username or password", 401)
+        # VIP-portal 4.6 (AuthenticationControllerIT): a body Spring cannot read is 8000, a
+        # missing field 8009 (bean validation), wrong credentials 8002 BAD_CREDENTIALS (401)
+        body = await json_body(request)
+        for field in ("username", "password"):
+            if body.get(field) is None:
+                raise not_valid(field)
+        user = self.store.user_by_name(str(body["username"]))
+        if user is None or user.password is None or user.password != body["password"]:
+            raise ApiError(8002, "Bad credentials", 401)
         return JSONResponse({"httpHeader": AUTH_HEADER, "httpHeaderValue": user.apikey})
 
     # ------------------------------------------------------------ pipelines
     async def list_pipelines(self, request: Request):
         self.auth(request)
+        pid = request.query_params.get("pipelineId")
+        if pid is not None:  # VIP: GET pipelines?pipelineId=ID is GET pipelines/ID
+            return JSONResponse(self.pipeline(pid).to_json())
         return JSONResponse([p.to_json(with_parameters=False) for p in self.pipelines.values()])
 
     async def get_pipeline(self, request: Request):
         self.auth(request)
         pid = request.path_params["pid"].strip("/")
+        if not pid:  # GET pipelines/ (the trailing slash VIP keeps for Shanoir) lists them
+            return await self.list_pipelines(request)
         pipeline = self.pipeline(pid)
         if request.query_params.get("format") == "boutiques":
             # VIP-portal 4.6 (PipelineController.getBoutiquesDescriptor): the whole descriptor,
@@ -175,10 +234,10 @@ class Api:
 
     def pipeline(self, pid) -> Pipeline:
         if not isinstance(pid, str) or "/" not in pid:
-            raise ApiError(8005, f"Invalid pipeline identifier '{pid}': expected name/version")
+            raise ApiError(8005, f"The {pid} pipeline identifier is not valid (expected name/version)")
         p = self.pipelines.get(pid)
         if p is None:
-            raise ApiError(8007, f"Pipeline '{pid}' not found")
+            raise ApiError(8007, f"The {pid} pipeline does not exists or cannot be used")
         return p
 
     # ------------------------------------------------------------ data
@@ -388,7 +447,7 @@ class Api:
             "errorCode": ex["error_code"],
             "startDate": ex["start_ms"],
             "endDate": ex["end_ms"],
-            "resultsLocation": ex["results_location"],
+            "resultsLocation": None,  # VIP 4.6: "results location (not available in VIP yet)"
             "jobs": jobs,
         }
 
@@ -411,7 +470,9 @@ class Api:
     def own_execution(self, user: User, eid: str) -> dict:
         ex = self.store.execution(eid)
         if ex is None or ex["user"] != user.name:
-            raise ApiError(8015, f"Invalid execution id '{eid}'")
+            # VIP-portal 4.6 checks access first (checkIfUserCanAccessExecution): an unknown
+            # id, or another user's, is a plain 8000 there (ExecutionControllerIT), not 8015
+            raise ApiError(8000, f"{GENERIC}: execution {eid} does not exist or is not yours")
         return ex
 
     async def list_executions(self, request: Request):
@@ -461,26 +522,27 @@ class Api:
         return Response(status_code=204)
 
     async def play(self, request: Request):
-        user = self.auth(request)
-        self.own_execution(user, request.path_params["eid"])
-        raise ApiError(8001, "Not implemented: an execution cannot be played through the API")
+        self.auth(request)  # VIP throws before looking the execution up
+        raise ApiError(8001, "The playExecution method is not implemented in the VIP API")
 
     async def update_execution(self, request: Request):
-        """PUT /executions/{id}: VIP changes the execution's name (other fields are ignored);
-        the reply is the updated execution."""
+        """PUT /executions/{id}: VIP reads a whole Execution (name, pipelineIdentifier and
+        inputValues not null, else 8009), checks access, then changes only the name; the reply
+        is the updated execution (ExecutionControllerIT.shouldUpdateExecution1)."""
         user = self.auth(request)
+        body = await json_body(request)
+        for field in ("name", "pipelineIdentifier", "inputValues"):
+            if body.get(field) is None:
+                raise not_valid(field)
         ex = self.own_execution(user, request.path_params["eid"])
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ApiError(8009, 'Input field not valid: expected a JSON Execution object, e.g. {"name": "..."}')
-        name = body.get("name")
-        if name is not None:
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
-            self.store.update_execution(ex["id"], name=name)
+        timeout = body.get("timeout") or 0
+        if not isinstance(timeout, (int, float)) or timeout > 0:
+            raise ApiError(8000, f"{GENERIC}: update of execution timeout is not supported")
+        name = body["name"]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ApiError(8019, f"The execution name is not valid : Cause {name!r}: use letters, "
+                           "digits, '-', '_' and spaces")
+        self.store.update_execution(ex["id"], name=name)
         return JSONResponse(self.execution_json(self.own_execution(user, ex["id"])))
 
     async def delete_put(self, request: Request):
@@ -518,20 +580,14 @@ class Api:
 
     async def launch(self, request: Request):
         user = self.auth(request)
-        try:
-            body = json.loads(await request.body())
-            if not isinstance(body, dict):
-                raise ValueError
-        except ValueError:
-            raise ApiError(8020, "Invalid execution: the body must be a JSON object with "
-                           "name, pipelineIdentifier, inputValues (and resultsLocation)")
+        body = await json_body(request)
         return await run_in_threadpool(self._launch, user, body)
 
     def _launch(self, user: User, body: dict):
         # VIP validates the Execution bean first: a missing (null) required field is 8009
-        missing = [k for k in ("name", "pipelineIdentifier", "inputValues") if body.get(k) is None]
-        if missing:
-            raise ApiError(8009, f"Input field not valid: {', '.join(missing)} must not be null")
+        for field in ("name", "pipelineIdentifier", "inputValues"):
+            if body.get(field) is None:
+                raise not_valid(field)
         pid = body.get("pipelineIdentifier")
         pipeline = self.pipeline(pid)
         name = body.get("name")
@@ -539,7 +595,7 @@ class Api:
             raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
         values = body.get("inputValues") or {}
         if not isinstance(values, dict):
-            raise ApiError(8020, "inputValues must be a JSON object {parameter: value}")
+            raise unreadable("inputValues must be a JSON object {parameter: value}")
         invocation_lists = validate_inputs(self.store, user.name, pipeline, values)
         combos = expand_jobs(pipeline, invocation_lists)
         results_location = body.get("resultsLocation") or f"{ROOT}/Home"
@@ -600,6 +656,12 @@ def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], conf
         return error_response(exc.code, exc.message, exc.status)
 
     async def on_http_error(request, exc: HTTPException):
+        path = request.url.path
+        if (path == "/rest" or path.startswith("/rest/")) and path.rstrip("/") not in PUBLIC_ROUTES:
+            try:  # VIP's security filter runs before routing (SpringAuthenticationIT)
+                api.auth(request)
+            except ApiError as e:
+                return error_response(e.code, e.message, e.status)
         if exc.status_code == 404:
             return error_response(8000, f"No such endpoint: {request.method} {request.url.path}", 404)
         if exc.status_code == 405:

@@ -75,7 +75,8 @@ class Pipeline:
             "identifier": self.identifier,
             "name": self.name,
             "version": self.version,
-            "description": self.description,
+            # VIP lists pipelines without description nor parameters (appsToPipelines)
+            "description": self.description if with_parameters else None,
             "parameters": self.parameters() if with_parameters else [],
             "canExecute": True,
         }

@@ -572,3 +572,12 @@ def test_should_upload_base64_data(api):
                 headers={"Content-Type": "application/carmin+json"})
     assert r.status_code == 201, r.text
     assert api.get(f"/path{tree}/testDir1/uploaded64.txt", params={"action": "content"}).content == data
+
+
+def test_results_location_option(make_server):
+    """Not VIP's (resultsLocation is always null there): ``--results-location`` fills it"""
+    s = make_server(results_location=True)
+    a = Api(s.url, s.users["alice"])
+    ex = a.launch("Sleep/1.0", {"duration": 0}, resultsLocation="/vip/Home/out")
+    assert ex["resultsLocation"] == "/vip/Home/out"
+    assert a.wait(ex["identifier"])["resultsLocation"] == "/vip/Home/out"

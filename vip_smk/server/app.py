@@ -120,6 +120,7 @@ class Config:
     max_download_size: int | None = None  # bytes; larger downloads refused (maxSizeDirectTransfer)
     md5: bool = False                   # action=md5 answered (VIP: 8001 not implemented)
     archive_uploads: bool = False       # "Archive" uploads extracted (VIP: refused)
+    results_location: bool = False      # executions' resultsLocation filled (VIP 4.6: null)
     null_dates: float = 0.0             # share of files whose lastModificationDate is null
     seed: int | None = None             # makes the null_dates choice reproducible
     storage_delay_ms: float = 0.0       # per-file grid transfer time on uploads and downloads
@@ -447,7 +448,8 @@ class Api:
             "errorCode": ex["error_code"],
             "startDate": ex["start_ms"],
             "endDate": ex["end_ms"],
-            "resultsLocation": None,  # VIP 4.6: "results location (not available in VIP yet)"
+            # VIP 4.6: "results location (not available in VIP yet)": null unless asked
+            "resultsLocation": ex["results_location"] if self.config.results_location else None,
             "jobs": jobs,
         }
 

@@ -209,9 +209,9 @@ def test_launch_wait_results_logs_and_outputs(client, home, tmp_path):
     text = client.download(res.path, tmp_path / "stats.txt").read_text()
     assert "rows" in text or "mean" in text
     client.delete_execution(ex.identifier, delete_files=True)
-    with pytest.raises(InvalidInput) as err:  # VIP 8015 invalid execution id
+    with pytest.raises(NotFound) as err:  # VIP-portal 4.6: 8000 for an unknown execution id
         client.execution(ex.identifier)
-    assert err.value.code == 8015 and ex.identifier in str(err.value)
+    assert err.value.code == 8000 and ex.identifier in str(err.value)
     assert not client.exists(res.path)
 
 

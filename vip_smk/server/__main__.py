@@ -86,6 +86,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="answer action=md5 (VIP: error 8001, not implemented)")
     strict.add_argument("--archive-uploads", action="store_true",
                         help="extract 'Archive' (zip) uploads (VIP: refused)")
+    strict.add_argument("--results-location", action="store_true",
+                        help="fill executions' resultsLocation (VIP 4.6: always null)")
     strict.add_argument("--null-dates", type=float, default=0.0, metavar="P",
                         help="serve a null lastModificationDate for a share P of files, chosen by "
                              "path and --seed (default 0)")
@@ -205,6 +207,7 @@ def serve(args: argparse.Namespace) -> int:
     config = Config(max_running=args.max_running or None, list_limit=args.list_limit,
                     max_download_size=args.max_download_size or None, md5=args.md5,
                     archive_uploads=args.archive_uploads, null_dates=args.null_dates,
+                    results_location=args.results_location,
                     seed=args.seed, storage_delay_ms=args.storage_delay,
                     delete_delay_ms=args.delete_delay)
     app = build_app(store, engine, pipelines, config)

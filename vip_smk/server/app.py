@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from .engine import Engine
+from .errors import GENERIC, error_list, json_body, not_valid, unreadable
 from .files import CHUNK, Deleter, file_response, md5, mkstemp, remove
 from .inputs import NAME_RE, expand_jobs, validate_inputs
 from .pipelines import Pipeline
@@ -35,25 +36,11 @@ log = logging.getLogger(__name__)
 
 AUTH_HEADER = "apikey"
 
-ERROR_MESSAGES = {
-    8000: "An error has been encountered on the VIP API",
-    8001: "Not implemented",
-    8002: "Bad credentials",
-    8003: "Insufficient authentication",
-    8004: "Authentication error",
-    8005: "Invalid pipeline identifier",
-    8006: "Application not found",
-    8007: "Pipeline not found",
-    8008: "Not allowed to use pipeline",
-    8009: "Input field not valid",
-    8013: "Unauthorized data access",
-    8015: "Invalid execution id",
-    8018: "Input field missing",
-    8019: "Invalid execution name",
-    8020: "Invalid execution initialisation",
-    2000: "Max number of running executions reached on the platform",
-    2001: "Max number of running executions reached",
-}
+#: /rest routes VIP serves without an API key (RestApiSecurityConfig: permitAll); every other
+#: /rest/** request is authenticated before routing, so an unknown route answers 401 to a
+#: missing or bad key and 404 only to a good one
+PUBLIC_ROUTES = frozenset({"/rest/platform", "/rest/authenticate", "/rest/session",
+                           "/rest/publications", "/rest/reset-password", "/rest/register"})
 
 
 @dataclass
@@ -66,6 +53,7 @@ class Config:
     max_download_size: int | None = None  # bytes; larger downloads refused (maxSizeDirectTransfer)
     md5: bool = False                   # action=md5 answered (VIP: 8001 not implemented)
     archive_uploads: bool = False       # "Archive" uploads extracted (VIP: refused)
+    results_location: bool = False      # executions' resultsLocation filled (VIP 4.6: null)
     null_dates: float = 0.0             # share of files whose lastModificationDate is null
     seed: int | None = None             # makes the null_dates choice reproducible
     storage_delay_ms: float = 0.0       # per-file grid transfer time on uploads and downloads
@@ -84,15 +72,14 @@ def platform_json(config: Config) -> dict:
     return {
         "platformName": "VIP",
         "platformDescription": "Local VIP server emulator (vip-smk serve): runs Boutiques apps on this machine",
+        # lower-case SupportedTransferProtocol values, Module labels (VIP-portal 4.6 enums)
         "supportedTransferProtocols": ["https", "http"],
-        "supportedModules": ["Processing", "Data", "ExecutionMonitoring"],
+        "supportedModules": ["Processing", "Data"],
         "defaultLimitListExecutions": config.list_limit,
-        "unsupportedMethods": [],
+        "unsupportedMethods": ["playExecution"],
         "supportedAPIVersion": "0.3",
         "email": "vip-smk@localhost",
-        "APIErrorCodesAndMessages": [
-            {"errorCode": k, "errorMessage": v} for k, v in sorted(ERROR_MESSAGES.items())
-        ],
+        "APIErrorCodesAndMessages": error_list(),
         "maxSizeDirectTransfer": config.max_download_size,
         "oidcLoginProviders": [],
     }
@@ -148,24 +135,30 @@ class Api:
         return JSONResponse(platform_json(self.config))
 
     async def authenticate(self, request: Request):
-        try:
-            body = json.loads(await request.body() or b"{}")
-            username, password = body["username"], body["password"]
-        except (ValueError, KeyError, TypeError):
-            raise ApiError(8004, "Authentication error: send JSON {\"username\", \"password\"}", 401)
-        user = self.store.user_by_name(str(username))
-        if user is None or user.password is None or user.password != password:
-            raise ApiError(8004, "Authentication error: bad username or password", 401)
+        # VIP-portal 4.6 (AuthenticationControllerIT): a body Spring cannot read is 8000, a
+        # missing field 8009 (bean validation), wrong credentials 8002 BAD_CREDENTIALS (401)
+        body = await json_body(request)
+        for field in ("username", "password"):
+            if body.get(field) is None:
+                raise not_valid(field)
+        user = self.store.user_by_name(str(body["username"]))
+        if user is None or user.password is None or user.password != body["password"]:
+            raise ApiError(8002, "Bad credentials", 401)
         return JSONResponse({"httpHeader": AUTH_HEADER, "httpHeaderValue": user.apikey})
 
     # ------------------------------------------------------------ pipelines
     async def list_pipelines(self, request: Request):
         self.auth(request)
+        pid = request.query_params.get("pipelineId")
+        if pid is not None:  # VIP: GET pipelines?pipelineId=ID is GET pipelines/ID
+            return JSONResponse(self.pipeline(pid).to_json())
         return JSONResponse([p.to_json(with_parameters=False) for p in self.pipelines.values()])
 
     async def get_pipeline(self, request: Request):
         self.auth(request)
         pid = request.path_params["pid"].strip("/")
+        if not pid:  # GET pipelines/ (the trailing slash VIP keeps for Shanoir) lists them
+            return await self.list_pipelines(request)
         pipeline = self.pipeline(pid)
         if request.query_params.get("format") == "boutiques":
             # VIP-portal 4.6 (PipelineController.getBoutiquesDescriptor): the whole descriptor,
@@ -175,10 +168,10 @@ class Api:
 
     def pipeline(self, pid) -> Pipeline:
         if not isinstance(pid, str) or "/" not in pid:
-            raise ApiError(8005, f"Invalid pipeline identifier '{pid}': expected name/version")
+            raise ApiError(8005, f"The {pid} pipeline identifier is not valid (expected name/version)")
         p = self.pipelines.get(pid)
         if p is None:
-            raise ApiError(8007, f"Pipeline '{pid}' not found")
+            raise ApiError(8007, f"The {pid} pipeline does not exists or cannot be used")
         return p
 
     # ------------------------------------------------------------ data
@@ -388,7 +381,8 @@ class Api:
             "errorCode": ex["error_code"],
             "startDate": ex["start_ms"],
             "endDate": ex["end_ms"],
-            "resultsLocation": ex["results_location"],
+            # VIP 4.6: "results location (not available in VIP yet)": null unless asked
+            "resultsLocation": ex["results_location"] if self.config.results_location else None,
             "jobs": jobs,
         }
 
@@ -411,7 +405,9 @@ class Api:
     def own_execution(self, user: User, eid: str) -> dict:
         ex = self.store.execution(eid)
         if ex is None or ex["user"] != user.name:
-            raise ApiError(8015, f"Invalid execution id '{eid}'")
+            # VIP-portal 4.6 checks access first (checkIfUserCanAccessExecution): an unknown
+            # id, or another user's, is a plain 8000 there (ExecutionControllerIT), not 8015
+            raise ApiError(8000, f"{GENERIC}: execution {eid} does not exist or is not yours")
         return ex
 
     async def list_executions(self, request: Request):
@@ -461,26 +457,27 @@ class Api:
         return Response(status_code=204)
 
     async def play(self, request: Request):
-        user = self.auth(request)
-        self.own_execution(user, request.path_params["eid"])
-        raise ApiError(8001, "Not implemented: an execution cannot be played through the API")
+        self.auth(request)  # VIP throws before looking the execution up
+        raise ApiError(8001, "The playExecution method is not implemented in the VIP API")
 
     async def update_execution(self, request: Request):
-        """PUT /executions/{id}: VIP changes the execution's name (other fields are ignored);
-        the reply is the updated execution."""
+        """PUT /executions/{id}: VIP reads a whole Execution (name, pipelineIdentifier and
+        inputValues not null, else 8009), checks access, then changes only the name; the reply
+        is the updated execution (ExecutionControllerIT.shouldUpdateExecution1)."""
         user = self.auth(request)
+        body = await json_body(request)
+        for field in ("name", "pipelineIdentifier", "inputValues"):
+            if body.get(field) is None:
+                raise not_valid(field)
         ex = self.own_execution(user, request.path_params["eid"])
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ApiError(8009, 'Input field not valid: expected a JSON Execution object, e.g. {"name": "..."}')
-        name = body.get("name")
-        if name is not None:
-            if not isinstance(name, str) or not NAME_RE.match(name):
-                raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
-            self.store.update_execution(ex["id"], name=name)
+        timeout = body.get("timeout") or 0
+        if not isinstance(timeout, (int, float)) or timeout > 0:
+            raise ApiError(8000, f"{GENERIC}: update of execution timeout is not supported")
+        name = body["name"]
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ApiError(8019, f"The execution name is not valid : Cause {name!r}: use letters, "
+                           "digits, '-', '_' and spaces")
+        self.store.update_execution(ex["id"], name=name)
         return JSONResponse(self.execution_json(self.own_execution(user, ex["id"])))
 
     async def delete_put(self, request: Request):
@@ -518,20 +515,14 @@ class Api:
 
     async def launch(self, request: Request):
         user = self.auth(request)
-        try:
-            body = json.loads(await request.body())
-            if not isinstance(body, dict):
-                raise ValueError
-        except ValueError:
-            raise ApiError(8020, "Invalid execution: the body must be a JSON object with "
-                           "name, pipelineIdentifier, inputValues (and resultsLocation)")
+        body = await json_body(request)
         return await run_in_threadpool(self._launch, user, body)
 
     def _launch(self, user: User, body: dict):
         # VIP validates the Execution bean first: a missing (null) required field is 8009
-        missing = [k for k in ("name", "pipelineIdentifier", "inputValues") if body.get(k) is None]
-        if missing:
-            raise ApiError(8009, f"Input field not valid: {', '.join(missing)} must not be null")
+        for field in ("name", "pipelineIdentifier", "inputValues"):
+            if body.get(field) is None:
+                raise not_valid(field)
         pid = body.get("pipelineIdentifier")
         pipeline = self.pipeline(pid)
         name = body.get("name")
@@ -539,7 +530,7 @@ class Api:
             raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
         values = body.get("inputValues") or {}
         if not isinstance(values, dict):
-            raise ApiError(8020, "inputValues must be a JSON object {parameter: value}")
+            raise unreadable("inputValues must be a JSON object {parameter: value}")
         invocation_lists = validate_inputs(self.store, user.name, pipeline, values)
         combos = expand_jobs(pipeline, invocation_lists)
         results_location = body.get("resultsLocation") or f"{ROOT}/Home"
@@ -600,6 +591,12 @@ def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], conf
         return error_response(exc.code, exc.message, exc.status)
 
     async def on_http_error(request, exc: HTTPException):
+        path = request.url.path
+        if (path == "/rest" or path.startswith("/rest/")) and path.rstrip("/") not in PUBLIC_ROUTES:
+            try:  # VIP's security filter runs before routing (SpringAuthenticationIT)
+                api.auth(request)
+            except ApiError as e:
+                return error_response(e.code, e.message, e.status)
         if exc.status_code == 404:
             return error_response(8000, f"No such endpoint: {request.method} {request.url.path}", 404)
         if exc.status_code == 405:

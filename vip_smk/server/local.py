@@ -39,7 +39,7 @@ class LocalServer:
     Strict as VIP by default: ``max_running=1`` (a new VIP account's capacity; 0 = unlimited) and
     ``max_download_size=15_000_000`` (VIP-portal's shipped maxSizeDirectTransfer; 0 = no limit);
     ``list_limit``, ``max_download_size``, ``md5``,
-    ``archive_uploads``, ``null_dates``, ``storage_delay_ms``, ``delete_delay_ms`` map to the
+    ``archive_uploads``, ``results_location``, ``null_dates``, ``storage_delay_ms``, ``delete_delay_ms`` map to the
     options of the same name (``vip-smk serve --help``).
 
     Not detached (the default: tests, notebooks), the server watches this process and stops,
@@ -57,6 +57,7 @@ class LocalServer:
                  count_requests: bool = False, list_limit: int | None = None,
                  max_download_size: int = 15_000_000, md5: bool = False,
                  archive_uploads: bool = False, null_dates: float = 0.0,
+                 results_location: bool = False,
                  storage_delay_ms: float = 0, delete_delay_ms: float | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -76,6 +77,7 @@ class LocalServer:
         self.max_download_size = max_download_size
         self.md5 = md5
         self.archive_uploads = archive_uploads
+        self.results_location = results_location
         self.null_dates = null_dates
         self.storage_delay_ms = storage_delay_ms
         self.delete_delay_ms = delete_delay_ms
@@ -136,6 +138,8 @@ class LocalServer:
             cmd += ["--md5"]
         if self.archive_uploads:
             cmd += ["--archive-uploads"]
+        if self.results_location:
+            cmd += ["--results-location"]
         if not self.detach:  # a server for this process only: it stops when we are gone
             cmd += ["--parent-pid", str(os.getpid())]
         return cmd

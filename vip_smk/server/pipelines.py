@@ -21,7 +21,7 @@ class Pipeline:
     identifier: str
     name: str
     version: str
-    description: str
+    description: str | None
     descriptor_path: Path
     descriptor: dict = field(repr=False)
 
@@ -64,7 +64,8 @@ class Pipeline:
                     "isOptional": bool(inp.get("optional", False)) or inp.get("type") == "Flag",
                     "isReturnedValue": False,
                     "defaultValue": inp.get("default-value"),
-                    "description": str(inp.get("description") or ""),
+                    # VIP: the input's description, null when it has none
+                    "description": inp.get("description"),
                 }
             )
         return out
@@ -74,7 +75,8 @@ class Pipeline:
             "identifier": self.identifier,
             "name": self.name,
             "version": self.version,
-            "description": self.description,
+            # VIP lists pipelines without description nor parameters (appsToPipelines)
+            "description": self.description if with_parameters else None,
             "parameters": self.parameters() if with_parameters else [],
             "canExecute": True,
         }
@@ -116,7 +118,7 @@ def load_pipelines(apps_dirs=()) -> dict[str, Pipeline]:
                 identifier=pid,
                 name=name,
                 version=version,
-                description=str(desc.get("description") or ""),
+                description=desc.get("description"),
                 descriptor_path=path.resolve(),
                 descriptor=desc,
             )

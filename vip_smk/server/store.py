@@ -365,6 +365,11 @@ def _job_row(r: sqlite3.Row) -> dict:
     return d
 
 
+#: Python's own table, not the host's /etc/mime.types (where .xml may be application/xml): the
+#: same answer on every machine; VIP-portal's (Files.probeContentType) says text/xml
+_MIME = mimetypes.MimeTypes()
+
+
 def path_props(vip: str, local: Path) -> dict:
     """VIP PathProperties of a local path (``exists: false`` when it is absent)."""
     try:
@@ -387,7 +392,7 @@ def path_props(vip: str, local: Path) -> dict:
         mime = "text/directory"
     else:
         size = st.st_size
-        mime = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
+        mime = _MIME.guess_type(local.name)[0] or "application/octet-stream"
     return {
         "path": vip,
         "lastModificationDate": int(st.st_mtime),

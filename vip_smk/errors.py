@@ -83,8 +83,16 @@ _MISSING_RE = re.compile(
 )
 
 
-def error_class(code: int | None, status: int | None, message: str) -> type[VipError]:
-    """The class of a VIP error reply (VIP JSON `errorCode`, HTTP status, message)."""
+# Calls on `executions/{id}`: VIP-portal 4.6 answers an unknown (or another user's) execution
+# with a bare 8000 and its generic message (checkIfUserCanAccessExecution), so there 8000 is NotFound.
+EXECUTION_CALLS = frozenset({"execution", "results", "stdout", "stderr", "kill", "delete_execution",
+                             "rename_execution", "wait"})
+
+
+def error_class(code: int | None, status: int | None, message: str, *, call: str | None = None) -> type[VipError]:
+    """The class of a VIP error reply (VIP JSON `errorCode`, HTTP status, message; `call`: ours)."""
+    if code == 8000 and call in EXECUTION_CALLS:
+        return NotFound
     if code in AUTH_CODES:
         return AuthError
     if code in CAPACITY_CODES:

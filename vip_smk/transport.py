@@ -39,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as u3
 
 from vip_smk.errors import (
+    EXECUTION_CALLS,
     AuthError,
     NotFound,
     PermissionDenied,
@@ -281,8 +282,10 @@ class Transport:
             except (TypeError, ValueError):
                 code = None
             message = str(body.get("errorMessage") or "").strip() or "error"
-            cls = error_class(code, status, message)
+            cls = error_class(code, status, message, call=call)
             msg = f"{message} (VIP error {code}, HTTP {status})"
+            if cls is NotFound and code == 8000 and call in EXECUTION_CALLS and target:
+                msg = f"execution {target}: unknown to VIP or not yours; " + msg
             if cls is AuthError:
                 msg += self._auth_hint()
             return self.error(cls, msg, call=call, target=target, code=code, status=status)

@@ -407,7 +407,8 @@ class Api:
         if ex is None or ex["user"] != user.name:
             # VIP-portal 4.6 checks access first (checkIfUserCanAccessExecution): an unknown
             # id, or another user's, is a plain 8000 there (ExecutionControllerIT), not 8015
-            raise ApiError(8000, f"{GENERIC}: execution {eid} does not exist or is not yours")
+            # and its message is the generic one alone: nothing says "does not exist"
+            raise ApiError(8000, GENERIC)
         return ex
 
     async def list_executions(self, request: Request):

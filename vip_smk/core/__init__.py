@@ -11,6 +11,7 @@ the contract (the submodules ``settings``, ``executions``, ``results`` are how i
 from __future__ import annotations
 
 from . import content
+from .descriptors import check_against_descriptor, descriptor_or_none
 from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
                          results_on_vip, same_inputs, wait)
 from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
@@ -23,6 +24,8 @@ __all__ = [
     "ResultsReport",
     "SettingsError",
     "adoptable_on_vip",
+    "check_against_descriptor",
+    "descriptor_or_none",
     "dot_inputs_of",
     "download_results",
     "extract_archive",

@@ -35,7 +35,7 @@ from vip_smk import core, rules
 from vip_smk.util import read_json, write_json_atomic
 
 from .config import Session, Study
-from .connect import StudyError, StudyVip, explain, save_descriptors
+from .connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
             conn.client.upload_tree(study.datasets[session.dataset], up["vip_dir"])
         if not study.vip.is_local:  # kept for the next dry run (the shipped apps need none)
             save_descriptors(study.vip, study.workdir,
-                             {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
+                             {session.pipeline_id: pipeline_record(conn.client, session.pipeline_id)})
         results_location = study.results_location(name)
         # outputs removed from VIP (vip.cleanup): a finished execution has nothing left to give
         outputs_gone = not conn.client.exists(results_location)

@@ -188,8 +188,9 @@ def launch_refusal(error: Exception, values: Mapping[str, Any], *, where: str = 
                    pipeline_id: str = "") -> SettingsError | None:
     """VIP's refusal (8009) of a launch whose list values have unequal lengths, as a
     :class:`SettingsError` naming each list parameter and its length; None if ``error`` is
-    anything else. For callers that cannot know the pipeline's ``vip:dot`` group (VIP's REST API
-    does not show it): VIP refuses such a launch as a whole, so nothing was launched."""
+    anything else. For callers that cannot know the pipeline's ``vip:dot`` group (a portal
+    older than 4.6 serves no Boutiques descriptor): VIP refuses such a launch as a whole, so
+    nothing was launched."""
     if getattr(error, "code", None) != 8009:
         return None
     lengths = {str(k): len(v) for k, v in values.items() if isinstance(v, (list, tuple))}

@@ -50,3 +50,27 @@ def test_unequal_vip_dot_reported_by_dry_run_from_fetched_then_kept_descriptors(
     dry = run_smk(project, "-n", key=srv.api_key, check=False)
     assert dry.returncode != 0 and "image_a (3), image_b (2)" in dry.stdout + dry.stderr
     assert srv.request_counts()["total"] == 0
+
+
+def test_local_study_checks_the_shipped_descriptors_bounds_offline(tmp_path):
+    """url: local: the shipped Boutiques descriptors (no server started) give the bounds the
+    CARMIN parameters lack: one StudyConfigError naming the session and the value."""
+    import pytest
+
+    import vip_smk.study as vs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x\n1\n")
+    cfg = {"name": "bounds", "vip": {"url": "local"}, "datasets": {"d": "data"},
+           "pipelines": {"stats": {"id": "TextStats/1.0"}, "smooth": {"id": "Smooth/1.0"}},
+           "sessions": {"p": {"dataset": "d", "pipeline": "stats",
+                              "settings": {"input_file": "a.csv", "precision": 20}},
+                        "w": {"dataset": "d", "pipeline": "smooth",
+                              "settings": {"input_file": "a.csv", "window": 0}}}}
+    with pytest.raises(vs.StudyConfigError) as err:
+        vs.load_study(cfg, tmp_path)
+    text = str(err.value)
+    assert "precision=20 is out of range: it must be <= 12" in text
+    assert "window=0 is out of range: it must be >= 1" in text
+    assert not (tmp_path / ".vip-local").exists()  # nothing started

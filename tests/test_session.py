@@ -531,7 +531,7 @@ def test_file_inputs_checked_with_one_listing_per_directory(vip, make_server):
     VipSession.init(api_key=srv.api_key, vip_portal_url=srv.url, verbose=False)
     s = VipSession(_name("many"), input_dir="many", pipeline_id="TextStats/1.0").upload_inputs()
     s.input_settings = {"input_file": files}
-    s._pipeline()
+    s._pipeline(), s.client.descriptor("TextStats/1.0")  # both asked once per client
     srv.reset_request_counts()
     s._check_input_settings(location="vip")
     assert srv.request_counts()["routes"] == {"GET /rest/path/{path}?action=list": 1}

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("pipelines", parents=[common], help="list the pipelines you may run")
     p = sub.add_parser("show", parents=[common], help="describe a pipeline and its parameters")
     p.add_argument("pipeline_id", metavar="ID", help="pipeline identifier, e.g. TextStats/1.0 (see: pipelines)")
+    p.add_argument("--boutiques", action="store_true",
+                   help="print the whole Boutiques descriptor (JSON), as VIP serves it")
     p = sub.add_parser("ls", parents=[common], help="list a VIP directory")
     p.add_argument("path", nargs="?", default="/vip/Home", metavar="PATH",
                    help="VIP directory (default /vip/Home)")
@@ -174,6 +176,8 @@ def run(args) -> int:
     if cmd == "pipelines":
         for p in sorted(c.pipelines(), key=lambda p: p.identifier.lower()):
             print(p.identifier)
+    elif cmd == "show" and args.boutiques:
+        print(json.dumps(c.descriptor(args.pipeline_id), indent=2, ensure_ascii=False))
     elif cmd == "show":
         p = c.pipeline(args.pipeline_id)
         print(f"{p.identifier}  ({p.name} {p.version})")

@@ -27,6 +27,7 @@ from vip_smk.errors import (
     NOT_IMPLEMENTED,
     AuthError,
     CapacityError,
+    DescriptorUnavailable,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -135,6 +136,7 @@ class VipClient:
         self._launched: set[str] = set()
         self._md5_offered: bool | None = None  # None: not asked yet (VIP-portal answers 8001)
         self._platform: dict | None = None
+        self._descriptors: dict[str, dict | DescriptorUnavailable] = {}  # descriptor() answers
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -237,6 +239,41 @@ class VipClient:
             )
         data = self._json("GET", "pipelines/" + quote_path(pid), call="pipeline", target=pid)
         return Pipeline.from_json(data)
+
+    def descriptor(self, pipeline_id: str) -> dict:
+        """The pipeline's whole Boutiques descriptor (`GET pipelines/{id}?format=boutiques`,
+        VIP-portal 4.6): `inputs` with their constraints, `groups`, `output-files`,
+        `custom` (`vip:dot`). Asked once per client (a refusal too). Raises
+        DescriptorUnavailable where VIP does not serve it (older portals refuse the format or
+        answer the CARMIN pipeline), NotFound for an unknown pipeline."""
+        pid = str(pipeline_id)
+        with self._lock:
+            known = self._descriptors.get(pid)
+        if known is None:
+            known = self._fetch_descriptor(pid)
+            with self._lock:
+                self._descriptors[pid] = known
+        if isinstance(known, DescriptorUnavailable):
+            raise known
+        return known
+
+    def _fetch_descriptor(self, pid: str) -> dict | DescriptorUnavailable:
+        if "/" not in pid:
+            raise InvalidInput(f"pipeline {pid!r}: identifiers are NAME/VERSION (e.g. TextStats/1.0)",
+                               call="descriptor", target=pid)
+        why = "it answered the CARMIN pipeline instead (a portal older than 4.6)"
+        try:
+            data = self._json("GET", "pipelines/" + quote_path(pid), call="descriptor", target=pid,
+                              params={"format": "boutiques"})
+        except NotFound:
+            raise
+        except InvalidInput as exc:  # 8001 not implemented, 8017 not compatible with boutiques
+            data, why = None, f"it refused the format ({exc})"
+        if isinstance(data, dict) and isinstance(data.get("inputs"), list) and "parameters" not in data:
+            return data
+        return DescriptorUnavailable(f"VIP ({self.url}) does not serve the Boutiques descriptor of "
+                                     f"{pid}: {why}; only the CARMIN parameters are checked",
+                                     call="descriptor", target=pid)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -541,6 +578,7 @@ class VipClient:
 __all__ = [
     "AuthError",
     "CapacityError",
+    "DescriptorUnavailable",
     "Execution",
     "InvalidInput",
     "NotFound",

@@ -60,6 +60,12 @@ class TooLarge(InvalidInput):
         self.limit = limit
 
 
+class DescriptorUnavailable(VipError):
+    """VIP does not serve the pipeline's Boutiques descriptor (`?format=boutiques`: portals
+    older than 4.6 refuse it or answer the CARMIN pipeline); callers fall back to the CARMIN
+    parameters."""
+
+
 class CapacityError(VipError):
     """Too many executions (2000 platform limit, 2001 user limit)."""
 
@@ -121,6 +127,7 @@ def error_class(code: int | None, status: int | None, message: str, *, call: str
 __all__ = [
     "AuthError",
     "CapacityError",
+    "DescriptorUnavailable",
     "InvalidInput",
     "NotFound",
     "PermissionDenied",

@@ -79,9 +79,10 @@ class SessionSteps:
         if settings is None:
             raise ValueError("No input settings: set input_settings (launch_pipeline(input_settings=...)).")
         try:
-            return core.validate_settings(self._pipeline(), settings,
-                                          where=f"session '{self.session_name}'",
-                                          check_file=self._file_check(location))
+            return core.check_against_descriptor(self.client, str(self.pipeline_id), settings,
+                                                 pipeline=self._pipeline(),
+                                                 where=f"session '{self.session_name}'",
+                                                 check_file=self._file_check(location))
         except core.SettingsError as exc:
             kinds = exc.kinds
             if kinds == {"missing"}:

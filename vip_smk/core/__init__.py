@@ -11,20 +11,27 @@ the contract (the submodules ``settings``, ``executions``, ``results`` are how i
 from __future__ import annotations
 
 from . import content
+from .descriptors import check_against_descriptor, descriptor_or_none
 from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
                          results_on_vip, same_inputs, wait)
+from .outputs import ExpectedOutput, assign_results, expected_outputs
 from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
 from .settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
                        vip_file_check)
 
 __all__ = [
     "content",
+    "ExpectedOutput",
     "Problem",
     "ResultsReport",
     "SettingsError",
     "adoptable_on_vip",
+    "assign_results",
+    "check_against_descriptor",
+    "descriptor_or_none",
     "dot_inputs_of",
     "download_results",
+    "expected_outputs",
     "extract_archive",
     "failure_detail",
     "find_adoptable",

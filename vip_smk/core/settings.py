@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from .. import rules
+from .. import boutiques, rules
 from ..client import InvalidInput, NotFound, Pipeline, VipClient
 
 __all__ = ["Problem", "SettingsError", "dot_inputs_of", "launch_refusal", "validate_settings",
@@ -112,7 +112,8 @@ def dot_inputs_of(pipeline: Pipeline | Mapping[str, Any]) -> list[str]:
 
 def validate_settings(pipeline: Pipeline, settings: Mapping[str, Any], *, where: str = "",
                       check_file: Callable[[str], str | None] | None = None,
-                      dot_inputs: Iterable[str] | None = None) -> dict[str, Any]:
+                      dot_inputs: Iterable[str] | None = None,
+                      descriptor: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Check input settings against a pipeline's parameters as VIP would, and return the input
     values to send (Booleans as ``"true"``/``"false"``, integers as ``int``, lists kept).
 
@@ -121,7 +122,10 @@ def validate_settings(pipeline: Pipeline, settings: Mapping[str, Any], *, where:
     ``File``; a list = one job per element, each element checked); the characters VIP accepts;
     File values through ``check_file(value) -> problem or None`` (e.g. :func:`vip_file_check`);
     lists of the ``vip:dot`` group (``dot_inputs``, else :func:`dot_inputs_of`) must have equal
-    lengths. Raises one :class:`SettingsError` listing every problem, naming ``where``.
+    lengths. ``descriptor`` (the Boutiques descriptor, :meth:`VipClient.descriptor`): also
+    what only it says (:func:`vip_smk.boutiques.check_values`: vip:dot, value-choices, integer
+    and bounds, groups, required inputs), in the same pass. Raises one :class:`SettingsError`
+    listing every problem, naming ``where``.
     """
     pid = pipeline.identifier
     params = {p.name: p for p in pipeline.parameters
@@ -163,7 +167,14 @@ def validate_settings(pipeline: Pipeline, settings: Mapping[str, Any], *, where:
                     add("file", name, f"{name} (File): {missing}")
             values.append(c)
         out[name] = values if is_list else values[0] if values else None
-    group = list(dot_inputs) if dot_inputs is not None else dot_inputs_of(pipeline)
+    if descriptor is not None:  # what the CARMIN pipeline does not say, vip:dot included
+        flagged = {p.param for p in problems}
+        given = {n: (list(settings[n]) if isinstance(v, list) and len(v) != len(settings[n]) else v)
+                 for n, v in out.items()}  # a list some of whose values failed keeps its length
+        problems += [Problem(f.text, f.kind, f.param) for f in boutiques.check_values(descriptor, given)
+                     if not (f.kind == "missing" and f.param in flagged)]
+    group = [] if descriptor is not None else (
+        list(dot_inputs) if dot_inputs is not None else dot_inputs_of(pipeline))
     lengths = {n: len(out[n]) for n in group if isinstance(out.get(n), list)}
     if len(set(lengths.values())) > 1:
         add("dot", ",".join(lengths), "vip:dot parameters need lists of equal length: "
@@ -177,8 +188,9 @@ def launch_refusal(error: Exception, values: Mapping[str, Any], *, where: str = 
                    pipeline_id: str = "") -> SettingsError | None:
     """VIP's refusal (8009) of a launch whose list values have unequal lengths, as a
     :class:`SettingsError` naming each list parameter and its length; None if ``error`` is
-    anything else. For callers that cannot know the pipeline's ``vip:dot`` group (VIP's REST API
-    does not show it): VIP refuses such a launch as a whole, so nothing was launched."""
+    anything else. For callers that cannot know the pipeline's ``vip:dot`` group (a portal
+    older than 4.6 serves no Boutiques descriptor): VIP refuses such a launch as a whole, so
+    nothing was launched."""
     if getattr(error, "code", None) != 8009:
         return None
     lengths = {str(k): len(v) for k, v in values.items() if isinstance(v, (list, tuple))}

@@ -84,6 +84,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                              "(suffixes K, M, G; default 15000000, VIP-portal's shipped value; 0 = no limit)")
     strict.add_argument("--md5", action="store_true",
                         help="answer action=md5 (VIP: error 8001, not implemented)")
+    strict.add_argument("--no-boutiques-format", action="store_true",
+                        help="act as a portal older than 4.6: GET pipelines/{id}?format=boutiques "
+                             "answers the CARMIN pipeline (VIP 4.6: the Boutiques descriptor)")
     strict.add_argument("--archive-uploads", action="store_true",
                         help="extract 'Archive' (zip) uploads (VIP: refused)")
     strict.add_argument("--results-location", action="store_true",
@@ -209,7 +212,8 @@ def serve(args: argparse.Namespace) -> int:
                     archive_uploads=args.archive_uploads, null_dates=args.null_dates,
                     results_location=args.results_location,
                     seed=args.seed, storage_delay_ms=args.storage_delay,
-                    delete_delay_ms=args.delete_delay)
+                    delete_delay_ms=args.delete_delay,
+                    boutiques_format=not args.no_boutiques_format)
     app = build_app(store, engine, pipelines, config)
     api = app.state.api
     routes = app.routes

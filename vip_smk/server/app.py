@@ -58,6 +58,7 @@ class Config:
     seed: int | None = None             # makes the null_dates choice reproducible
     storage_delay_ms: float = 0.0       # per-file grid transfer time on uploads and downloads
     delete_delay_ms: float = 100.0      # DELETE completes this long after its 204 (0 = before)
+    boutiques_format: bool = True       # False: an older portal, ?format=boutiques ignored
 
 
 def error_response(code: int, message: str, status: int = 400) -> JSONResponse:
@@ -160,7 +161,7 @@ class Api:
         if not pid:  # GET pipelines/ (the trailing slash VIP keeps for Shanoir) lists them
             return await self.list_pipelines(request)
         pipeline = self.pipeline(pid)
-        if request.query_params.get("format") == "boutiques":
+        if request.query_params.get("format") == "boutiques" and self.config.boutiques_format:
             # VIP-portal 4.6 (PipelineController.getBoutiquesDescriptor): the whole descriptor,
             # for "name/version" as one (%2F) or two path segments
             return JSONResponse(pipeline.descriptor)

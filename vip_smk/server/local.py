@@ -58,7 +58,8 @@ class LocalServer:
                  max_download_size: int = 15_000_000, md5: bool = False,
                  archive_uploads: bool = False, null_dates: float = 0.0,
                  results_location: bool = False,
-                 storage_delay_ms: float = 0, delete_delay_ms: float | None = None):
+                 storage_delay_ms: float = 0, delete_delay_ms: float | None = None,
+                 boutiques_format: bool = True):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.requested_port = port
@@ -81,6 +82,7 @@ class LocalServer:
         self.null_dates = null_dates
         self.storage_delay_ms = storage_delay_ms
         self.delete_delay_ms = delete_delay_ms
+        self.boutiques_format = boutiques_format  # False: a portal older than 4.6
         self.log_file = Path(log_file) if log_file else self.data_dir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
@@ -140,6 +142,8 @@ class LocalServer:
             cmd += ["--archive-uploads"]
         if self.results_location:
             cmd += ["--results-location"]
+        if not self.boutiques_format:
+            cmd += ["--no-boutiques-format"]
         if not self.detach:  # a server for this process only: it stops when we are gone
             cmd += ["--parent-pid", str(os.getpid())]
         return cmd

@@ -201,8 +201,9 @@ class Executor(RemoteExecutor):
             return [f"rule {request.rule}: {exc}"]
         problems = mapping.input_problems(request, pipeline)
         try:
-            values = core.validate_settings(pipeline, request.settings, where=request.where,
-                                            check_file=_vip_file_problem)
+            values = core.check_against_descriptor(self.client, request.pipeline_id, request.settings,
+                                                   pipeline=pipeline, where=request.where,
+                                                   check_file=_vip_file_problem)
         except core.SettingsError as exc:
             problems.extend(f"{request.where}: {p}" for p in (exc.problems or [str(exc)]))
         if problems:

@@ -349,7 +349,7 @@ def session_values(desc, spec: Mapping[str, Any], study_root: str, files: _Datas
                    errors: _Errors) -> dict[str, Any]:
     """The session's VIP-bound input values (core.validate_settings on the settings, File
     values resolved in the dataset first), every problem added to `errors` under its key."""
-    from vip_smk.core import SettingsError, validate_settings
+    from vip_smk.core import SettingsError, check_against_descriptor
 
     where = _where(spec)
     params = [p.name for p in desc.parameters if not p.is_returned_value]
@@ -365,7 +365,8 @@ def session_values(desc, spec: Mapping[str, Any], study_root: str, files: _Datas
             value = resolved
         settings[pname] = value
     try:
-        return validate_settings(desc, settings, where=where)
+        return check_against_descriptor(None, desc.identifier, settings, pipeline=desc, where=where,
+                                        descriptor=desc.extra.get("boutiques"))
     except SettingsError as exc:
         for problem in exc.problems:
             param = problem.param or ""

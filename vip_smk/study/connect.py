@@ -144,12 +144,20 @@ def fetch_descriptors(vip: VipSettings, ids: list[str], workdir: Path) -> dict[s
         with StudyVip(vip, workdir, retries=3) as conn:
             for pid in ids:
                 try:
-                    out[pid] = conn.client.pipeline(pid).to_json()
+                    out[pid] = pipeline_record(conn.client, pid)
                 except (NotFound, PermissionDenied):
                     out[pid] = None
     except VipError as exc:
         raise StudyConfigError(str(explain(exc, vip, workdir, "reading the pipelines"))) from None
     return out
+
+
+def pipeline_record(client, pid: str) -> dict[str, Any]:
+    """What the study keeps of a pipeline: VIP's CARMIN JSON plus, under "boutiques", its
+    Boutiques descriptor (None where VIP does not serve it: the CARMIN check alone)."""
+    from vip_smk import core
+
+    return {**client.pipeline(pid).to_json(), "boutiques": core.descriptor_or_none(client, pid)}
 
 
 def save_descriptors(vip: VipSettings, workdir: Path, descriptors: dict[str, Any]) -> None:

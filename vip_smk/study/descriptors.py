@@ -30,7 +30,8 @@ def _boutiques_to_vip(desc: Mapping[str, Any]) -> dict[str, Any]:
     name, version = str(desc["name"]), str(desc["tool-version"])
     return {"identifier": f"{name}/{version}", "name": name, "version": version,
             "description": str(desc.get("description") or ""), "parameters": params, "canExecute": True,
-            "custom": desc.get("custom") or {}}  # vip:dot, checked by core.validate_settings
+            "custom": desc.get("custom") or {},  # vip:dot, checked by core.validate_settings
+            "boutiques": dict(desc)}  # the whole descriptor, as VIP serves it (core.check_against_descriptor)
 
 
 def shipped_descriptors() -> dict[str, dict[str, Any]]:
@@ -57,7 +58,10 @@ def cached_descriptors(workdir: Path, url: str) -> dict[str, Any] | None:
         data = json.loads(descriptor_cache(workdir, url).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    # a copy without its Boutiques descriptor (written before they were kept) is asked again
+    return {k: v for k, v in data.items() if not isinstance(v, dict) or "boutiques" in v}
 
 
 def offline_descriptors(vip: VipSettings, workdir: Path) -> dict[str, Any] | None:

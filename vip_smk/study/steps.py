@@ -36,7 +36,7 @@ from vip_smk.util import read_json, write_json_atomic
 
 from . import content as sc
 from .config import Session, Study
-from .connect import StudyError, StudyVip, explain, save_descriptors
+from .connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                            client=conn.client)
         if not study.vip.is_local:  # kept for the next dry run (the shipped apps need none)
             save_descriptors(study.vip, study.workdir,
-                             {session.pipeline_id: conn.client.pipeline(session.pipeline_id).to_json()})
+                             {session.pipeline_id: pipeline_record(conn.client, session.pipeline_id)})
         # the content of its files on VIP: the upload's record (ours, or the one left on VIP)
         files = (up or {}).get("files") or list(_remote_records(conn.client, study, session.dataset).values())
         fp = sc.session_digest(study, session, {f["path"]: f for f in files if isinstance(f, dict) and "path" in f})

@@ -272,8 +272,10 @@ def _not_adoptable(study: Study, session: Session, executions, history: list[dic
                 log.info("session %s: execution %s ran on other input content: not reused", session.name, e.identifier)
                 out.add(e.identifier)
         elif not pending:
-            log.info("session %s: execution %s has no record of the input content it ran on: not reused",
-                     session.name, e.identifier)
+            # VIP 4.6 lists no resultsLocation: an execution of this name that neither our
+            # results/ nor our record on VIP knows is another study's, or older than the records
+            log.info("session %s: execution %s (same name) is not in this study's records "
+                     "(another study's, or launched before them): left alone", session.name, e.identifier)
             out.add(e.identifier)
     return out | reported
 

@@ -20,7 +20,6 @@ argparse types.
 
 import asyncio
 import logging
-import os
 import re
 import threading
 import time
@@ -36,6 +35,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 from vip_smk import core, rules
 from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
+from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.study.runs import forget_run, record_run
 
@@ -48,23 +48,8 @@ MAX_PROBLEMS = 30  # problems listed in the pre-launch error (then "... and N mo
 
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    url: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "VIP portal URL (default: $VIP_URL, else https://vip.creatis.insa-lyon.fr)",
-            "env_var": False,
-            "required": False,
-        },
-    )
-    api_key_env: str = field(
-        default="VIP_API_KEY",
-        metadata={
-            "help": "name of the environment variable holding the VIP API key (the key itself "
-            "never goes on a command line)",
-            "env_var": False,
-            "required": False,
-        },
-    )
+    url: Optional[str] = settings.url_field()
+    api_key_env: str = settings.api_key_env_field()
     poll_interval: float = field(
         default=DEFAULT_POLL,
         metadata={
@@ -113,14 +98,14 @@ class Executor(RemoteExecutor):
         super().__init__(workflow, logger)
 
     def __post_init__(self):
-        settings = self.workflow.executor_settings or ExecutorSettings()
-        self.settings = settings
-        self.poll_interval = max(0.1, float(settings.poll_interval or DEFAULT_POLL))
+        config = self.workflow.executor_settings or ExecutorSettings()
+        self.settings = config
+        self.poll_interval = max(0.1, float(config.poll_interval or DEFAULT_POLL))
         self._pipelines: Dict[str, Any] = {}
         self._requests: Dict[Any, tuple] = {}  # job key -> (request, values, name)
         self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
         try:
-            self.client = self._make_client(settings)
+            self.client = self._make_client(config)
             self._check_workflow()
         except BaseException as exc:
             with self.lock:  # stop the status thread RemoteExecutor started
@@ -141,19 +126,9 @@ class Executor(RemoteExecutor):
     # -- set-up --------------------------------------------------------------------------------
 
     @staticmethod
-    def _make_client(settings: ExecutorSettings) -> VipClient:
-        env = (settings.api_key_env or "VIP_API_KEY").strip()
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # a key pasted by mistake: never echoed
-            raise WorkflowError("--executor vip: --vip-api-key-env takes the NAME of the environment "
-                                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
-        if not os.environ.get(env, "").strip():
-            raise WorkflowError(
-                f"--executor vip: the environment variable {env} (the VIP API key) is not set; "
-                "export it, or name another variable with --vip-api-key-env")
-        try:
-            return VipClient(settings.url or None, api_key_env=env, progress=False)
-        except VipError as exc:
-            raise WorkflowError(f"--executor vip: {exc}") from None
+    def _make_client(config: ExecutorSettings) -> VipClient:
+        return settings.make_client("--executor vip", "--vip-", config.url, config.api_key_env,
+                                    progress=False)
 
     def _pipeline(self, pid: str):
         """The pipeline's descriptor, asked once (a failure too is remembered)."""
@@ -396,6 +371,7 @@ class Executor(RemoteExecutor):
                 continue
             self._forget(j)
             if ex.status == rules.SUCCESS:
+                _order_in_storage(j.job, j.aux["vip"].request)
                 self.report_job_success(j)
             else:
                 self.report_job_error(j, msg=self._failure_message(j, ex))
@@ -511,6 +487,21 @@ def _forget_in_storage(job) -> None:
         forget = getattr(getattr(obj, "provider", None), "forget", None)
         if callable(forget) and getattr(obj, "path", None):
             forget(obj.path)
+
+
+def _order_in_storage(job, request: mapping.VipRequest) -> None:
+    """The job's execution ended well: its results were made after its inputs were written,
+    whatever VIP's whole-second dates say; the vip:// plugin dates them so (a rerun is then
+    "Nothing to be done")."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        made_from = getattr(getattr(obj, "provider", None), "made_from", None)
+        if callable(made_from):
+            try:
+                made_from([request.results_location], request.input_paths())
+            except VipError as exc:  # only the dates' precision is lost: VIP's are used
+                log.warning("%s: results not dated after their inputs: %s", request.where, exc)
+            return
 
 
 def _job_key(job) -> tuple:

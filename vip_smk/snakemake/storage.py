@@ -31,7 +31,6 @@ argparse types.
 
 import logging
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,8 @@ from snakemake_interface_storage_plugins.storage_provider import (
 )
 
 from vip_smk.client import NotFound, PathInfo, VipClient, VipError
+from vip_smk.core import content
+from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.snakemake.storage_cache import Listings, Throttle
 from vip_smk.snakemake.storage_dates import DateBook, vip_seconds
@@ -82,23 +83,8 @@ BURST = 50
 
 @dataclass
 class StorageProviderSettings(StorageProviderSettingsBase):
-    url: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "VIP portal URL (default: $VIP_URL, else https://vip.creatis.insa-lyon.fr)",
-            "env_var": False,
-            "required": False,
-        },
-    )
-    api_key_env: Optional[str] = field(
-        default="VIP_API_KEY",
-        metadata={
-            "help": "NAME of the environment variable holding your VIP API key (default "
-            "VIP_API_KEY). The key itself never goes on the command line.",
-            "env_var": False,
-            "required": False,
-        },
-    )
+    url: Optional[str] = settings.url_field()
+    api_key_env: Optional[str] = settings.api_key_env_field()
     max_requests_per_second: Optional[float] = field(
         default=None,
         metadata={
@@ -123,28 +109,13 @@ class StorageProvider(StorageProviderBase):
             raise_message_only(exc)
 
     def _set_up(self):
-        settings = self.settings or StorageProviderSettings()
-        env = (getattr(settings, "api_key_env", None) or "VIP_API_KEY").strip()
-        # Never echo what may be a key pasted by mistake: only conventional variable names.
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
-            raise WorkflowError(
-                "vip:// storage: --storage-vip-api-key-env takes the NAME of an environment "
-                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
-        if not os.environ.get(env, "").strip():
-            shown = env if re.fullmatch(r"[A-Z_][A-Z0-9_]*", env) else "named by --storage-vip-api-key-env"
-            raise WorkflowError(
-                f"vip:// storage: no VIP API key: the environment variable {shown} is not set "
-                "or empty (export VIP_API_KEY=..., or name another variable with "
-                "--storage-vip-api-key-env)")
-        try:
-            self.client = VipClient(getattr(settings, "url", None) or None, api_key_env=env)
-        except VipError as exc:  # names the variable, never the key
-            raise WorkflowError(
-                f"vip:// storage: {exc} (the variable is set by --storage-vip-api-key-env)"
-            ) from None
+        config = self.settings or StorageProviderSettings()
+        self.client = settings.make_client("vip:// storage", "--storage-vip-",
+                                           getattr(config, "url", None),
+                                           getattr(config, "api_key_env", None))
         self.dates = DateBook(self.local_prefix)
         self._skew: Optional[float] = None
-        rate = getattr(settings, "max_requests_per_second", None)
+        rate = getattr(config, "max_requests_per_second", None)
         rate = DEFAULT_RATE if rate is None else float(rate)
         self.throttle = Throttle(rate, BURST if rate == DEFAULT_RATE else max(rate, 1.0))
         self.listings = Listings(self.list)
@@ -170,6 +141,24 @@ class StorageProvider(StorageProviderBase):
         """`path` (a file or a folder) changed on VIP by someone else than this plugin (a VIP
         execution wrote its results): the next question about it is asked of VIP."""
         self.listings.forget(path)
+
+    def made_from(self, outputs: List[str], inputs: List[str]) -> None:
+        """A VIP execution that started after ``inputs`` were written has just written
+        ``outputs`` (files or folders): their dates are ordered after the inputs' (see
+        DateBook.order_after), whatever VIP's whole-second clock says."""
+        def files(path: str) -> List[PathInfo]:
+            info = self.listings.entry(path)
+            if info is None:
+                return []
+            return self.tree_files(path) if info.is_directory else [info]
+
+        ins = [f for p in inputs for f in files(p)]
+        outs = [f for p in outputs for f in files(p)]
+        if not ins or not outs:
+            return
+        self.dates.order_after(
+            [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in outs],
+            self.times(ins), self.skew())
 
     # -- Snakemake's interface -----------------------------------------------------------------
 
@@ -384,13 +373,25 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             self.client.mkdir(parent, parents=True, known_missing=known is False)
             listings.made_folder(parent)
         size = local.stat().st_size
-        self.client.upload(local, self.path)
-        done = time.time()
-        # No properties asked: the size is ours, VIP's date is learnt from the folder's next
-        # listing (the date book adopts it then: see storage_dates).
-        info = PathInfo(path=self.path, size=size, last_modification_date=None)
-        self.provider.dates.record_upload([(info.path, size, None)], done)
-        listings.put(info)
+        digest = content.digest_file(local)
+        on_vip = listings.entry(self.path) if known else None
+        if on_vip is not None and self.provider.dates.sent(
+                self.path, on_vip.size, vip_seconds(on_vip.last_modification_date), digest):
+            # The bytes VIP holds are those we sent (content decides, core.content): not sent
+            # again, so VIP's date, and the executions adopted by it, stay. Written now.
+            log.info("%s: same content as the copy on VIP: not sent again", self.print_query)
+            done = time.time()
+            self.provider.dates.record_upload(
+                [(self.path, on_vip.size, vip_seconds(on_vip.last_modification_date))], done,
+                {self.path: digest})
+        else:
+            self.client.upload(local, self.path)
+            done = time.time()
+            # No properties asked: the size is ours, VIP's date is learnt from the folder's next
+            # listing (the date book adopts it then: see storage_dates).
+            info = PathInfo(path=self.path, size=size, last_modification_date=None)
+            self.provider.dates.record_upload([(info.path, size, None)], done, {self.path: digest})
+            listings.put(info)
         try:  # a kept local copy is then not older than VIP's: no download back
             os.utime(local, (done, done))
         except OSError:

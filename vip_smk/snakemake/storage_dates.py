@@ -54,7 +54,8 @@ class _Entry:
     size: int | None
     vip_date: float | None  # VIP's date when recorded (seconds, None = VIP gave none)
     time: float  # our clock
-    ours: bool  # uploaded by the plugin (else: first seen with a null date)
+    ours: bool  # uploaded by the plugin, or dated after its inputs (else: first seen, null date)
+    sha256: str | None = None  # of the bytes the plugin sent (core.content): same bytes, not re-sent
 
 
 class DateBook:
@@ -84,7 +85,8 @@ class DateBook:
                 del self._entries[p]
         else:
             self._entries[rec["path"]] = _Entry(rec.get("size"), rec.get("vip_date"),
-                                                float(rec["time"]), bool(rec.get("ours")))
+                                                float(rec["time"]), bool(rec.get("ours")),
+                                                rec.get("sha256"))
 
     def _refresh(self) -> None:
         """Apply the lines appended since the last read (by us or another process)."""
@@ -137,10 +139,42 @@ class DateBook:
 
     # -- API -----------------------------------------------------------------------------------
 
-    def record_upload(self, files: list[tuple[str, int | None, float | None]], when: float) -> None:
-        """The plugin has just written these (vip_path, size, vip_date) files; upload done at `when`."""
+    def record_upload(self, files: list[tuple[str, int | None, float | None]], when: float,
+                      digests: dict[str, str] | None = None) -> None:
+        """The plugin has just written these (vip_path, size, vip_date) files; upload done at
+        `when`. `digests`: vip_path -> sha256 of the bytes sent (what `sent` compares with)."""
+        digests = digests or {}
         with self._lock:
-            self._append([{"path": p, **asdict(_Entry(size, date, when, True))} for p, size, date in files])
+            self._append([{"path": p, **asdict(_Entry(size, date, when, True, digests.get(p)))}
+                          for p, size, date in files])
+
+    def sent(self, path: str, size: int | None, vip_date: float | None, sha256: str) -> bool:
+        """True if VIP still holds at `path` the bytes we sent there (same digest recorded, and
+        VIP still shows the size and date we recorded): sending them again would change nothing
+        but VIP's date."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return bool(e is not None and e.ours and e.sha256 == sha256 and e.size == size
+                    and (e.vip_date is None or vip_date is None or e.vip_date == vip_date))
+
+    def order_after(self, files: list[tuple[str, int | None, float | None]], inputs: list[float],
+                    skew: float) -> None:
+        """These files were made from inputs whose times are `inputs` (a VIP execution wrote
+        them after it started, and it started after its inputs were written): where VIP's whole
+        seconds date one at or before its newest input, it is recorded just after it (as long as
+        VIP shows the same size and date), so that Snakemake sees them in the order they were
+        made."""
+        if not files or not inputs:
+            return
+        after = max(inputs)
+        times = self.resolve(files, skew)
+        if min(times) > after:
+            return
+        when = max(after + 0.001, max(times))
+        with self._lock:
+            self._append([{"path": p, **asdict(_Entry(size, date, when, True))}
+                          for p, size, date in files])
 
     def forget(self, prefix: str) -> None:
         """Forget a removed file or directory (and everything under it)."""
@@ -168,7 +202,8 @@ class DateBook:
                     if e.ours and e.vip_date is None and date is not None:
                         # uploaded without asking VIP's date: the first one seen is adopted,
                         # so that a later change of the file (a new date) is noticed
-                        new.append({"path": path, **asdict(_Entry(size, date, e.time, True))})
+                        new.append({"path": path, **asdict(_Entry(size, date, e.time, True,
+                                                                  e.sha256))})
                 elif date is not None:
                     out.append(date - skew)
                 else:

@@ -17,7 +17,8 @@ def _user_specs() -> list[str]:
 @pytest.fixture(scope="session")
 def vip_server(tmp_path_factory):
     """A LocalServer shared by the session: users alice (``.api_key``) and bob (``.users``)."""
-    srv = LocalServer(tmp_path_factory.mktemp("vip-server"), port=0, users=_user_specs(), workers=2)
+    srv = LocalServer(tmp_path_factory.mktemp("vip-server"), port=0, users=_user_specs(), workers=2,
+                      max_running=0, max_download_size=0)
     srv.start(timeout=60)
     yield srv
     srv.stop()
@@ -44,6 +45,12 @@ def make_server(tmp_path_factory):
 
     def factory(data_dir=None, **kwargs) -> LocalServer:
         kwargs.setdefault("users", _user_specs())
+        # The server's defaults are a new VIP account's (1 execution, 15 MB downloads); the
+        # suite's shared servers lift both unless a test asks for VIP's capacity explicitly.
+        # (make_server(vip_defaults=True): LocalServer's own defaults, VIP's)
+        if not kwargs.pop("vip_defaults", False):
+            kwargs.setdefault("max_running", 0)
+            kwargs.setdefault("max_download_size", 0)
         kwargs.setdefault("port", 0)
         srv = LocalServer(data_dir or tmp_path_factory.mktemp("vip-extra"), **kwargs)
         srv.start(timeout=60)

@@ -117,7 +117,7 @@ def test_url_defaults_and_repr(monkeypatch):
     assert c.url == "http://127.0.0.1:9" and c.base == "http://127.0.0.1:9/rest/"
     assert "super-secret-key-xyz" not in repr(c)
     monkeypatch.delenv("VIP_URL")
-    assert VipClient(api_key="k").url == "https://vip.creatis.insa-lyon.fr"
+    assert VipClient(api_key="test-key-123").url == "https://vip.creatis.insa-lyon.fr"
     # `:`, spaces and parentheses round-trip through percent-encoding
     assert quote_path("/vip/ReproVIP (group)/a b/12-01-2026_10:00:00") == (
         "/vip/ReproVIP%20%28group%29/a%20b/12-01-2026_10%3A00%3A00"
@@ -316,7 +316,7 @@ def test_html_error_pages_are_errors(tmp_path):
     t.start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        c = VipClient(url, api_key="k", retries=3, retry_budget=2, backoff=0.05)
+        c = VipClient(url, api_key="test-key-123", retries=3, retry_budget=2, backoff=0.05)
         with pytest.raises(ServerError) as e:
             c.platform()
         assert e.value.status == 502 and "platform" in str(e.value) and "HTML" in str(e.value)
@@ -358,7 +358,7 @@ def test_transport_errors(make_server):
 
 
 def test_retries_and_no_duplicate_launch_under_faults(make_server, tmp_path):
-    srv = make_server(fault_rate=0.4, seed=11)
+    srv = make_server(fault_rate=0.4, seed=11, max_running=0)  # 8 launches at once: no cap
     c = VipClient(srv.url, api_key=srv.api_key, retry_budget=30, backoff=0.02, max_backoff=0.2,
                   retries=30, progress=False)
     for _ in range(15):
@@ -381,19 +381,30 @@ def test_errors_are_vip_errors_with_call_and_target(client):
     assert isinstance(e.value, NotFound)
 
 
-def test_large_upload_is_streamed(client, home, tmp_path):
-    """A 32 MB upload then download: byte-identical (memory is measured in bench/)."""
+def test_large_upload_is_streamed(make_server, tmp_path):
+    """A 32 MB upload then download: byte-identical (memory is measured in bench/); the upload
+    hashes the bytes while reading them (`hasher`: the digest of the file, no second read).
+    32 MB is over VIP-portal's shipped download limit: this server lifts it."""
+    from vip_smk.core import content
+
+    srv = make_server(max_download_size=0)
+    client = VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False)
+    home = "/vip/Home/big"
+    client.mkdir(home)
     big = tmp_path / "big.bin"
     chunk = hashlib.sha256(b"x").digest() * 32768  # 1 MiB
     with open(big, "wb") as fh:
         for i in range(32):
             fh.write(chunk[i:] + chunk[:i])
     seen = []
-    client.upload(big, f"{home}/big.bin", progress=seen.append)
+    digest = client.upload(big, f"{home}/big.bin", progress=seen.append, hasher=content.hasher)
+    assert digest == _sha(big) == content.digest_file(big)
     assert sum(seen) == big.stat().st_size
     assert max(seen) <= 1 << 20
+    assert client.upload(big, f"{home}/again.bin") is None  # no hasher: no digest
     out = client.download(f"{home}/big.bin", tmp_path / "big.out")
     assert _sha(out) == _sha(big)
+    client.close()
 
 
 def _sha(p: Path) -> str:
@@ -440,7 +451,7 @@ def test_download_cut_mid_body_resumes_with_range(tmp_path):
     httpd.ranges = []
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        c = VipClient(f"http://127.0.0.1:{httpd.server_address[1]}", api_key="k", retry_budget=5,
+        c = VipClient(f"http://127.0.0.1:{httpd.server_address[1]}", api_key="test-key-123", retry_budget=5,
                       backoff=0.05)
         out = c.download("/vip/Home/f.bin", tmp_path / "f.bin")
         assert out.read_bytes() == httpd.data
@@ -538,3 +549,74 @@ def test_small_download_headers_are_those_of_a_streamed_one(vip_server, client, 
         assert whole.headers[h] == ranged.headers[h], h
     assert whole.headers["content-length"] == str(src.stat().st_size)
     assert whole.headers["content-disposition"].startswith("attachment; filename")
+
+
+# ------------------------------------------------------------------ issue 22: items 8 and 13
+
+
+def test_url_local_means_the_local_server_of_vip_local_everywhere(tmp_path, monkeypatch):
+    """VipClient('local'), VIP_URL=local and VipSession.init() with VIP_URL=local: the local
+    VIP of ./.vip-local (started if needed, then attached to), keyed by its key file."""
+    from vip_smk.server import LocalServer
+    from vip_smk.session import VipSession
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VIP_API_KEY", raising=False)
+    monkeypatch.delenv("VIP_URL", raising=False)
+    for attr in ("_default_client", "_VERBOSE", "_BACKUP_LOCATION", "_AVAILABLE_PIPELINES"):
+        monkeypatch.setattr(VipSession, attr, getattr(VipSession, attr))  # init() sets them: restored
+    try:
+        c = VipClient("local", progress=False)
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        assert srv is not None and c.url == srv.url.rstrip("/") and c.url.startswith("http://127.0.0.1:")
+        assert c.key_source == f"the file {tmp_path / '.vip-local' / 'apikey'}"
+        assert "TextStats/1.0" in {p.identifier for p in c.pipelines()}
+        monkeypatch.setenv("VIP_URL", "local")
+        assert VipClient(progress=False).url == c.url  # attached, not a second server
+        assert LocalServer.attach(tmp_path / ".vip-local").pid == srv.pid
+        VipSession.init(verbose=False)  # api_key's default: the local server's key file
+        assert VipSession._default_client.url == c.url
+        # a key given explicitly is used (and refused here: it is not the local server's)
+        with pytest.raises(AuthError, match="the api_key argument"):
+            VipClient("local", api_key="not-the-local-key").pipelines()
+    finally:
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        if srv is not None:
+            srv.stop()
+
+
+def test_bad_url_errors_name_the_setting(monkeypatch):
+    monkeypatch.setenv("VIP_API_KEY", "some-test-key-123")
+    with pytest.raises(InvalidInput, match=r"^url 'ftp://x': .*http:// or https:// .*'local'"):
+        VipClient("ftp://x")
+    monkeypatch.setenv("VIP_URL", "vip.creatis.insa-lyon.fr")
+    with pytest.raises(InvalidInput, match=r"^\$VIP_URL 'vip.creatis.insa-lyon.fr'"):
+        VipClient()
+    from vip_smk.session import VipSession
+
+    with pytest.raises(Exception, match=r"vip_portal_url 'localhost:8080'"):
+        VipSession.init(vip_portal_url="localhost:8080", verbose=False)
+
+
+def test_short_keys_are_refused_and_masking_spares_words(tmp_path, monkeypatch):
+    """A 1-letter 'key' masked in messages turned 'proxy' into 'pro***y': keys shorter than
+    8 characters are refused (naming the source, never the key); longer ones are masked."""
+    from vip_smk.transport import Transport
+
+    url = "http://127.0.0.1:9"
+    with pytest.raises(AuthError, match="from the api_key argument is 1 character") as err:
+        VipClient(url, api_key="x")
+    monkeypatch.setenv("MY_VIP_KEY", "Zq7w")
+    with pytest.raises(AuthError, match="environment variable MY_VIP_KEY is 4 character") as err:
+        VipClient(url, api_key_env="MY_VIP_KEY")
+    assert "Zq7w" not in str(err.value)
+    (tmp_path / "k").write_text("Zq7w\n")
+    with pytest.raises(AuthError, match=f"the file {tmp_path / 'k'} is 4 character"):
+        VipClient(url, api_key_file=tmp_path / "k")
+    assert Transport(url, "x", "test").scrub("check the proxy settings") == "check the proxy settings"
+    key = "Zq7w-long-enough-key"
+    assert Transport(url, key, "test").scrub(f"refused {key}!") == "refused ***!"
+    c = VipClient(url, api_key=key, retry_budget=0.3, backoff=0.05)
+    with pytest.raises(TransportError) as err:
+        c.pipelines()
+    assert key not in str(err.value) and "proxy" in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 import time
 import uuid
@@ -15,10 +16,11 @@ from vip_smk.client import Execution, Parameter, Pipeline, VipClient
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    """A server of this module's own, counting the requests it receives by route."""
+    """A server of this module's own, counting the requests it receives by route; unlimited
+    executions (these tests run several at once; capacity 1 is tested on its own server)."""
     from vip_smk.server import LocalServer
 
-    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2,
+    server = LocalServer(tmp_path_factory.mktemp("vip-core"), port=0, workers=2, max_running=0,
                          users=[f"alice:core-{uuid.uuid4().hex}"], count_requests=True)
     server.start(timeout=60)
     yield server
@@ -151,17 +153,62 @@ def test_launch_or_adopt_never_duplicates(vc, srv, home):
     assert not adopted and other.identifier != ex.identifier
     done = core.wait(vc, [ex.identifier, other.identifier], refresh=0.2, first=0.1, timeout=60)
     assert all(e.status == "Finished" for e in done.values())
-    # finished -> still adopted (from a listing already fetched: no request)
+    # finished -> still adopted (from a listing already fetched: one listing of its results
+    # folder, to know its returned files are still there)
     listing = vc.executions()
     with _Counting(srv) as seen:
         again, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                               executions=listing)
-    assert adopted and again.identifier == ex.identifier and seen.total == 0
+    assert adopted and again.identifier == ex.identifier
+    assert seen.total == 1 and list(seen.routes) == ["GET /rest/path/{path}?action=list"], seen.routes
     # excluded (e.g. its outputs were removed) -> launched again
     new, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 1.5}, out, name,
                                         exclude={ex.identifier})
     assert not adopted and new.identifier not in (ex.identifier, other.identifier)
     vc.kill(new.identifier)
+
+
+def test_finished_execution_whose_results_are_gone_is_not_adopted(vc, home):
+    """Issue 17 §3: a Finished execution is adopted only while its returned files are on VIP
+    (a name used again after finish() removed them launches anew)."""
+    name = f"gone-{uuid.uuid4().hex[:6]}"
+    out = f"{home}/out-{name}"
+    vc.mkdir(out)
+    ex, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    done = core.wait(vc, [ex.identifier], refresh=0.2, first=0.1, timeout=60)[ex.identifier]
+    assert done.status == "Finished" and core.results_on_vip(vc, done)
+    again, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    assert adopted and again.identifier == ex.identifier
+    vc.delete(out, wait=30)
+    assert not core.results_on_vip(vc, done)
+    assert core.adoptable_on_vip(vc, name=name, pipeline_id="Sleep/1.0",
+                                 values={"duration": 0.1}) is None
+    vc.mkdir(out)
+    new, adopted = core.launch_or_adopt(vc, "Sleep/1.0", {"duration": 0.1}, out, name)
+    assert not adopted and new.identifier != ex.identifier
+    core.wait(vc, [new.identifier], refresh=0.2, first=0.1, timeout=60)
+
+
+def test_launch_waits_for_a_slot_at_capacity_1(make_server, tmp_path):
+    """Issue 17 §2: at a new account's capacity (1; error 2001 beyond) a launch with
+    ``wait_for_slot`` waits until the running execution is over, then launches once."""
+    from vip_smk.client import CapacityError
+
+    srv = make_server(vip_defaults=True)  # VIP's default: max_running=1
+    with VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False) as c:
+        out = "/vip/Home/cap1"
+        c.mkdir(out)
+        first, _ = core.launch_or_adopt(c, "Sleep/1.0", {"duration": 2}, out, "one")
+        with pytest.raises(CapacityError):
+            core.launch_or_adopt(c, "Sleep/1.0", {"duration": 0.1}, out, "two")
+        waited = []
+        second, adopted = core.launch_or_adopt(c, "Sleep/1.0", {"duration": 0.1}, out, "two",
+                                               wait_for_slot=0.5, on_wait=waited.append)
+        assert not adopted and len(waited) == 1 and isinstance(waited[0], CapacityError)
+        states = core.wait(c, [first.identifier, second.identifier], refresh=0.2, timeout=60)
+        assert [e.status for e in states.values()] == ["Finished", "Finished"]
+        assert states[second.identifier].start_date >= states[first.identifier].end_date - 1000
+        assert sorted(e.name for e in c.executions()) == ["one", "two"]
 
 
 def test_find_adoptable_rules():
@@ -204,7 +251,7 @@ def test_poll_one_request_per_round(vc, srv, home):
 def test_poll_beyond_vips_listing_limit(make_server):
     """VIP lists only its newest executions (500; 3 here): the older ids get one direct GET each,
     the listing is still asked once."""
-    small = make_server(list_limit=3, count_requests=True)
+    small = make_server(list_limit=3, count_requests=True, max_running=0)  # 5 at once
     with VipClient(small.url, api_key=small.api_key, progress=False) as c:
         out = "/vip/Home/poll-limit"
         c.mkdir(out)
@@ -338,3 +385,41 @@ def test_remove_remote(vc, home, tmp_path):
     assert core.remove_remote(vc, f"{home}/rm", timeout=30)
     assert not vc.exists(f"{home}/rm")
     assert core.remove_remote(vc, f"{home}/rm")  # already gone
+
+
+# ---- content: the one rule for "an input changed" -------------------------------------------
+
+
+def test_content_rule_same_bytes_new_mtime_is_no_change(tmp_path):
+    from vip_smk.core import content
+
+    f = tmp_path / "x.txt"
+    f.write_text("x\n")
+    rec = content.fingerprint(f)
+    assert content.unchanged(f, rec) and content.unchanged(f, rec.to_json())
+    ns = rec.mtime_ns + 5_000_000_000
+    f.write_text("x\n")
+    os.utime(f, ns=(ns, ns))  # rewritten, same bytes, new mtime
+    assert content.unchanged(f, rec)
+    kept = content.same_content(f, rec)
+    assert kept is not None and kept.mtime_ns == ns and kept.sha256 == rec.sha256
+    f.write_text("y\n")  # new bytes, same size
+    assert not content.unchanged(f, rec) and content.same_content(f, rec) is None
+    assert content.changed_files(tmp_path, ["x.txt", "new.txt"], {"x.txt": rec}) == ["x.txt", "new.txt"]
+    assert not content.unchanged(f, {"size": 2, "mtime_ns": 1})  # an older record: no digest
+
+
+def test_content_fingerprint_of_a_file_rewritten_during_its_upload(tmp_path):
+    """The record of an upload pairs the digest of the bytes read with the stat taken BEFORE
+    the read: a file rewritten meanwhile (same size) is found changed next time."""
+    from vip_smk.core import content
+
+    f = tmp_path / "x.txt"
+    f.write_text("old\n")
+    before = os.stat(f)
+    digest = content.digest_file(f)  # what the upload read
+    f.write_text("new\n")  # rewritten while the upload ran
+    ns = before.st_mtime_ns + 1_000_000_000
+    os.utime(f, ns=(ns, ns))
+    assert not content.unchanged(f, content.fingerprint(f, digest, before=before))
+    assert content.unchanged(f, content.fingerprint(f))

@@ -34,7 +34,7 @@ EXAMPLE = REPO / "workflow" / "examples" / "executor"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     key = secrets.token_urlsafe(18)
-    srv = LocalServer(tmp_path_factory.mktemp("vip-executor"), port=0, users=[f"erin:{key}"],
+    srv = LocalServer(max_running=0, max_download_size=0, data_dir=tmp_path_factory.mktemp("vip-executor"), port=0, users=[f"erin:{key}"],
                       workers=4, count_requests=True)
     srv.start(timeout=60)
     yield srv

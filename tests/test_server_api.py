@@ -107,6 +107,30 @@ def test_pipeline_parameters(api):
     assert sl["duration"]["type"] == "Double" and sl["duration"]["isOptional"] is False
 
 
+def test_boutiques_descriptor_one_and_two_segment_ids(api):
+    """VIP-portal 4.6 PipelineController.getBoutiquesDescriptor: ?format=boutiques is the
+    pipeline's whole Boutiques descriptor, its id as name/version or name%2Fversion."""
+    import json
+    from pathlib import Path
+
+    import vip_smk.server
+
+    apps = Path(vip_smk.server.__file__).parent / "apps"
+    for path in sorted(apps.glob("*.json")):
+        desc = json.loads(path.read_text(encoding="utf-8"))
+        pid = f"{desc['name']}/{desc['tool-version']}"
+        for url in (f"/pipelines/{pid}", f"/pipelines/{pid.replace('/', '%2F')}"):
+            r = api.get(url, params={"format": "boutiques"})
+            assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+            assert r.json() == desc, url
+    smooth = api.get("/pipelines/Smooth/1.0?format=boutiques").json()
+    assert smooth["schema-version"] == "0.5" and smooth["output-files"][0]["path-template"]
+    # without the format: the CARMIN pipeline, as before
+    assert set(api.get("/pipelines/Smooth%2F1.0").json()) >= {"identifier", "parameters", "canExecute"}
+    assert_error(api.get("/pipelines/Nope/9.9?format=boutiques"), 8007)
+    assert_error(api.get("/pipelines/Smooth?format=boutiques"), 8005)
+
+
 def test_pipeline_errors(api):
     assert_error(api.get("/pipelines/Nope/9.9"), 8007)
     assert_error(api.get("/pipelines/TextStats"), 8005)

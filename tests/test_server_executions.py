@@ -26,7 +26,8 @@ def server(tmp_path_factory):
     """This module's own server: timing and worker availability do not depend on what other
     test modules left running on the shared ``vip_server``."""
     users = [f"{name}:{secrets.token_urlsafe(18)}" for name in ("alice", "bob")]
-    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2)
+    # several executions at once per user: asks for more than a new VIP account's 1
+    srv = LocalServer(tmp_path_factory.mktemp("vip-exec"), port=0, users=users, workers=2, max_running=0)
     srv.start(timeout=60)
     yield srv
     srv.stop()
@@ -236,7 +237,10 @@ def test_launch_validation_codes(api):
 
     ok = {"name": "ok", "pipelineIdentifier": "TextStats/1.0", "inputValues": {"input_file": f}}
     assert_error(post({**ok, "pipelineIdentifier": "TextStats"}), 8005)
-    assert_error(post({k: v for k, v in ok.items() if k != "pipelineIdentifier"}), 8005)
+    # VIP-portal's itest: a launch with {} is 8009 (a null required field of the Execution)
+    assert_error(post({}), 8009)
+    for field in ok:
+        assert field in assert_error(post({k: v for k, v in ok.items() if k != field}), 8009)
     assert_error(post({**ok, "pipelineIdentifier": "NoSuch/1.0"}), 8007)
     assert_error(post({**ok, "name": "bad;name"}), 8019)
     assert_error(post({**ok, "name": ""}), 8019)
@@ -280,3 +284,23 @@ def test_max_running_per_user(make_server):
     assert alice.put(f"/executions/{first['identifier']}/kill").status_code == 204
     again = alice.launch("Sleep/1.0", {"duration": 0})
     assert alice.wait(again["identifier"])["status"] == "Finished"
+
+
+# ------------------------------------------------------------------ VIP-portal's itests
+def test_put_execution_renames_it(api):
+    eid = api.launch("Sleep/1.0", {"duration": 0}, name="old name")["identifier"]
+    r = api.put(f"/executions/{eid}", json={"name": "new name", "status": "Killed"})
+    assert r.status_code == 200, r.text
+    ex = r.json()
+    assert ex["identifier"] == eid and ex["name"] == "new name"
+    assert ex["status"] != "Killed"  # only the name is changed
+    assert api.get(f"/executions/{eid}").json()["name"] == "new name"
+    assert_error(api.put(f"/executions/{eid}", json={"name": "bad;name"}), 8019)
+    assert api.get(f"/executions/{eid}").json()["name"] == "new name"
+    assert_error(api.put("/executions/workflow-nope", json={"name": "x"}), 8015)
+
+
+def test_put_execution_play_is_not_implemented(api):
+    eid = api.launch("Sleep/1.0", {"duration": 0})["identifier"]
+    assert_error(api.put(f"/executions/{eid}/play"), 8001)
+    assert_error(api.put("/executions/workflow-nope/play"), 8015)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from vipapi import T, Api
 
 
 def test_restart_keeps_files_and_reruns_running_executions(make_server):
-    srv = make_server(workers=1)
+    srv = make_server(workers=1, max_running=0)
     users = srv.user_specs
     a = Api(srv.url, srv.users["alice"])
     assert a.put("/path/vip/Home/keep").status_code == 201
@@ -34,7 +35,7 @@ def test_restart_keeps_files_and_reruns_running_executions(make_server):
     srv.stop()
     assert not (data_dir / "server.json").exists()
 
-    srv2 = make_server(data_dir=data_dir, users=users, workers=1)
+    srv2 = make_server(data_dir=data_dir, users=users, workers=1, max_running=0)
     b = Api(srv2.url, srv2.users["alice"])
     assert b.get("/path/vip/Home/keep/f.txt?action=content").content == b"persistent"
     ex = b.get(f"/executions/{done}").json()
@@ -289,3 +290,60 @@ def test_second_server_process_on_same_data_dir_exits(make_server):
     assert out.returncode == 1 and "already running" in out.stderr
     assert requests.get(srv.url + "/rest/platform", timeout=T).status_code == 200
     assert json.loads((srv.data_dir / "server.json").read_text())["pid"] == srv.pid
+
+
+PARENT = """
+import json, sys, time
+from vip_smk.server import LocalServer
+srv = LocalServer(sys.argv[1], users=[sys.argv[2]], workers=1, detach=sys.argv[3] == "detach")
+srv.start(timeout=60)
+print(json.dumps({"url": srv.url, "pid": srv.pid}), flush=True)
+time.sleep(600)
+"""
+
+
+def _orphaned_server(tmp_path, detach):
+    """A LocalServer started by a process killed -9 while an app runs: (server pid, app pids)."""
+    user = f"alice:{os.urandom(9).hex()}"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path / "d"), user,
+                               "detach" if detach else "attached"], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(parent.stdout.readline())
+        a = Api(info["url"], user.split(":")[1])
+        eid = a.launch("Sleep/1.0", {"duration": 60})["identifier"]
+        deadline = time.monotonic() + 15
+        while not _job_pids(eid):
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        apps = _job_pids(eid)
+    finally:
+        parent.kill()  # SIGKILL: the parent cleans nothing up
+        parent.wait(10)
+    return info["pid"], apps
+
+
+def test_server_of_a_killed_parent_stops_with_its_apps(tmp_path):
+    from vip_smk.util import pid_alive
+
+    server, apps = _orphaned_server(tmp_path, detach=False)
+    deadline = time.monotonic() + 10
+    while pid_alive(server) or any(pid_alive(p) for p in apps):
+        if time.monotonic() > deadline:
+            for p in [server, *apps]:
+                with contextlib.suppress(OSError):
+                    os.kill(p, 9)
+            raise AssertionError("the server or its apps outlived the process that started them")
+        time.sleep(0.05)
+    assert not (tmp_path / "d" / "server.json").exists()  # a clean stop
+    assert "parent process" in (tmp_path / "d" / "server.log").read_text()
+
+
+def test_detached_server_outlives_its_parent(tmp_path):
+    server, apps = _orphaned_server(tmp_path, detach=True)
+    try:
+        time.sleep(1.5)  # longer than the watch's period
+        srv = LocalServer.attach(tmp_path / "d")
+        assert srv is not None and srv.pid == server
+        assert all(os.path.exists(f"/proc/{p}") for p in apps)
+    finally:
+        LocalServer.attach(tmp_path / "d").stop()

@@ -25,7 +25,7 @@ def kind(tmp_path_factory):
 
     users = [f"{n}:{secrets.token_urlsafe(18)}" for n in ("alice", "bob")]
     srv = LocalServer(tmp_path_factory.mktemp("vip-kind"), port=0, users=users, workers=1,
-                      list_limit=3, max_download_size=1000, md5=True, archive_uploads=True,
+                      max_running=0, list_limit=3, max_download_size=1000, md5=True, archive_uploads=True,
                       null_dates=0.5, seed=11, delete_delay_ms=1500)
     srv.start(timeout=60)
     yield srv
@@ -70,6 +70,47 @@ def test_defaults_are_vips(api):
     assert "archive upload not supported" in assert_error(r, 8000)
     listing = api.get(f"/path{d}?action=list").json()
     assert [isinstance(p["lastModificationDate"], int) for p in listing] == [True]
+
+
+def test_default_serve_is_a_new_vip_account(tmp_path):
+    """`vip-smk serve` with no option: maxSizeDirectTransfer 15000000 and one execution at a
+    time per user (a second concurrent launch: 2001), as a new VIP account."""
+    import os
+    import subprocess
+    import sys
+
+    key = secrets.token_urlsafe(18)
+    env = {**os.environ, "VIP_SMK_SERVE_USERS": f"alice:{key}"}
+    proc = subprocess.Popen([sys.executable, "-m", "vip_smk.server", "--port", "0", "--data-dir",
+                             str(tmp_path / "d")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, env=env)
+    try:
+        url = proc.stdout.readline().split("VIP portal URL: ", 1)[1].strip()
+        a = Api(url, key)
+        assert a.get("/platform").json()["maxSizeDirectTransfer"] == 15_000_000
+        first = a.launch("Sleep/1.0", {"duration": 30}, name="first")["identifier"]
+        r = a.post("/executions", json={"name": "second", "pipelineIdentifier": "Sleep/1.0",
+                                        "inputValues": {"duration": 0}})
+        assert "(1)" in assert_error(r, 2001)
+        assert [e["identifier"] for e in a.get("/executions").json()] == [first]  # nothing queued
+        assert a.put(f"/executions/{first}/kill").status_code == 204
+        a.wait(first)
+        assert a.launch("Sleep/1.0", {"duration": 0}, name="after")["status"] in ("Ready", "Running")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_default_local_server_is_a_new_vip_account(make_server):
+    srv = make_server(vip_defaults=True)  # LocalServer's defaults
+    a = Api(srv.url, srv.users["alice"])
+    assert a.get("/platform").json()["maxSizeDirectTransfer"] == 15_000_000
+    a.launch("Sleep/1.0", {"duration": 30}, name="first")
+    r = a.post("/executions", json={"name": "second", "pipelineIdentifier": "Sleep/1.0",
+                                    "inputValues": {"duration": 0}})
+    assert_error(r, 2001)
+    b = Api(srv.url, srv.users["bob"])  # the limit is per user
+    assert b.launch("Sleep/1.0", {"duration": 0}, name="bobs")["identifier"]
 
 
 # ------------------------------------------------------------------ options

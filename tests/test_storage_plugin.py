@@ -36,7 +36,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 @pytest.fixture(scope="module")
 def faulty_server(tmp_path_factory):
     """A server answering 20% of /rest requests with a 503 or a reset connection."""
-    srv = LocalServer(tmp_path_factory.mktemp("vip-faulty"), port=0,
+    srv = LocalServer(max_running=0, max_download_size=0, data_dir=tmp_path_factory.mktemp("vip-faulty"), port=0,
                       users=[f"alice:{secrets.token_urlsafe(18)}"], fault_rate=0.2, seed=1)
     srv.start(timeout=60)
     yield srv

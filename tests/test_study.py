@@ -321,3 +321,15 @@ def test_local_study_loads_without_server_or_request(project):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "5", out.stderr
     assert not (project / ".vip-local").exists()
+
+
+def test_unused_pipeline_alias_with_a_wrong_id_is_reported_with_the_rest(project, key_env):
+    """Against a VIP URL: an alias no session uses is checked too, in the same pass as a
+    schema mistake would be."""
+    cfg = base_config(key_env.url)
+    cfg["pipelines"]["smoothh"] = {"id": "Smoothh/1.0"}
+    with pytest.raises(vs.StudyConfigError) as err:
+        load(cfg, project)
+    msg = str(err.value)
+    assert "pipelines.smoothh.id" in msg and "'Smoothh/1.0' not found" in msg and "used by no session" in msg, msg
+    assert "did you mean 'Smooth/1.0'?" in msg, msg

@@ -48,18 +48,30 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def as_local(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The names download_tree gives VIP's files locally (rules.local_name of each part:
+    ``anat:x`` is stored as ``anat-x``, as every face does)."""
+    from vip_smk.rules import local_name
+
+    return {"/".join(map(local_name, rel.split("/"))): data for rel, data in files.items()}
+
+
 def test_tree_round_trip_under_faults(make_server, tmp_path):
     srv = make_server(fault_rate=0.2, seed=1234)
     c = VipClient(srv.url, api_key=srv.api_key, retries=30, retry_budget=60, backoff=0.02,
                   max_backoff=0.3, workers=4, progress=False)
     files = make_tree(tmp_path / "src", seed=1)
-    up = c.upload_tree(tmp_path / "src", "/vip/Home/study/INPUTS")
+    from vip_smk.core import content
+
+    up = c.upload_tree(tmp_path / "src", "/vip/Home/study/INPUTS", hasher=content.hasher)
     assert isinstance(up, TransferReport)
     assert up.files_transferred == len(files) and up.files_skipped == 0
+    # hashed while read for the upload, retries included (a restart starts a fresh hash)
+    assert up.digests == {rel: content.digest_file(tmp_path / "src" / rel) for rel in files}
     assert up.bytes_transferred == sum(map(len, files.values()))
     down = c.download_tree("/vip/Home/study/INPUTS", tmp_path / "dst")
     assert down.files_transferred == len(files)
-    assert read_tree(tmp_path / "dst") == files  # byte-identical, no stray .part
+    assert read_tree(tmp_path / "dst") == as_local(files)  # byte-identical, no stray .part
     # unchanged: nothing re-sent, even through faults
     again = c.upload_tree(tmp_path / "src", "/vip/Home/study/INPUTS")
     assert again.files_transferred == 0 and again.bytes_transferred == 0
@@ -92,7 +104,7 @@ def test_resync_one_list_per_directory(client, vip_dir, tmp_path):
     assert client.download(f"{vip_dir}/sub-01/new.txt", tmp_path / "check.txt").read_text() == "NEW FILE"
     # downloads: second run skips everything with one list per directory
     d1 = client.download_tree(vip_dir, tmp_path / "dst")
-    assert read_tree(tmp_path / "dst") == read_tree(tmp_path / "src")
+    assert read_tree(tmp_path / "dst") == as_local(read_tree(tmp_path / "src"))
     d2 = client.download_tree(vip_dir, tmp_path / "dst")
     assert d1.files_transferred == len(files) + 1
     assert d2.files_transferred == 0 and d2.requests <= n_dirs + 1  # + the root listing
@@ -282,7 +294,7 @@ def test_clash_between_local_folder_and_remote_file_is_refused(client, vip_dir, 
 def limits_server(tmp_path_factory):
     """A server with VIP's optional behaviours on: md5 offered, a 100 kB download limit and a
     null lastModificationDate for every file."""
-    srv = LocalServer(tmp_path_factory.mktemp("vip-limits"), port=0, users=["alice:limits-key-123456"],
+    srv = LocalServer(max_running=0, data_dir=tmp_path_factory.mktemp("vip-limits"), port=0, users=["alice:limits-key-123456"],
                       md5=True, max_download_size=100_000, null_dates=1.0)
     srv.start(timeout=60)
     yield srv
@@ -340,9 +352,9 @@ def test_download_tree_reads_the_limit_once_and_only_when_needed(vip_server, cli
     # GET platform (VIP's download limit) goes out while the folders are still being listed:
     # one listing per folder, one platform, one GET per file, nothing else
     down = fresh.download_tree(vip_dir, tmp_path / "dst")
-    assert read_tree(tmp_path / "dst") == files
+    assert read_tree(tmp_path / "dst") == as_local(files)
     assert down.requests == len(folders) + 1 + len(files)
-    assert fresh.max_download_size() is None  # (cached: no request)
+    assert fresh.max_download_size() is None  # this server: no limit (cached: no request)
     # an unchanged tree, new client: listings only (no platform: nothing to fetch)
     again = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
     resync = again.download_tree(vip_dir, tmp_path / "dst")
@@ -352,3 +364,44 @@ def test_download_tree_reads_the_limit_once_and_only_when_needed(vip_server, cli
     client.upload_tree(tmp_path / "src", vip_dir)
     one = again.download_tree(vip_dir, tmp_path / "dst")
     assert one.files_transferred == 1 and one.requests == len(folders) + 2
+
+
+def test_download_tree_local_names_as_every_face(client, vip_dir, tmp_path):
+    """Issue 22 #13: download_tree maps VIP names to local ones valid on every system
+    (rules.local_name: VIP's dated folders hold ':'), as download_results / VipSession do;
+    a second call finds the files (no re-download)."""
+    src = tmp_path / "src" / "12-01-2026_10:11:12"
+    src.mkdir(parents=True)
+    (src / "r:1.txt").write_text("one\n")
+    client.upload_tree(tmp_path / "src", vip_dir)
+    assert client.exists(f"{vip_dir}/12-01-2026_10:11:12/r:1.txt")
+    report = client.download_tree(vip_dir, tmp_path / "dst")
+    assert read_tree(tmp_path / "dst") == {"12-01-2026_10-11-12/r-1.txt": b"one\n"}
+    assert report.files_transferred == 1
+    again = client.download_tree(vip_dir, tmp_path / "dst")
+    assert again.files_transferred == 0 and again.files_skipped == 1
+
+
+def test_upload_tree_known_decides_same_size_files(client, vip_dir, tmp_path):
+    """`known(rel)`: True skips a same-size file whatever its date (same content), False
+    sends it, None leaves the size/date rule; a missing remote copy is always sent."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in "abcd":
+        (src / f"{n}.txt").write_text(f"{n}\n")
+    client.upload_tree(src, vip_dir)
+    time.sleep(1.1)
+    for n in "abc":
+        (src / f"{n}.txt").write_text(f"{n}\n")  # rewritten: newer than the remote copy
+    client.delete(f"{vip_dir}/d.txt")
+    verdict = {"a.txt": True, "b.txt": False, "c.txt": None, "d.txt": True}
+    asked = []
+
+    def known(rel):
+        asked.append(rel)
+        return verdict[rel]
+
+    report = client.upload_tree(src, vip_dir, known=known)
+    sent = sorted(os.path.basename(p) for p in report.transferred)
+    assert "a.txt" not in sent and {"b.txt", "d.txt"} <= set(sent)  # d: missing on VIP
+    assert sorted(asked) == ["a.txt", "b.txt", "c.txt"]  # only same-size remote copies

@@ -394,6 +394,17 @@ def test_failed_study_exits_nonzero_then_retry_by_deleting_done(tmp_path, make_s
     assert "boom" in (project / "results" / "logs" / "wait_and_download" / "bad.log").read_text()
     rows = summary(project)
     assert rows["good"]["status"] == "Finished" and rows["bad"]["status"] == "ExecutionFailed"
+    # the summary: VIP's error on the failed row, in each form; the time says it includes the queue
+    assert "boom" in rows["bad"]["error"] and not rows["good"]["error"] and rows["good"]["queued_run_s"] != ""
+    txt = (project / "results" / "study_summary.txt").read_text()
+    assert "queued + run" in txt and "boom" in txt.split("VIP's errors:")[1], txt
+    page = (project / "results" / "study_summary.html").read_text()
+    table = page[page.index("<table"):]
+    assert "<th>queued + run</th>" in table and "<th>VIP's error</th>" in table, table
+    assert "output_bytes" not in table and "jobs_ok" not in table  # headings, not column names
+    size = int(rows["good"]["output_bytes"])
+    assert f"<td>{size}</td>" not in table and re.search(r"<td>\d+(\.\d)? (B|kB)</td>", table), table
+    assert re.search(r"<td>\d+\.\d s</td>", table) and "boom" in table, table
     assert run_smk(project, key=srv.api_key, check=False).returncode != 0  # still failed, still says so
 
     write_config(project, study_config(srv, sessions, allow_failures=True))
@@ -471,3 +482,203 @@ def test_unreachable_url_and_bad_key_say_what_to_fix(tmp_path, vip_server):
     err = out.stdout + out.stderr
     assert out.returncode != 0 and "environment variable VIP_API_KEY" in err and "vip.api_key_env" in err
     assert "Traceback" not in err and "client.py" not in err and "transport.py" not in err
+
+
+def _ctrl_c_works() -> None:
+    """In the child: SIGINT as in a terminal (a suite started in the background by a shell
+    without job control inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("waiting", ["execution", "slot"])
+def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tmp_path, make_server, waiting):
+    """Ctrl-C while a session waits for its execution, or (VIP's default capacity of 1) while
+    the next session waits for a slot: snakemake exits within seconds (not when the execution
+    ends), says the execution keeps running on VIP, prints no traceback, even on a second
+    Ctrl-C; the next run resumes it (no new execution) and finishes the study."""
+    srv = make_server(vip_defaults=True)  # VIP's default: one execution at a time
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 15}}}
+    if waiting == "slot":
+        sessions = {s: {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 8, "message": s}}
+                    for s in ("nap", "nap-b")}
+    project = make_project(tmp_path, study_config(srv, sessions, poll_seconds=30))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_works)
+    try:
+        deadline = time.monotonic() + 60  # snakemake picks either session first
+        while not (first := [s for s in sessions if (project / "results" / s / "launched.json").exists()]):
+            assert proc.poll() is None and time.monotonic() < deadline, "no session launched"
+            time.sleep(0.1)
+        waiting_one = next((s for s in sessions if s not in first), None)
+        time.sleep(3)  # inside the wait now (first rounds done, then a long pause)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # an impatient second Ctrl-C
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+        assert took < 10, f"snakemake took {took:.0f} s to stop:\n{out[-3000:]}"
+        assert proc.returncode != 0
+        assert "Traceback" not in out and "Cannot close a running event loop" not in out, out[-4000:]
+        assert "keep running on VIP" in out and "run again" in out, out[-3000:]
+        if waiting == "slot":
+            assert f"{waiting_one}: stopped (Ctrl-C) while waiting for a slot" in out, out[-3000:]
+        with client_for(srv) as c:
+            running = [e for e in c.executions() if e.is_running]
+            assert len(running) == 1 and c.count_executions() == 1
+        assert not any((project / "results" / s / "done.json").exists() for s in sessions)
+        again = run_smk(project, key=srv.api_key, timeout=120)
+        assert {r["status"] for r in summary(project).values()} == {"Finished"}, again.stderr[-2000:]
+        with client_for(srv) as c:
+            assert c.count_executions() == len(sessions)  # resumed, not launched again
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with client_for(srv) as c:  # on failure, leave no execution running
+            for e in c.executions():
+                if e.is_running:
+                    c.kill(e.identifier)
+
+
+def test_remote_vip_down_is_retried_for_retry_seconds_then_clear_error(tmp_path, make_server):
+    """vip.retry_seconds is a time: with VIP down the step keeps trying that long (not a
+    fixed count of attempts), then stops with one line naming the URL."""
+    srv = make_server()
+    sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 30}}}
+    project = make_project(tmp_path, study_config(srv, sessions, retry_seconds=20))
+    env = dict(os.environ, VIP_API_KEY=srv.api_key)
+    proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(project / "results" / "nap" / "launched.json", proc)
+        time.sleep(1)  # waiting now
+        srv.kill()
+        t0 = time.monotonic()
+        out, _ = proc.communicate(timeout=90)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert took >= 19, f"gave up after {took:.1f} s, not vip.retry_seconds=20:\n{out[-2000:]}"
+    assert took < 45, out[-2000:]
+    assert f"cannot reach VIP at {srv.url}" in out and "vip.url" in out and "Traceback" not in out
+
+
+def test_five_config_mistakes_reported_in_one_dry_run_without_frames(tmp_path):
+    """A schema key, a file name VIP would rename, a parameter of the wrong type, a glob
+    matching nothing and an unused pipeline alias with a wrong id: one `snakemake -n` names
+    all five (key by key), with no Python frame of ours; nothing is started."""
+    sessions = {
+        "typed": {"dataset": "demo", "pipeline": "stats", "settings": {"precision": "two"}},
+        "noglob": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "*.nii.gz"}},
+    }
+    cfg = study_config(None, sessions)
+    cfg["vip"]["poll_secnds"] = 5  # 1. a key the schema does not know
+    cfg["pipelines"]["smoothh"] = {"id": "Smoothh/1.0"}  # 5. used by no session
+    project = make_project(tmp_path, cfg)
+    (project / "config" / "data" / "demo" / "subject 04.csv").write_text("a,b\n1,2\n")  # 2. renamed by VIP
+    out = run_smk(project, "-n", check=False)
+    err = out.stdout + out.stderr
+    assert out.returncode != 0
+    for part in ("vip.poll_secnds", "poll_seconds",  # the key and the closest known one
+                 "subject 04.csv", "datasets.demo",
+                 "sessions.typed.settings.precision",
+                 "sessions.noglob.settings.input_file", "*.nii.gz",
+                 "pipelines.smoothh.id", "Smoothh/1.0"):
+        assert part in err, f"{part!r} not reported:\n{err[-3000:]}"
+    assert "(5 errors)" in err, err[-3000:]
+    assert "Traceback" not in err and "vip_smk/" not in err, err[-3000:]
+    frames = [ln for ln in err.splitlines() if ln.strip().startswith('File "')]
+    assert all("/workflow/Snakefile" in ln for ln in frames), frames  # only where the study is read
+    assert not (project / ".vip-local" / "server.json").exists() and not (project / "results").exists()
+
+
+# -- what `make demo` installs (`pip install -e .[all]`), not the test install -------------------
+
+_ONLY_INSTALLED = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+sys.argv = ["snakemake", *sys.argv[2:]]
+from snakemake.cli import main
+main()
+"""
+
+
+def _demo_install_closure() -> set[str]:
+    """The distributions `pip install .[all]` brings: vip-smk's requirements read from
+    pyproject.toml (this tree, not the installed metadata), then those of each dependency."""
+    import tomllib
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    own = canonicalize_name(project["name"])
+    extras = project.get("optional-dependencies", {})
+    seen: dict[str, set[str]] = {}
+    todo = [Requirement(f"{project['name']}[all]")]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        wanted = set(req.extras)
+        if name in seen and wanted <= seen[name]:
+            continue
+        seen.setdefault(name, set()).update(wanted)
+        if name == own:
+            reqs = list(project["dependencies"]) + [r for e in seen[name] for r in extras.get(e, [])]
+            todo += [Requirement(r) for r in reqs]
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue
+        for text in dist.requires or []:
+            sub = Requirement(text)
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in {"", *seen[name]}):
+                todo.append(sub)
+    return set(seen)
+
+
+def run_as_demo_install(project: Path, *args: str, key: str | None = None, timeout: float = 120):
+    """snakemake where only the modules of the demo's install can be imported (those the
+    test install adds, pytest's pygments among them, are not there)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    keep = _demo_install_closure()
+    blocked = sorted(mod for mod, dists in metadata.packages_distributions().items()
+                     if not any(canonicalize_name(d) in keep for d in dists) and not mod.startswith("_"))
+    env = dict(os.environ)
+    env.pop("VIP_API_KEY", None)
+    if key is not None:
+        env["VIP_API_KEY"] = key
+    return subprocess.run([sys.executable, "-c", _ONLY_INSTALLED, ",".join(blocked), "--cores", "1", *args],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=timeout), blocked
+
+
+def test_report_works_with_the_demo_install(tmp_path, make_server):
+    """`snakemake --report` on a finished study, with only what `make demo` installs ([all]):
+    the report's own needs (pygments) are declared, not borrowed from the test install."""
+    srv = make_server()
+    sessions = {"one": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
+    project = make_project(tmp_path, study_config(srv, sessions))
+    done, blocked = run_as_demo_install(project, key=srv.api_key)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "pytest" in blocked  # the test install's extras really are out of reach
+    out, _ = run_as_demo_install(project, "--report", "report.html", key=srv.api_key)
+    assert out.returncode == 0, out.stderr[-3000:]
+    page = (project / "report.html").read_text(errors="replace")
+    assert len(page) > 1000 and "study_summary" in page

@@ -1,7 +1,8 @@
 """`vip-smk` command line: client verbs on VIP (or a local server) and `serve`.
 
 Global options `--url` (default `$VIP_URL` or VIP's portal; `local`: the local VIP server of
-the current directory's `.vip-local/`, as the demo study runs it, started if needed) and the key's source,
+the current directory's `.vip-local/`, as the demo study runs it, started if needed: the one rule
+of `vip_smk.urls.resolve_url`) and the key's source,
 `--api-key-env NAME` (default `VIP_API_KEY`) or `--api-key-file PATH`, may be given before or after
 the verb. The key itself never goes on the command line (it would show in `ps` and shell history). Errors are
 one line on stderr and a non-zero exit code (1 for VIP errors, 2 for usage, 130 on Ctrl-C).
@@ -17,7 +18,9 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
-LOCAL_DIR = ".vip-local"  # the study's default vip.local_dir: `--url local` attaches to it
+from vip_smk.urls import LOCAL_DIR  # noqa: F401  (the study's default vip.local_dir)
+
+STDOUT = "-"  # `get FILE -`: the file's content on stdout
 
 
 def _add_globals(p: argparse.ArgumentParser, default) -> None:
@@ -43,40 +46,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("pipelines", parents=[common], help="list the pipelines you may run")
     p = sub.add_parser("show", parents=[common], help="describe a pipeline and its parameters")
-    p.add_argument("pipeline_id", metavar="ID")
+    p.add_argument("pipeline_id", metavar="ID", help="pipeline identifier, e.g. TextStats/1.0 (see: pipelines)")
     p = sub.add_parser("ls", parents=[common], help="list a VIP directory")
-    p.add_argument("path", nargs="?", default="/vip/Home", metavar="PATH")
+    p.add_argument("path", nargs="?", default="/vip/Home", metavar="PATH",
+                   help="VIP directory (default /vip/Home)")
     p.add_argument("-l", "--long", action="store_true", help="sizes and dates")
     p = sub.add_parser("put", parents=[common],
                        help="upload a file into VIPDIR, or sync a directory's contents into VIPDIR")
-    p.add_argument("local", metavar="LOCAL")
-    p.add_argument("vip_dir", metavar="VIPDIR")
+    p.add_argument("local", metavar="LOCAL", help="local file or directory")
+    p.add_argument("vip_dir", metavar="VIPDIR", help="VIP directory, e.g. /vip/Home/data (created if needed)")
     p.add_argument("--checksum", action="store_true", help="also compare md5 when sizes match")
     p = sub.add_parser("get", parents=[common],
-                       help="download a VIP file (into LOCAL, or LOCAL/NAME if LOCAL is a directory), "
-                            "or mirror a VIP directory's contents into LOCAL")
-    p.add_argument("vip_path", metavar="VIPPATH")
-    p.add_argument("local", metavar="LOCAL")
+                       help="download a VIP file (into LOCAL, or LOCAL/NAME if LOCAL is a directory, "
+                            "or to stdout if LOCAL is -), or mirror a VIP directory's contents into LOCAL")
+    p.add_argument("vip_path", metavar="VIPPATH", help="VIP file or directory, e.g. /vip/Home/out/result.txt")
+    p.add_argument("local", metavar="LOCAL",
+                   help="local file or directory; '-': write the file's content to stdout")
     p.add_argument("--extract", action="store_true", help="extract tarballs (into NAME/)")
     p = sub.add_parser("rm", parents=[common], help="delete a VIP file or directory")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="VIP file or directory (a directory: with its contents)")
     p.add_argument("-f", "--force", action="store_true", help="no error if it does not exist")
     p = sub.add_parser("mkdir", parents=[common], help="create a VIP directory (and parents)")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="VIP directory, e.g. /vip/Home/data")
     p = sub.add_parser("launch", parents=[common], help="launch an execution")
-    p.add_argument("pipeline_id", metavar="ID")
+    p.add_argument("pipeline_id", metavar="ID", help="pipeline identifier, e.g. TextStats/1.0 (see: pipelines)")
     p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
                    help="input value (repeat a NAME for a list)")
     p.add_argument("--results", required=True, metavar="VIPDIR", help="results location on VIP")
     p.add_argument("--name", default="vip-smk", help="execution name")
     p.add_argument("--wait", action="store_true", help="wait until it is over")
     p = sub.add_parser("status", parents=[common], help="list executions, or show one")
-    p.add_argument("execution_id", nargs="?", metavar="ID")
+    p.add_argument("execution_id", nargs="?", metavar="ID",
+                   help="execution identifier (workflow-...); none: list your executions")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("kill", parents=[common], help="kill an execution")
-    p.add_argument("execution_id", metavar="ID")
+    p.add_argument("execution_id", metavar="ID", help="execution identifier (workflow-...)")
     p = sub.add_parser("logs", parents=[common], help="print an execution's stdout and stderr")
-    p.add_argument("execution_id", metavar="ID")
+    p.add_argument("execution_id", metavar="ID", help="execution identifier (workflow-...)")
 
     serve = sub.add_parser("serve", help="run a local VIP server on this machine")
     try:
@@ -91,24 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args):
     """The client of `--url` (`local`: the embedded server of this directory's `.vip-local/`,
     started if needed, with its key unless --api-key-env/--api-key-file is given)."""
-    from vip_smk.client import VipClient
+    from vip_smk.client import AuthError, VipClient, resolve_url
 
     kw: dict = {}
     if getattr(args, "workers", None):
         kw["workers"] = args.workers
-    url = args.url or os.environ.get("VIP_URL")
-    if url == "local":
-        from vip_smk.study.connect import ensure_local_server
-
-        srv = ensure_local_server(Path(LOCAL_DIR).resolve())
-        url = srv.url
-        if not (args.api_key_env or args.api_key_file):
-            kw["api_key_file"] = Path(srv.data_dir) / "apikey"
+    where = resolve_url(args.url, setting="--url")
     if args.api_key_file:
         kw["api_key_file"] = args.api_key_file
     elif args.api_key_env:
         kw["api_key_env"] = args.api_key_env
-    return VipClient(url=url, progress=False if args.quiet else None, **kw)
+    elif where.key_file is not None:
+        kw["api_key_file"] = where.key_file  # `local`: the local server's key
+    else:
+        kw["api_key_env"] = "VIP_API_KEY"
+    try:
+        client = VipClient(url=where.url, progress=False if args.quiet else None, **kw)
+    except AuthError as exc:
+        if "api_key_env" in kw and "not set" in str(exc):
+            raise AuthError(f"{exc}: export your VIP API key in it, or give --api-key-env NAME "
+                            "or --api-key-file PATH", call="api_key") from None
+        raise
+    # an interactive verb: a server that is not there is said at once (not retried for ~10 s)
+    client.transport.fail_fast_unreachable = True
+    return client
 
 
 def _date(ms) -> str:
@@ -191,18 +203,32 @@ def run(args) -> int:
         elif local.exists():
             target = args.vip_dir.rstrip("/") + "/" + local.name
             c.mkdir(args.vip_dir)
-            c.upload(local, target)
+            from vip_smk.progress import Progress, want_progress
+
+            bar = Progress(want_progress(c.progress), local.name, local.stat().st_size, 1)
+            try:
+                c.upload(local, target, progress=bar.add_bytes)
+                bar.file_done()
+            finally:
+                bar.close()
             print(f"uploaded {local} -> {target}")
         else:
             raise FileNotFoundError(f"{local}: no such file or directory")
     elif cmd == "get":
         info = c.properties(args.vip_path)
         local = Path(args.local)
-        if info.is_directory:
+        if args.local == STDOUT:
+            if info.is_directory:
+                raise ValueError(f"get {args.vip_path} -: a directory cannot go to stdout; give a local directory")
+            sys.stdout.flush()
+            sys.stdout.buffer.write(c.read_bytes(args.vip_path, size=info.size))
+            sys.stdout.buffer.flush()
+        elif info.is_directory:
             print(c.download_tree(args.vip_path, local, extract=args.extract))
         else:
             if local.is_dir() or args.local.endswith(("/", os.sep)):
                 local = local / PurePosixPath(args.vip_path).name
+            c.check_download_size(args.vip_path, info.size)  # TooLarge says why, before anything
             print(c.download_files([(info if info.size is not None else args.vip_path, local)],
                                    extract=args.extract))
     elif cmd == "rm":
@@ -229,7 +255,10 @@ def run(args) -> int:
             exs = sorted(c.executions(), key=lambda e: e.start_date or 0)
             if args.json:
                 print(json.dumps([e.to_json() for e in exs], indent=2))
+            elif not exs:
+                print("no executions")
             else:
+                print(f"{'ID':<18} {'STATUS':<16} {'STARTED':<20} {'PIPELINE':<20} NAME")
                 for e in exs:
                     print(f"{e.identifier:<18} {str(e.status):<16} {_date(e.start_date):<20} "
                           f"{str(e.pipeline_identifier):<20} {e.name}")
@@ -242,6 +271,25 @@ def run(args) -> int:
         if err:
             sys.stdout.write(("" if out.endswith("\n") or not out else "\n") + "--- stderr ---\n" + err)
     return 0
+
+
+def _too_large(exc) -> str | None:
+    """A transfer whose every failure is a file over VIP's direct-transfer limit: what to do
+    instead (running again would fail the same way), else None."""
+    from vip_smk.errors import TooLarge
+
+    failures = getattr(exc, "failures", None)
+    if not failures or not all(isinstance(e, TooLarge) for _, e in failures):
+        return None
+    limit = next((e.limit for _, e in failures if getattr(e, "limit", None)), None)
+    report = getattr(exc, "report", None)
+    done = f" ({report.files_transferred} done, {report.files_skipped} unchanged)" if report else ""
+    files = "; ".join(f"{p} ({e.size:,} bytes)" if getattr(e, "size", None) else str(p) for p, e in failures[:10])
+    more = f"; ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+    over = f"VIP's direct-transfer limit of {limit:,} bytes" if limit else "VIP's direct-transfer limit"
+    return (f"{exc.call} {exc.target}: {len(failures)} file(s) over {over} (maxSizeDirectTransfer){done}: "
+            f"{files}{more}; VIP serves larger files only through the VIP portal (download them there) "
+            "or have the pipeline write smaller files; running again will not help")
 
 
 def _missing_server_packages() -> list[str]:
@@ -280,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 1
     except VipError as exc:
+        too_large = _too_large(exc)
+        if too_large:
+            print(f"vip-smk: TooLarge: {too_large}", file=sys.stderr)
+            return 1
         # one line; multi-line messages (pre-flight problems, failed files) joined with "; "
         lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
         text = lines[0].rstrip(":") + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")

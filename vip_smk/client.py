@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 import urllib.parse
@@ -43,10 +42,10 @@ from vip_smk.rules import is_running as status_is_running
 from vip_smk.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
 from vip_smk.models import Execution, Parameter, PathInfo, Pipeline
 from vip_smk.transport import MAX_CONNECTIONS, Transport
+from vip_smk.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "https://vip.creatis.insa-lyon.fr"
 
 
 # Errors: vip_smk.errors, models: vip_smk.models, keys: vip_smk.keys (all re-exported here);
@@ -83,7 +82,9 @@ def _vip_path(path: str | PurePosixPath) -> str:
 class VipClient:
     """A client of VIP's REST API (or of a local `vip-smk serve`).
 
-    url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added.
+    url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added;
+              `local`: the local VIP server of ./.vip-local (started if needed), whose key file
+              is then the key default (`vip_smk.urls.resolve_url`).
     api_key / api_key_env / api_key_file: the key itself, the name of an environment variable
               holding it, or a file holding it (at most one; default: `$VIP_API_KEY`).
     timeout:  (connect, read) seconds for every call.
@@ -113,12 +114,10 @@ class VipClient:
         backoff: float = 0.5,
         max_backoff: float = 15.0,
     ):
-        url = url or os.environ.get("VIP_URL") or DEFAULT_URL
-        url = str(url).strip().rstrip("/")
-        if url.endswith("/rest"):
-            url = url[: -len("/rest")]
-        if not re.match(r"https?://", url):
-            raise InvalidInput(f"VIP URL must start with http:// or https://: {url!r}", call="url")
+        resolved = resolve_url(url, setting="url")
+        url = resolved.url
+        if resolved.key_file is not None and api_key is None and api_key_env is None and api_key_file is None:
+            api_key_file = resolved.key_file  # `local`: the local server's key unless one is given
         key = read_api_key(api_key, api_key_env=api_key_env, api_key_file=api_key_file)
         self.url = url
         self.base = url + "/rest/"
@@ -332,12 +331,14 @@ class VipClient:
         vip_path: str,
         *,
         progress: Callable[[int], None] | None = None,
-    ) -> None:
+        hasher: Callable[[], Any] | None = None,
+    ) -> str | None:
         """Stream a local file to `vip_path` (PUT, application/octet-stream). A retry re-sends
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
-        restart)."""
+        restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
+        are read and the hex digest returned (see `vip_smk.streams.upload`)."""
         p = _vip_path(vip_path)
-        streams.upload(self, local, p, "path" + quote_path(p), progress=progress)
+        return streams.upload(self, local, p, "path" + quote_path(p), progress=progress, hasher=hasher)
 
     def download(
         self,

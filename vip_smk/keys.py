@@ -15,6 +15,9 @@ from typing import Any
 from vip_smk.errors import AuthError
 
 DEFAULT_KEY_ENV = "VIP_API_KEY"
+# VIP's keys are long random strings; anything shorter is a mistake (a placeholder, a variable's
+# name, a truncated paste), and masking it in messages would hit ordinary words.
+MIN_KEY_LENGTH = 8
 
 
 @dataclass(frozen=True, repr=False)
@@ -29,6 +32,14 @@ class ApiKey:
         return f"ApiKey(from {self.source})"
 
     __str__ = __repr__
+
+
+def _checked(key: str, source: str) -> ApiKey:
+    """`ApiKey(key, source)`; AuthError naming the source (never the key) if it is too short."""
+    if len(key) < MIN_KEY_LENGTH:
+        raise AuthError(f"the API key from {source} is {len(key)} character(s) long: not a VIP API key "
+                        f"(those are long random strings; VIP portal: My Account > API key)", call="api_key")
+    return ApiKey(key, source)
 
 
 def read_api_key(
@@ -47,7 +58,7 @@ def read_api_key(
         key = str(api_key).strip()
         if not key:
             raise AuthError("the API key given as api_key= is empty", call="api_key")
-        return ApiKey(key, "the api_key argument")
+        return _checked(key, "the api_key argument")
     if api_key_file is not None:
         path = Path(api_key_file).expanduser()
         source = f"the file {path}"
@@ -60,7 +71,7 @@ def read_api_key(
             raise AuthError(f"cannot read the API key file {path}: {reason}", call="api_key") from None
         if not key:
             raise AuthError(f"the API key file {path} is empty", call="api_key")
-        return ApiKey(key, source)
+        return _checked(key, source)
     env = DEFAULT_KEY_ENV if api_key_env is None else str(api_key_env)
     value = os.environ.get(env)
     if value is None:
@@ -68,7 +79,7 @@ def read_api_key(
         raise AuthError(f"no VIP API key: the environment variable {env} is not set{hint}", call="api_key")
     if not value.strip():
         raise AuthError(f"the environment variable {env} holding the VIP API key is empty", call="api_key")
-    return ApiKey(value.strip(), f"the environment variable {env}")
+    return _checked(value.strip(), f"the environment variable {env}")
 
 
 def vip_client_key_kwargs(api_key: str | os.PathLike) -> dict[str, Any]:
@@ -89,4 +100,4 @@ def vip_client_key_kwargs(api_key: str | os.PathLike) -> dict[str, Any]:
     return {"api_key": text}
 
 
-__all__ = ["DEFAULT_KEY_ENV", "ApiKey", "read_api_key", "vip_client_key_kwargs"]
+__all__ = ["DEFAULT_KEY_ENV", "MIN_KEY_LENGTH", "ApiKey", "read_api_key", "vip_client_key_kwargs"]

@@ -173,7 +173,8 @@ def results_folder(when: datetime | None = None) -> str:
 # Windows refuses (| \ control characters) and apply the mapping on every system, so that a
 # results folder means the same files on Windows and Unix.
 _LOCAL_BAD = re.compile(r'[<>:"/\\|?*\x00-\x1f ]')
-_WINDOWS_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?")
+# device names Windows reserves, with any extension (COM0/LPT0 and the superscript digits too)
+_WINDOWS_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|conin\$|conout\$|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3])(\..*)?")
 
 
 def local_name(vip_name: str) -> str:

@@ -264,29 +264,50 @@ class VipSession(SessionBase):
                              f"{local}: {', '.join(renamed)}. Rename them first.")
         self._meta["finished"] = False
         self._info(f"Uploading {local} to {self.vip_input_dir} ...")
-        # Files changed since the last upload but with the same size: the tree transfer compares
-        # sizes only, so they are re-sent explicitly (local size + mtime recorded in the backup).
-        state = {p.relative_to(local).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+        # A change is a change of content (core.content): each file's fingerprint (size,
+        # mtime_ns, sha256) is recorded in the backup at upload time; a file rewritten with the
+        # same bytes is neither re-sent nor a reason to relaunch, new bytes (same size
+        # included) are re-sent and the executions so far superseded.
+        content = core.content
+        stats = {p.relative_to(local).as_posix(): p.stat() for p in files}  # before any read
         before = self._meta.get("uploaded") if isinstance(self._meta.get("uploaded"), dict) else {}
         if self._meta.get("uploaded_to") != str(self.vip_input_dir):
             before = {}
-        touched = {rel for rel, (size, mtime) in state.items()
-                   if rel in before and before[rel] != [size, mtime] and before[rel][0] == size}
+        records: dict[str, content.Fingerprint] = {}
+
+        def known(rel: str) -> bool | None:
+            rec = content.Fingerprint.from_json(before.get(rel))
+            if rec is None:
+                return None  # no record (older backup, vip-client's): the transfer's rules
+            kept = content.same_content(local / rel, rec)
+            if kept is not None:
+                records[rel] = kept
+            return kept is not None
+
         try:
-            report = self.client.upload_tree(local, str(self.vip_input_dir),
+            report = self.client.upload_tree(local, str(self.vip_input_dir), known=known,
+                                             hasher=content.hasher,
                                              progress=None if self.verbose else False)
-            skipped = {Path(p).resolve() for p in report.skipped}
-            resend = [rel for rel in sorted(touched) if (local / rel).resolve() in skipped]
-            for rel in resend:
-                self.client.upload(local / rel, str(self.vip_input_dir / rel))
-            self._meta["uploaded"] = state
+            changed = []
+            for rel, st in stats.items():
+                digest = report.digests.get(rel)
+                if digest is not None:  # sent: hashed while read, dated by the stat before
+                    records[rel] = content.fingerprint(local / rel, digest, before=st)
+                    old = content.Fingerprint.from_json(before.get(rel))
+                    if old is None or old.sha256 != digest:
+                        changed.append(rel)
+                elif rel not in records:  # skipped with no record: the remote copy kept
+                    records[rel] = content.fingerprint(local / rel)
+            self._meta["uploaded"] = {rel: fp.to_json() for rel, fp in sorted(records.items())}
             self._meta["uploaded_to"] = str(self.vip_input_dir)
-            if report.files_transferred or resend:  # the executions so far ran on older files
-                old = set(self._meta.get("superseded") or []) | set(self._workflows)
-                if old:
-                    self._meta["superseded"] = sorted(old)
-            self._info(f"Upload done: {report.files_transferred + len(resend)} file(s) sent, "
-                       f"{report.files_skipped - len(resend)} unchanged file(s) skipped.")
+            if changed:  # the executions so far ran on other bytes
+                old_ids = set(self._meta.get("superseded") or []) | set(self._workflows)
+                if old_ids:
+                    self._meta["superseded"] = sorted(old_ids)
+            same = report.files_transferred - len(changed)
+            self._info(f"Upload done: {report.files_transferred} file(s) sent"
+                       f"{f' ({same} of them missing on VIP, same content)' if same else ''}, "
+                       f"{report.files_skipped} unchanged file(s) skipped.")
         finally:
             self._save(announce=True)
         return self
@@ -391,12 +412,17 @@ class VipSession(SessionBase):
                                        progress=None if self.verbose else False)
         for line in report.warnings:
             self._warn(f"(!) {line}")
-        if report.failed:
-            self._warn(f"(!) {len(report.failed)} file(s) could not be downloaded (they will be "
-                       f"fetched again on the next call): {', '.join(sorted(report.failed))}")
-        elif report.downloaded:
+        for path, (size, limit) in sorted(report.too_large.items()):
+            self._warn(f"(!) {path}: {size:,} bytes, over VIP's direct-transfer limit of "
+                       f"{limit:,} bytes (maxSizeDirectTransfer): not downloaded (fetch it from "
+                       "the VIP portal).")
+        failed = sorted(p for p in report.failed if p not in report.too_large)
+        if failed:
+            self._warn(f"(!) {len(failed)} file(s) could not be downloaded (they will be "
+                       f"fetched again on the next call): {', '.join(failed)}")
+        if report.downloaded:
             self._info(f"Downloaded {len(report.downloaded)} file(s) ({_fmt_size(report.bytes)}).")
-        else:
+        elif not report.failed:
             self._info("All outputs are already here.")
         for archive in report.extracted:
             self._info(f"\tExtracted: {Path(archive).name}")

@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from . import rules
 from .backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
-from .client import VipClient, vip_client_key_kwargs
+from .client import DEFAULT_KEY_ENV, VipClient, vip_client_key_kwargs
 from .session_output import ensure_log_handler, logger, pipeline_text, vip_errors
 from .session_steps import SessionSteps
+from .urls import resolve_url
 
 __all__ = ["META_KEY", "SessionBase", "logger", "vip_errors"]
 
@@ -85,7 +86,11 @@ class SessionBase(SessionSteps):
             raise ValueError(f"backup_location {backup_location!r} is not supported by "
                              f"{cls.__name__} (supported: {cls._BACKUP_LOCATIONS})")
         if client is None:
-            client = VipClient(url=vip_portal_url, **vip_client_key_kwargs(api_key))
+            where = resolve_url(vip_portal_url, setting="vip_portal_url")
+            # `local` (the local VIP server of ./.vip-local): its key file unless a key is given
+            key_kw = ({"api_key_file": where.key_file} if where.is_local and api_key == DEFAULT_KEY_ENV
+                      else vip_client_key_kwargs(api_key))
+            client = VipClient(url=where.url, **key_kw)
         cls._VERBOSE = bool(verbose)
         cls._BACKUP_LOCATION = backup_location
         client.check_key()

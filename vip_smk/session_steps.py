@@ -105,19 +105,23 @@ class SessionSteps:
         self._info("  --> OK")
         self.client.mkdir(str(self.vip_output_dir), parents=True)
         self._meta["finished"] = False
-        self._info(f"----------------\nLaunching {nb_runs} execution(s) on VIP")
+        self._info(f"----------------\n{nb_runs} execution(s): adopted if already on VIP, "
+                   "else launched")
         # not adopted: executions whose outputs finish() removed, or that ran on input files
         # upload_inputs() has changed since
         exclude = {w for w, wf in self._workflows.items() if wf.get("status") == "Removed"}
         exclude |= set(self._meta.get("superseded") or [])
         listing = self.client.executions()
-        done = 0
+        done = launched = 0
         try:
             for _ in range(int(nb_runs)):
                 try:
                     ex, adopted = core.launch_or_adopt(
                         self.client, self.pipeline_id, values, str(self.vip_output_dir),
-                        self.session_name, executions=listing, exclude=exclude)
+                        self.session_name, executions=listing, exclude=exclude,
+                        wait_for_slot=30.0, on_wait=lambda exc: self._info(
+                            f"  VIP runs no more executions for this account now ({exc}): "
+                            "waiting for a slot ..."))
                 except InvalidInput as exc:  # lists VIP cannot pair (vip:dot): say which
                     clear = core.launch_refusal(exc, values, where=f"session '{self.session_name}'",
                                                 pipeline_id=str(self.pipeline_id))
@@ -131,10 +135,12 @@ class SessionSteps:
                 wf["start"] = start_string(ex.start_date) or wf.get("start") or \
                     f"{datetime.now():%Y/%m/%d %H:%M:%S}"
                 done += 1
+                launched += not adopted
                 self._save()
                 what = "adopted (already on VIP; finish() the session to launch anew)" if adopted \
                     else "launched"
                 self._info(f"  [{done}/{nb_runs}] {ex.identifier} ({ex.status}): {what}")
+            self._info(f"  --> {launched} launched, {done - launched} adopted")
         except BaseException:
             self._warn(f"(!) Stopped after {done} execution(s).")
             self._save()

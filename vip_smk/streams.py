@@ -21,7 +21,7 @@ import re
 import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -51,10 +51,11 @@ def _start_writeback(fh, start: int, end: int) -> int:
 class _ReadCounter:
     """A file-like body that reports the bytes read by the HTTP layer (upload progress)."""
 
-    def __init__(self, fh, size: int, callback: Callable[[int], None] | None):
+    def __init__(self, fh, size: int, callback: Callable[[int], None] | None, digest: Any = None):
         self._fh = fh
         self._size = size
         self._cb = callback
+        self._digest = digest  # an incremental hash fed the bytes read (one read for both)
         self.sent = 0
 
     def __len__(self) -> int:
@@ -64,6 +65,8 @@ class _ReadCounter:
         data = self._fh.read(n if n and n > 0 else CHUNK)
         if data:
             self.sent += len(data)
+            if self._digest is not None:
+                self._digest.update(data)
             if self._cb:
                 self._cb(len(data))
         return data
@@ -89,10 +92,15 @@ def upload(
     endpoint: str,
     *,
     progress: Callable[[int], None] | None = None,
-) -> None:
+    hasher: Callable[[], Any] | None = None,
+) -> str | None:
     """`VipClient.upload`: stream a local file to the VIP path `p` (checked; `endpoint`: its
     quoted `path/...`) with one PUT (application/octet-stream). A retry re-sends from the
-    start of the file. `progress(n)` is called with the bytes sent (negative on a restart)."""
+    start of the file. `progress(n)` is called with the bytes sent (negative on a restart).
+
+    `hasher`: a factory of incremental hashes (e.g. `vip_smk.core.content.hasher`) fed the
+    bytes as they are read for the upload (no second read of the file); the hex digest of the
+    bytes sent is returned (a retry starts a fresh hash). None without `hasher`."""
     local = Path(local)
     try:
         st = local.stat()
@@ -112,12 +120,13 @@ def upload(
             InvalidInput, f"VIP would rename {name!r} to {vip_clean_name(name)!r}",
             call="upload", target=p,
         )
-    state = {"sent": 0}
+    state: dict[str, Any] = {"sent": 0, "digest": None}
 
     def body():
         if state["sent"] and progress:
             progress(-state["sent"])
         state["sent"] = 0
+        state["digest"] = hasher() if hasher is not None else None
 
         def cb(n):
             state["sent"] += n
@@ -128,7 +137,7 @@ def upload(
             fh = open(local, "rb")
         except OSError as exc:
             raise client._error(InvalidInput, f"cannot read {local}: {exc.strerror}", call="upload", target=p) from None
-        reader = _ReadCounter(fh, size, cb)
+        reader = _ReadCounter(fh, size, cb, state["digest"])
         reader.close = fh.close  # type: ignore[attr-defined]
         return reader
 
@@ -137,6 +146,7 @@ def upload(
         headers={"Content-Type": "application/octet-stream"},
     )
     client.transport.count(sent=size)
+    return state["digest"].hexdigest() if state["digest"] is not None else None
 
 
 def download(

@@ -27,14 +27,15 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vip_smk.archives import extract_archive, recover_extraction
 from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
+from vip_smk.rules import local_name
 from vip_smk import local_tree as lt
 from vip_smk.local_tree import check_local_tree  # noqa: F401  (re-exported)
 from vip_smk.progress import Progress, want_progress
@@ -66,6 +67,7 @@ class TransferReport:
     skipped: list[str] = field(default_factory=list)
     extracted: list[str] = field(default_factory=list)  # directories made from archives
     warnings: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # upload with `hasher`: rel -> hex digest
 
     def __str__(self) -> str:
         verb = "uploaded" if self.direction == "upload" else "downloaded"
@@ -133,6 +135,8 @@ def upload_tree(
     progress: bool | None = None,
     checksum: bool = False,
     mtime_check: bool = True,
+    known: Callable[[str], bool | None] | None = None,
+    hasher: Callable[[], Any] | None = None,
 ) -> TransferReport:
     """Make `vip_dir` hold every file of `local_dir` (incremental: unchanged files are not
     re-sent; remote extras are left alone). Raises PreflightError before sending anything if
@@ -141,7 +145,14 @@ def upload_tree(
     A file is re-sent when its size differs from the remote one, or (`mtime_check`) when it
     was modified after the remote copy was written (from the same listing: no extra request;
     2 s of slack for clock skew and whole-second dates), or (`checksum`) when the md5 the
-    server computes differs (one request per same-size file)."""
+    server computes differs (one request per same-size file).
+
+    `known(rel)`, for a file whose remote copy has its size: True = its content is the one
+    sent before (skipped whatever the dates: a file rewritten with the same bytes is not
+    re-sent), False = changed (sent), None = no record (the rules above decide). Missing or
+    other-size remote copies are always sent. `hasher`: a factory of incremental hashes
+    (`vip_smk.core.content.hasher`): each file sent is hashed while it is read for the upload,
+    its hex digest in `report.digests[rel]`."""
     t0 = time.monotonic()
     req0 = client.requests_made
     local_dir = Path(local_dir)
@@ -192,10 +203,13 @@ def upload_tree(
         for f in files:
             listing = remote[lt.parent(f.rel)]
             entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
+            same = None if entry is None or entry.size != f.size or known is None else known(f.rel)
             if entry is not None and entry.is_directory:
                 clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
-            elif entry is not None and entry.size == f.size and not (
-                    mtime_check and lt.newer(f.mtime + skew, entry.last_modification_date)):
+            elif same is False:
+                todo.append(f)
+            elif entry is not None and entry.size == f.size and (same or not (
+                    mtime_check and lt.newer(f.mtime + skew, entry.last_modification_date))):
                 report.files_skipped += 1
                 report.skipped.append(str(f.path))
             else:
@@ -218,7 +232,10 @@ def upload_tree(
         failures: list[tuple[str, Exception]] = []
         try:
             def send(f: lt.LocalFile):
-                client.upload(f.path, lt.join(vip_dir, f.rel), progress=prog.add_bytes)
+                digest = client.upload(f.path, lt.join(vip_dir, f.rel), progress=prog.add_bytes,
+                                       hasher=hasher)
+                if digest is not None:
+                    report.digests[f.rel] = digest
                 prog.file_done()
 
             def sent(f: lt.LocalFile, _, error: Exception | None) -> None:
@@ -280,7 +297,9 @@ def download_tree(
     mtime_check: bool = True,
 ) -> TransferReport:
     """Mirror every file under `vip_dir` into `local_dir` (incremental: files already there
-    with the right size, and not older than the remote copy, are skipped)."""
+    with the right size, and not older than the remote copy, are skipped). Local names are
+    :func:`vip_smk.rules.local_name` of VIP's (``:`` and other characters Windows refuses
+    become ``-``)."""
     t0 = time.monotonic()
     req0 = client.requests_made
     vip_dir = str(vip_dir).rstrip("/") or "/"
@@ -296,7 +315,7 @@ def download_tree(
         for info in files:
             rel = PurePosixPath(info.path).relative_to(vip_dir)
             try:
-                same = local_dir.joinpath(*rel.parts).stat().st_size == info.size
+                same = local_dir.joinpath(*map(local_name, rel.parts)).stat().st_size == info.size
             except OSError:
                 same = False
             if not same:
@@ -310,7 +329,8 @@ def download_tree(
     pairs = []
     for info in infos:
         rel = PurePosixPath(info.path).relative_to(vip_dir)
-        pairs.append((info, local_dir.joinpath(*rel.parts)))
+        # local names valid everywhere (VIP's dd-mm-yyyy_HH:MM:SS folders), as every face does
+        pairs.append((info, local_dir.joinpath(*map(local_name, rel.parts))))
     report = _download_many(client, pairs, workers=workers, progress=progress, extract=extract,
                             call="download_tree", target=vip_dir, mtime_check=mtime_check)
     report.requests = client.requests_made - req0

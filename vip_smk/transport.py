@@ -47,6 +47,7 @@ from vip_smk.errors import (
     VipError,
     error_class,
 )
+from vip_smk.keys import MIN_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,11 @@ class Transport:
         self.bytes_received = 0
         self.clock_skew: float | None = None  # server clock - ours (seconds), once known
         self._last_date: str | None = None
+        # An interactive caller (the CLI) sets this: a server that refuses the connection (or
+        # a host that does not resolve) before it ever answered is reported at once, not retried
+        # (once it has answered, a refusal is a restart: retried as usual).
+        self.fail_fast_unreachable = False
+        self.answered = False
         s = requests.Session()
         s.headers.update({"apikey": api_key, "Accept": "application/json"})
         # Environment settings (proxies, CA bundle) resolved once for our single host instead
@@ -236,7 +242,9 @@ class Transport:
             self.bytes_received += received
 
     def scrub(self, text: str) -> str:
-        if self._key and self._key in text:
+        # only a key of a plausible length (read_api_key refuses shorter ones): a 1-letter
+        # "key" would turn every word holding that letter into ***
+        if len(self._key) >= MIN_KEY_LENGTH and self._key in text:
             text = text.replace(self._key, "***")
         return text
 
@@ -334,7 +342,8 @@ class Transport:
             else:
                 msg = f"connection to {self.url} failed ({short(exc)})"
             err = self.error(TransportError, msg, call=call, target=target)
-            return Attempt(err, True, not refused)
+            retry = not (refused and self.fail_fast_unreachable and not self.answered)
+            return Attempt(err, retry, not refused)
         if isinstance(exc, requests.exceptions.RequestException):
             err = self.error(TransportError, short(exc), call=call, target=target)
             return Attempt(err, False, True)
@@ -457,12 +466,14 @@ class Transport:
                 body.seek(0)
             return self._send_requests(method, endpoint, params, json_body, body, headers, timeout, stream)
         reply = Reply(raw, stream=stream)
+        self.answered = True
         self.note_clock(reply)
         return reply
 
     def _send_requests(self, method, endpoint, params, json_body, body, headers, timeout, stream):
         resp = self.session.request(method, self.base + endpoint, params=params, json=json_body, data=body,
                                     headers=headers, timeout=timeout, stream=stream)
+        self.answered = True
         self.note_clock(resp)
         return resp
 

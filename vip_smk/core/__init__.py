@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import content
 from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
-                         same_inputs, wait)
+                         results_on_vip, same_inputs, wait)
 from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
 from .settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
                        vip_file_check)
@@ -33,6 +33,7 @@ __all__ = [
     "poll",
     "remove_remote",
     "results_layout",
+    "results_on_vip",
     "same_inputs",
     "validate_settings",
     "vip_file_check",

@@ -77,12 +77,15 @@ class Fingerprint:
         return cls(size, mtime_ns, digest)
 
 
-def fingerprint(path: str | os.PathLike, digest: str | None = None) -> Fingerprint:
-    """The file's fingerprint now; ``digest``: the one computed while uploading it (no re-read).
+def fingerprint(path: str | os.PathLike, digest: str | None = None, *,
+                before: os.stat_result | None = None) -> Fingerprint:
+    """The file's fingerprint; ``digest``: the one computed while uploading it (no re-read).
 
-    The stat is taken before the digest is used, so a file rewritten during an upload records
-    its new mtime with the old bytes' digest and is found changed (hashed again) next time."""
-    st = os.stat(path)
+    ``before``: the ``os.stat`` taken BEFORE the bytes were read (pass it with ``digest``): the
+    record then holds that size and mtime, so a file rewritten during the upload has another
+    mtime next time and is hashed again (a stat taken after the read would pair the new mtime
+    with the old bytes' digest, and the new bytes would pass for unchanged without a read)."""
+    st = before if before is not None else os.stat(path)
     return Fingerprint(st.st_size, st.st_mtime_ns, digest if digest is not None else digest_file(path))
 
 

@@ -4,17 +4,19 @@ with backoff, explain a failure."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from pathlib import PurePosixPath
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from .. import rules
-from ..client import Execution, InvalidInput, NotFound, ServerError, TransportError, VipClient, VipError
+from ..client import CapacityError, Execution, InvalidInput, NotFound, ServerError, TransportError, VipClient, VipError
 
 log = logging.getLogger("vip_smk.core")
 
 __all__ = ["adoptable_on_vip", "failure_detail", "find_adoptable", "launch_or_adopt", "poll",
-           "same_inputs", "wait"]
+           "results_on_vip", "same_inputs", "wait"]
 
 
 
@@ -76,7 +78,10 @@ def adoptable_on_vip(client: VipClient, *, name: str, pipeline_id: str, values: 
                      include_failed: bool = False) -> Execution | None:
     """:func:`find_adoptable` over VIP's listing (``executions`` if already fetched, else one
     ``GET executions``); an entry of that name whose listing lacks the inputs, pipeline or
-    start date is read in full (``GET executions/{id}``)."""
+    start date is read in full (``GET executions/{id}``). A Finished execution is adopted only
+    if its returned files are still on VIP (:func:`results_on_vip`: one listing of its results
+    folder), else the next candidate is tried: a name used again after ``finish()`` (in another
+    folder, whose backup knows nothing of the first) launches anew."""
     listing = client.executions() if executions is None else executions
     full = []
     for e in listing:
@@ -90,25 +95,95 @@ def adoptable_on_vip(client: VipClient, *, name: str, pipeline_id: str, values: 
                     raise
                 continue
         full.append(e)
-    return find_adoptable(full, name=name, pipeline_id=pipeline_id, values=values,
-                          exclude=exclude, started_after=started_after,
-                          include_failed=include_failed)
+    gone: set[str] = set()
+    while True:
+        ex = find_adoptable(full, name=name, pipeline_id=pipeline_id, values=values,
+                            exclude=_Union(exclude, gone), started_after=started_after,
+                            include_failed=include_failed)
+        if ex is None or ex.status != rules.SUCCESS or results_on_vip(client, ex):
+            return ex
+        log.info("%s: execution %s is Finished but its results are no longer on VIP: not adopted",
+                 name, ex.identifier)
+        gone.add(ex.identifier)
+
+
+class _Union:
+    """Membership in either of two containers."""
+
+    def __init__(self, a: Container[str], b: Container[str]) -> None:
+        self._a, self._b = a, b
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._a or item in self._b
+
+
+def results_on_vip(client: VipClient, execution: Execution) -> bool:
+    """Whether a Finished execution's returned files are all still on VIP (a session that
+    ``finish()``-ed removed them; adopting it would download nothing). One listing of its
+    results folder (one per folder if they are several); the files themselves are not read.
+    An execution that returned nothing has nothing to lose: True."""
+    paths = execution.output_paths
+    if not paths:
+        try:
+            paths = client.execution(execution.identifier).output_paths
+        except (NotFound, InvalidInput) as exc:
+            if not _unknown_execution(exc):
+                raise
+            return False
+    if not paths:
+        return True
+    folders: dict[str, set[str]] = {}
+    for p in paths:
+        pp = PurePosixPath(str(p))
+        folders.setdefault(str(pp.parent), set()).add(pp.name)
+    for folder, names in folders.items():
+        try:
+            present = {PurePosixPath(i.path).name for i in client.list(folder)}
+        except NotFound:
+            return False
+        if not names <= present:
+            return False
+    return True
 
 
 def launch_or_adopt(client: VipClient, pipeline_id: str, values: Mapping[str, Any],
                     results_location: str, name: str, *,
                     executions: list[Execution] | None = None, exclude: Container[str] = (),
-                    started_after: int | None = None) -> tuple[Execution, bool]:
+                    started_after: int | None = None,
+                    wait_for_slot: float | None = None,
+                    on_wait: Callable[[CapacityError], None] | None = None) -> tuple[Execution, bool]:
     """Launch ``pipeline_id`` on ``values`` unless VIP already has that execution (see
     :func:`find_adoptable`): never a duplicate. Returns ``(execution, adopted)``. The POST
-    itself is never duplicated either (:meth:`VipClient.launch` adopts a lost reply)."""
-    ex = adoptable_on_vip(client, name=name, pipeline_id=pipeline_id, values=values,
-                          executions=executions, exclude=exclude, started_after=started_after)
-    if ex is not None:
-        log.info("%s: execution %s of %s already on VIP (%s): adopted, not launched again",
-                 name, ex.identifier, pipeline_id, ex.status)
-        return ex, True
-    return client.launch(pipeline_id, dict(values), results_location, name), False
+    itself is never duplicated either (:meth:`VipClient.launch` adopts a lost reply).
+
+    ``wait_for_slot`` (seconds, the longest pause): when VIP refuses the launch because the
+    account runs its maximum of executions (error 2001; a new account runs 1), wait for a slot
+    and try again (adoption checked again first) instead of raising :class:`CapacityError`;
+    ``on_wait(error)`` is called once when the wait starts (to tell the user)."""
+    delay = 1.0
+    said = False
+    while True:
+        ex = adoptable_on_vip(client, name=name, pipeline_id=pipeline_id, values=values,
+                              executions=executions, exclude=exclude, started_after=started_after)
+        if ex is not None:
+            log.info("%s: execution %s of %s already on VIP (%s): adopted, not launched again",
+                     name, ex.identifier, pipeline_id, ex.status)
+            return ex, True
+        try:
+            return client.launch(pipeline_id, dict(values), results_location, name), False
+        except CapacityError as exc:
+            if wait_for_slot is None:
+                raise
+            if not said:
+                if on_wait is not None:
+                    on_wait(exc)
+                else:
+                    log.warning("%s: VIP runs no more executions for this account now (%s): "
+                                "waiting for a slot", name, exc)
+                said = True
+        time.sleep(delay)
+        delay = min(float(wait_for_slot), delay * 2)
+        executions = None  # listed again: an execution of this name may have appeared
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,13 +224,14 @@ def poll(client: VipClient, ids: Iterable[str]) -> dict[str, Execution]:
 def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: float = 1.0,
          timeout: float | None = None,
          on_round: Callable[[dict[str, Execution]], None] | None = None,
-         retry_errors: bool = False) -> dict[str, Execution]:
+         retry_errors: bool = False, stop: threading.Event | None = None) -> dict[str, Execution]:
     """Poll ``ids`` (one :func:`poll` per round, over those still running) until every one is
     over; returns their last states. The first round is immediate, the next after ``first``
     seconds, then the pause doubles up to ``refresh``. After ``timeout`` seconds it returns
     what it has (some may still be running). ``on_round(states)`` is called after each round.
     ``retry_errors``: a round that cannot reach VIP (transport or server error) is logged and
-    tried again later instead of raising (runs that last days outlive outages)."""
+    tried again later instead of raising (runs that last days outlive outages). ``stop``: when
+    set, returns what it has at once (the executions keep running on VIP)."""
     ids = list(dict.fromkeys(str(i) for i in ids))
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     delay = max(0.0, min(float(first), float(refresh)))
@@ -180,7 +256,10 @@ def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: f
             if left <= 0:
                 return states
             pause = min(pause, left)
-        time.sleep(pause)
+        if stop is None:
+            time.sleep(pause)
+        elif stop.wait(pause):
+            return states
         delay = min(float(refresh), max(delay * 2, 0.1))
 
 

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .. import rules
-from ..client import Execution, PathInfo, VipClient
+from ..client import Execution, PathInfo, TooLarge, VipClient
 
 log = logging.getLogger("vip_smk.core")
 
@@ -83,6 +83,7 @@ class ResultsReport:
     skipped: list[Path] = field(default_factory=list)
     extracted: list[Path] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # vip path -> why
+    too_large: dict[str, tuple[int, int]] = field(default_factory=dict)  # vip path -> (size, limit)
     warnings: list[str] = field(default_factory=list)
     bytes: int = 0  # bytes received
 
@@ -150,6 +151,8 @@ def download_results(client: VipClient, executions: Iterable[Execution] | Mappin
         tr = exc.report
         for path, why in exc.failures:
             report.failed[str(path)] = str(why)
+            if isinstance(why, TooLarge):  # VIP will never send it (also in .failed)
+                report.too_large[str(path)] = (why.size, why.limit)
     report.downloaded = [Path(p) for p in tr.transferred]
     report.skipped += [Path(p) for p in tr.skipped]
     report.extracted = [Path(p) for p in tr.extracted]

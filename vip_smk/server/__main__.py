@@ -18,13 +18,14 @@ key printed once and stored in ``<data-dir>/apikey`` (mode 0600), and reused aft
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("vip_smk.server")
@@ -34,11 +35,18 @@ USERS_ENV = "VIP_SMK_SERVE_USERS"
 MAX_SIZE_DIRECT_TRANSFER = 15_000_000  # VIP-portal's shipped maxSizeDirectTransfer (bytes)
 
 
+def _shipped_apps() -> str:
+    """The shipped apps' identifiers, read from their descriptors as the server loads them."""
+    from vip_smk.server.pipelines import load_pipelines
+
+    return ", ".join(sorted(load_pipelines(), key=str.lower))
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.description = (
         "Run a local VIP server on this machine: VIP's REST API under URL/rest/ (header "
-        "'apikey'), running Boutiques apps here (shipped: TextStats/1.0, Smooth/1.0, PairStats/1.0, "
-        "Sleep/1.0, Fail/1.0; add yours with --apps-dir). As strict as VIP by default. Give the printed 'VIP portal URL' to VIP clients."
+        f"'apikey'), running Boutiques apps here (shipped: {_shipped_apps()}; add yours with --apps-dir). "
+        "As strict as VIP by default. Give the printed 'VIP portal URL' to VIP clients."
     )
     parser.epilog = (
         "Restart behaviour: nothing is lost; executions that were running when the server stopped "
@@ -90,6 +98,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                         help="count requests by method and route, served (outside /rest) at "
                              "GET /__vip_smk/requests; DELETE there resets them (default off)")
     parser.add_argument("--log-level", default="INFO", help="server log level (default INFO)")
+    parser.add_argument("--parent-pid", type=int, default=None, metavar="PID",
+                        help="stop (killing running apps) as soon as process PID is gone: a "
+                             "server started for a test or a notebook does not outlive it even "
+                             "when it is killed -9 (LocalServer sets it unless detach=True)")
     return parser
 
 
@@ -145,10 +157,14 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     data_dir.mkdir(parents=True, exist_ok=True)
     # one server per data dir: the lock is held as long as this process lives
-    lock_file = open(data_dir / "server.lock", "w")
+    # (an OS lock, via filelock: flock on Unix, msvcrt on Windows; the OS releases a dead
+    # holder's, so a killed server never blocks the next start)
+    from filelock import FileLock, Timeout
+
+    data_lock = FileLock(data_dir / "server.lock", timeout=0, thread_local=False)
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        data_lock.acquire()
+    except Timeout:
         print(f"vip-smk serve: another server is already running on {data_dir}", file=sys.stderr)
         return 1
     store = Store(data_dir)
@@ -213,8 +229,12 @@ def serve(args: argparse.Namespace) -> int:
     # make that a no-op so that the clean-up below runs (jobs stopped, server.json removed)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
+    server = uvicorn.Server(uv_config)
+    if args.parent_pid:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid, server), daemon=True,
+                         name="parent-watch").start()
     try:
-        uvicorn.Server(uv_config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         engine.shutdown()
         api.deleter.flush()
@@ -224,8 +244,24 @@ def serve(args: argparse.Namespace) -> int:
         except (OSError, ValueError):
             pass
         store.close()
+        data_lock.release()
         log.info("stopped")
     return 0
+
+
+def _watch_parent(pid: int, server, interval: float = 0.25) -> None:
+    """Stop ``server`` when process ``pid`` is gone (portable: polls the pid, and on Unix also
+    whether this process was re-parented, which covers a reused pid). The clean-up of
+    :func:`serve` then kills the running apps."""
+    from vip_smk.util import pid_alive
+
+    ours = os.name != "nt" and os.getppid() == pid
+    while not server.should_exit:
+        if not pid_alive(pid) or (ours and os.getppid() != pid):
+            log.warning("the parent process (pid %s) is gone: stopping", pid)
+            server.should_exit = True
+            return
+        time.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:

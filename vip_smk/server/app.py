@@ -166,7 +166,12 @@ class Api:
     async def get_pipeline(self, request: Request):
         self.auth(request)
         pid = request.path_params["pid"].strip("/")
-        return JSONResponse(self.pipeline(pid).to_json())
+        pipeline = self.pipeline(pid)
+        if request.query_params.get("format") == "boutiques":
+            # VIP-portal 4.6 (PipelineController.getBoutiquesDescriptor): the whole descriptor,
+            # for "name/version" as one (%2F) or two path segments
+            return JSONResponse(pipeline.descriptor)
+        return JSONResponse(pipeline.to_json())
 
     def pipeline(self, pid) -> Pipeline:
         if not isinstance(pid, str) or "/" not in pid:
@@ -455,6 +460,29 @@ class Api:
         await run_in_threadpool(self.engine.kill, ex["id"])
         return Response(status_code=204)
 
+    async def play(self, request: Request):
+        user = self.auth(request)
+        self.own_execution(user, request.path_params["eid"])
+        raise ApiError(8001, "Not implemented: an execution cannot be played through the API")
+
+    async def update_execution(self, request: Request):
+        """PUT /executions/{id}: VIP changes the execution's name (other fields are ignored);
+        the reply is the updated execution."""
+        user = self.auth(request)
+        ex = self.own_execution(user, request.path_params["eid"])
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ApiError(8009, 'Input field not valid: expected a JSON Execution object, e.g. {"name": "..."}')
+        name = body.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise ApiError(8019, f"Invalid execution name {name!r}: use letters, digits, '-', '_' and spaces")
+            self.store.update_execution(ex["id"], name=name)
+        return JSONResponse(self.execution_json(self.own_execution(user, ex["id"])))
+
     async def delete_put(self, request: Request):
         user = self.auth(request)
         ex = self.own_execution(user, request.path_params["eid"])
@@ -500,9 +528,11 @@ class Api:
         return await run_in_threadpool(self._launch, user, body)
 
     def _launch(self, user: User, body: dict):
+        # VIP validates the Execution bean first: a missing (null) required field is 8009
+        missing = [k for k in ("name", "pipelineIdentifier", "inputValues") if body.get(k) is None]
+        if missing:
+            raise ApiError(8009, f"Input field not valid: {', '.join(missing)} must not be null")
         pid = body.get("pipelineIdentifier")
-        if pid is None:
-            raise ApiError(8005, "Missing pipelineIdentifier")
         pipeline = self.pipeline(pid)
         name = body.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -557,6 +587,8 @@ def build_app(store: Store, engine: Engine, pipelines: dict[str, Pipeline], conf
         Route("/rest/executions/count", api.count_executions, methods=["GET"]),
         Route("/rest/executions/{eid}", api.get_execution, methods=["GET"]),
         Route("/rest/executions/{eid}", api.delete_execution, methods=["DELETE"]),
+        Route("/rest/executions/{eid}", api.update_execution, methods=["PUT"]),
+        Route("/rest/executions/{eid}/play", api.play, methods=["PUT"]),
         Route("/rest/executions/{eid}/results", api.results, methods=["GET"]),
         Route("/rest/executions/{eid}/stdout", api.stdout, methods=["GET"]),
         Route("/rest/executions/{eid}/stderr", api.stderr, methods=["GET"]),

@@ -42,6 +42,10 @@ class LocalServer:
     ``archive_uploads``, ``null_dates``, ``storage_delay_ms``, ``delete_delay_ms`` map to the
     options of the same name (``vip-smk serve --help``).
 
+    Not detached (the default: tests, notebooks), the server watches this process and stops,
+    killing its running apps, within a second of its end, even a ``kill -9`` (``--parent-pid``).
+    ``detach=True`` (the study's and the demo's server) outlives it, in a session of its own.
+
     ``users``: ``["NAME:KEY[:PASSWORD]", ...]``; with none, the server's user ``local`` is
     used (its key read from ``<data_dir>/apikey``). ``port=0`` lets the server pick a free port
     (it binds it itself and reports it through ``server.json``: no race).
@@ -132,6 +136,8 @@ class LocalServer:
             cmd += ["--md5"]
         if self.archive_uploads:
             cmd += ["--archive-uploads"]
+        if not self.detach:  # a server for this process only: it stops when we are gone
+            cmd += ["--parent-pid", str(os.getpid())]
         return cmd
 
     # ---------------------------------------------------------------- request counts

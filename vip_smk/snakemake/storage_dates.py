@@ -21,7 +21,6 @@ appended under a file lock: concurrent Snakemake processes sharing the directory
 cluster) keep and see each other's entries.
 """
 
-import fcntl
 import json
 import logging
 import os
@@ -114,9 +113,10 @@ class DateBook:
     def _locked(self):
         """The book's lock (a separate file: the book itself is replaced when compacted)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path.with_name(BOOK_NAME + ".lock"), "ab")
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        return fh
+        # an OS lock (flock / msvcrt): a dead holder's is released
+        from filelock import FileLock
+
+        return FileLock(self.path.with_name(BOOK_NAME + ".lock"), thread_local=False)
 
     def _append(self, records: list[dict]) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()

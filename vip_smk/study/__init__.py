@@ -2,8 +2,8 @@
 
 By concern:
 
-- :mod:`.config`  -- load the YAML, check it against the schema (defaults come from it),
-  expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
+- :mod:`.schema`  -- load the YAML, check it against the schema (defaults come from it);
+- :mod:`.config`  -- the model (Study, Session, VipSettings); expand `study:` grids and `sessions:` into sessions, validate them against the pipelines
   (the shipped descriptors for ``url: local``: a dry run starts nothing);
 - :mod:`.descriptors` -- the pipelines known without a request (shipped apps, a run's cache);
 - :mod:`.connect` -- the study's VIP: the embedded local server (started, restarted) or a portal;
@@ -35,8 +35,8 @@ from .config import (
     slug,
 )
 from .descriptors import shipped_descriptors
-from .connect import StudyError, StudyVip, ensure_local_server
-from .runs import clear_stale_lock, forget_run, record_run
+from .connect import StudyError, StudyVip, ensure_local_server, save_descriptors
+from .runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
 from .steps import (
     check_study,
     download_session,
@@ -60,23 +60,34 @@ from .summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, 
 
 def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:
     """`load_study` for the Snakefile: a config mistake becomes a Snakemake WorkflowError
-    (a clean message, no traceback) so that even `snakemake -n` stops on it. Log records of
-    the parse (retry warnings...) go to stderr with time and logger name."""
+    (a clean message, no traceback) so that even `snakemake -n` stops on it."""
+    study, error = study_or_error(config, workdir)
+    if error is not None:
+        raise error
+    return study
+
+
+def study_or_error(config: Mapping[str, Any], workdir=None):
+    """(study, None), or (None, WorkflowError listing every mistake) for the Snakefile to
+    raise itself: Snakemake then shows no frame of ours. Log records of the parse (retry
+    warnings...) go to stderr with time and logger name."""
     from snakemake.exceptions import WorkflowError
 
     log_to_stderr()
     try:
-        return load_study(config, workdir)
+        return load_study(config, workdir), None
     except (StudyConfigError, StudyError) as exc:
-        raise WorkflowError(str(exc)) from None
+        return None, WorkflowError(str(exc))
 
 
 __all__ = [
-    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip", "VipSettings",
-    "check_config", "check_study", "clear_stale_lock", "download_session", "ensure_local_server",
-    "expand_sessions", "failed_sessions", "finish_dataset", "finish_session", "forget_run", "job_log",
-    "launch_session", "load_config", "load_study", "load_study_or_fail", "log_to_stderr", "read_json",
-    "record_run", "rule_check", "rule_finish_dataset", "rule_finish_session", "rule_launch", "rule_summary",
-    "rule_upload", "rule_wait_and_download", "shipped_descriptors", "slug", "summary_rows", "summary_text",
-    "upload_dataset", "wait_session", "write_json_atomic", "write_summary",
+    "SUMMARY_COLUMNS", "Session", "Study", "StudyConfigError", "StudyError", "StudyVip",
+    "VipSettings", "check_config", "check_study", "clear_stale_lock", "download_session",
+    "ensure_local_server", "expand_sessions", "failed_sessions", "finish_dataset", "finish_session",
+    "forget_run", "job_log", "launch_session", "load_config", "load_study", "load_study_or_fail",
+    "log_to_stderr", "read_json", "record_run", "rule_check", "rule_finish_dataset",
+    "rule_finish_session", "rule_launch", "rule_summary", "rule_upload", "rule_wait_and_download",
+    "save_descriptors", "shipped_descriptors", "slug", "stop_on_interrupt", "study_or_error",
+    "summary_rows", "summary_text", "upload_dataset", "wait_session", "write_json_atomic",
+    "write_summary",
 ]

@@ -8,7 +8,6 @@ key).
 
 from __future__ import annotations
 
-import copy
 import difflib
 import glob
 import hashlib
@@ -17,25 +16,28 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field, fields
-from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-import yaml
+from .schema import (  # noqa: F401 - re-exported: the study's config API
+    SCHEMA_PATH,
+    StudyConfigError,
+    _raise_if_any,
+    check_config,
+    config_problems,
+    fill_defaults,
+    load_config,
+    schema,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 _GLOB_CHARS = set("*?[")
 _RESERVED = {"datasets", "logs"}
 MAX_SESSION_NAME = 100
-
-
-class StudyConfigError(ValueError):
-    """A mistake in the study configuration; the message names the session and the key."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +102,11 @@ class Study:
     sessions: dict[str, Session]
     results: Path
     workdir: Path = field(default_factory=Path.cwd)
+    # set on Ctrl-C (runs.stop_on_interrupt): waiting steps end within a second, leaving
+    # their executions running on VIP for the next run to resume
+    stop: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    # pipelines asked to VIP while loading (id -> VIP JSON): a real run keeps them for dry runs
+    learned: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def remote_root(self) -> str:
@@ -132,117 +139,6 @@ class Study:
              "inputs": s.input_values},
             sort_keys=True,
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Schema: defaults, unknown keys, types
-# --------------------------------------------------------------------------------------------
-
-
-@cache
-def _schema_text() -> str:
-    return SCHEMA_PATH.read_text(encoding="utf-8")
-
-
-def schema() -> dict[str, Any]:
-    return yaml.safe_load(_schema_text())
-
-
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML study config file -> dict (a mistake in the YAML names the file and line)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise StudyConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    except OSError as exc:
-        raise StudyConfigError(f"{path}: {exc.strerror}") from None
-    return data or {}
-
-
-def fill_defaults(data: Any, sch: Mapping[str, Any]) -> Any:
-    """Fill the schema's `default`s into `data` (in place; returned)."""
-    if isinstance(data, dict) and sch.get("type") == "object":
-        for key, sub in (sch.get("properties") or {}).items():
-            if key not in data and "default" in sub:
-                data[key] = copy.deepcopy(sub["default"])
-            if key in data:
-                fill_defaults(data[key], sub)
-        extra = sch.get("additionalProperties")
-        if isinstance(extra, dict):
-            for key in data:
-                if key not in (sch.get("properties") or {}):
-                    fill_defaults(data[key], extra)
-    elif isinstance(data, list) and isinstance(sch.get("items"), dict):
-        for item in data:
-            fill_defaults(item, sch["items"])
-    return data
-
-
-def _unknown_keys(data: Any, sch: Mapping[str, Any], where: str) -> list[str]:
-    """One line per key the schema does not allow, with the closest known key."""
-    out: list[str] = []
-    if isinstance(data, dict) and sch.get("type") == "object":
-        props = sch.get("properties") or {}
-        extra = sch.get("additionalProperties", True)
-        for key, value in data.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key in props:
-                out += _unknown_keys(value, props[key], path)
-            elif extra is False:
-                place = f"in {where}" if where else "at the top level"
-                close = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.5)
-                hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(props)}"
-                out.append(f"{path}: unknown key '{key}' {place} ({hint})")
-            elif isinstance(extra, dict):
-                out += _unknown_keys(value, extra, path)
-    elif isinstance(data, list) and isinstance(sch.get("items"), dict):
-        for i, item in enumerate(data):
-            out += _unknown_keys(item, sch["items"], f"{where}[{i}]")
-    return out
-
-
-def _schema_problem(exc: Exception) -> str:
-    """A jsonschema ValidationError (wrapped by Snakemake) -> 'key.path: message'."""
-    err = exc
-    while err is not None and not hasattr(err, "absolute_path"):
-        err = err.__cause__ or err.__context__
-    err = err or exc
-    if hasattr(err, "absolute_path"):
-        parts = list(err.absolute_path)
-        path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
-        return f"{path or 'config'}: {err.message}"
-    return " ".join(str(exc).split())[:300]
-
-
-def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `config` checked against the schema, defaults filled in. Raises
-    StudyConfigError: unknown keys (with the closest known one), then type/range mistakes,
-    each on one line naming the key."""
-    if not isinstance(config, Mapping):
-        raise StudyConfigError("invalid study configuration: the config is not a mapping of keys")
-    data = copy.deepcopy(dict(config))
-    sch = schema()
-    _raise_if_any(_unknown_keys(data, sch, ""))
-    fill_defaults(data, sch)
-    try:
-        from snakemake.utils import validate
-    except ImportError:  # without Snakemake: defaults and unknown keys only
-        return data
-    try:
-        validate(data, str(SCHEMA_PATH), set_default=True)
-    except Exception as exc:  # WorkflowError wrapping jsonschema's ValidationError
-        _raise_if_any([_schema_problem(exc)])
-    return data
-
-
-def _raise_if_any(items: list[str]) -> None:
-    if not items:
-        return
-    if len(items) == 1:
-        raise StudyConfigError(f"invalid study configuration: {items[0]}")
-    head = f"invalid study configuration ({len(items)} errors):"
-    raise StudyConfigError("\n  ".join([head, *items]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,10 +376,28 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
     `descriptors`: pipeline id -> Pipeline / VIP JSON / None (unknown). When not given: the
     shipped apps for `url: local` (no server started), the cache of the last real run for a
     VIP URL, else fetched from VIP (read-only requests)."""
+    wd = Path(workdir or os.getcwd()).resolve()
+    config, problems = config_problems(config)
+    if not problems:
+        return _load_checked(config, wd, descriptors)
+    # Schema mistakes: the other checks still run where the config allows, so that one pass
+    # reports every mistake; those they cannot make sense of are left to the next pass.
+    try:
+        _load_checked(config, wd, descriptors, offline=True)
+    except StudyConfigError as exc:
+        problems += getattr(exc, "problems", None) or [str(exc)]
+    except Exception as exc:  # the structure is too broken to go further
+        log.debug("further checks skipped: %r", exc)
+    _raise_if_any(problems)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, Any] | None,
+                  offline: bool = False) -> Study:
+    """load_study on a config that passed the schema (or, `offline`, one that did not: no
+    request is made to VIP then)."""
     from vip_smk.client import Pipeline
 
-    wd = Path(workdir or os.getcwd()).resolve()
-    config = check_config(config)
     vip = VipSettings.from_config(config.get("vip"))
     name = config["name"]
     errors = _Errors()
@@ -522,33 +436,45 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
         if datasets[ds].is_dir():
             for problem in _dataset_problems(datasets[ds]):
                 errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
-    errors.raise_if_any()  # structural errors first: VIP is never asked about those
-
     from .descriptors import offline_descriptors
 
+    # every alias is checked (an unused one with a wrong id too); sessions use the used ones
+    all_pipelines = dict(pipelines)
     used = {s["pipeline"] for s in specs}
-    pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}  # the rest: unused
-    wanted = sorted(set(pipelines.values()))
+    pipelines = {alias: pid for alias, pid in pipelines.items() if alias in used}
+    wanted = sorted(set(all_pipelines.values()))
+    known_offline = True
+    learned: dict[str, Any] = {}
     if descriptors is None:
         descriptors = dict(offline_descriptors(vip, wd) or {})
         missing = [pid for pid in wanted if pid not in descriptors]
         if missing and not vip.is_local:
-            from .connect import fetch_descriptors
+            if offline or errors.items:  # VIP is never asked about a study with mistakes
+                known_offline = False
+            else:
+                from .connect import fetch_descriptors
 
-            descriptors.update(fetch_descriptors(vip, missing, wd))
+                learned = {k: v for k, v in fetch_descriptors(vip, missing, wd).items() if v is not None}
+                descriptors.update(learned)
+                descriptors.update({pid: None for pid in missing if pid not in learned})
     models = {pid: (d if d is None or isinstance(d, Pipeline) else Pipeline.from_json(d))
               for pid, d in descriptors.items()}
     study_root = str(PurePosixPath(vip.root) / name)
     files = _DatasetFiles(datasets)
     sessions: dict[str, Session] = {}
     where_vip = "the shipped apps of the local VIP" if vip.is_local else vip.url
-    for alias, pid in pipelines.items():
-        if models.get(pid) is None:
+    for alias, pid in all_pipelines.items():
+        if models.get(pid) is None and (pid in descriptors or known_offline):
             users = sorted({s["name"] for s in specs if s["pipeline"] == alias})
+            close = difflib.get_close_matches(pid, [k for k, v in models.items() if v is not None], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            used_by = (f"used by {users[:3]}{'...' if len(users) > 3 else ''}" if users
+                       else "used by no session")
             errors.add(f"pipeline '{alias}'", f"pipelines.{alias}.id",
-                       f"pipeline {pid!r} not found on VIP ({where_vip}); used by {users[:3]}"
-                       f"{'...' if len(users) > 3 else ''}")
+                       f"pipeline {pid!r} not found on VIP ({where_vip}){hint}; {used_by}")
     for spec in specs:
+        if spec["pipeline"] not in pipelines or spec["dataset"] not in datasets:
+            continue  # reported above
         pid = pipelines[spec["pipeline"]]
         desc = models.get(pid)
         if desc is None:
@@ -561,4 +487,4 @@ def load_study(config: Mapping[str, Any], workdir: str | os.PathLike | None = No
         )
     errors.raise_if_any()
     return Study(name=name, vip=vip, datasets=datasets, pipelines=pipelines, sessions=sessions,
-                 results=Path(config["results"]), workdir=wd)
+                 results=Path(config["results"]), workdir=wd, learned=learned)

@@ -9,14 +9,11 @@ Errors a user can fix (key, URL) become one-line `StudyError`s naming what to ch
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
-
-from vip_smk.util import read_json
+from typing import Any
 
 from .config import StudyConfigError, VipSettings
 from .descriptors import descriptor_cache
@@ -29,40 +26,15 @@ class StudyError(RuntimeError):
 
 
 def ensure_local_server(local_dir: Path, workers: int = 2):
-    """The local server on `local_dir`: attach to the running one, else start it detached
-    (it outlives this run so that the next run resumes against the same data)."""
+    """The local server on `local_dir`, attached or started (`vip_smk.urls.ensure_local_server`,
+    the one implementation the CLI and VipClient('local') share)."""
+    from vip_smk.errors import InvalidInput
+    from vip_smk.urls import ensure_local_server as ensure
+
     try:
-        from vip_smk.server import LocalServer
-    except ImportError as exc:  # pragma: no cover - base install
-        raise StudyError(f"url 'local' needs the local VIP server: pip install 'vip-smk[server]' ({exc})") from None
-    local_dir = Path(local_dir)
-    local_dir.mkdir(parents=True, exist_ok=True)
-    srv = LocalServer.attach(local_dir)
-    if srv is not None:
-        return srv
-    with _file_lock(local_dir / ".start.lock"):
-        srv = LocalServer.attach(local_dir)
-        if srv is None:
-            stale = read_json(local_dir / "server.json")  # left behind by a server that died
-            if isinstance(stale, dict):
-                log.warning("the local VIP server (pid %s) is gone: starting it again (data in %s)",
-                            stale.get("pid"), local_dir)
-            else:
-                log.info("starting the local VIP server (data in %s)", local_dir)
-            srv = LocalServer(local_dir, port=0, workers=workers, detach=True,
-                              log_file=local_dir / "server.log")
-            srv.start(timeout=60)
-    return srv
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        return ensure(Path(local_dir), workers)
+    except InvalidInput as exc:  # the server extra is not installed
+        raise StudyError(str(exc)) from None
 
 
 def _new_client(url: str, *, key_env: str | None = None, key_file: Path | None = None, **kw):
@@ -82,7 +54,8 @@ class StudyVip:
         self.workdir = Path(workdir)
         # the embedded server is ours: when it does not answer for 15 s, see whether it died
         budget = min(vip.retry_seconds, 15.0) if vip.is_local else vip.retry_seconds
-        self._kw = {"workers": vip.workers, "retry_budget": budget, **kw}
+        # vip.retry_seconds is a time: the count of retries does not cut it short
+        self._kw = {"workers": vip.workers, "retries": 1_000_000, "retry_budget": budget, **kw}
         self._own = client is None
         self._server = None
         self.client = client if client is not None else self._connect()

@@ -153,6 +153,15 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
 # --------------------------------------------------------------------------------------------
 
 
+def _stopped(name: str, ids: list[str]) -> StudyError:
+    """Ctrl-C (Study.stop): what is left on VIP, in one line."""
+    if not ids:
+        return StudyError(f"session {name}: stopped (Ctrl-C) while waiting for a slot, not launched; the "
+                          f"executions in flight keep running on VIP: run again to resume")
+    return StudyError(f"session {name}: stopped (Ctrl-C); execution(s) {', '.join(ids)} keep running on VIP: "
+                      f"run again to resume (nothing is launched twice)")
+
+
 def _history_path(marker: Path) -> Path:
     return marker.parent / "launch-history.json"
 
@@ -251,7 +260,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                     if waited_since is None:
                         waited_since = time.monotonic()
                         log.info("session %s: %d execution(s) in flight (vip.max_running): waiting for a slot", name, cap)
-                    time.sleep(poll)
+                    if study.stop.wait(poll):
+                        raise _stopped(name, [])
                     continue
                 ex, adopted = core.launch_or_adopt(conn.client, session.pipeline_id, session.input_values,
                                                    results_location, name, executions=executions, exclude=excluded)
@@ -260,7 +270,8 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
                 if waited_since is None:
                     waited_since = time.monotonic()
                 log.info("session %s: VIP is at capacity (%s): waiting for a slot", name, exc.code or exc)
-                time.sleep(poll)
+                if study.stop.wait(poll):
+                    raise _stopped(name, []) from None
             except (TransportError, ServerError) as exc:
                 conn.recover(exc, f"session {name}")
     info = {
@@ -345,10 +356,12 @@ def wait_session(study: Study, name: str, launched: str | os.PathLike, marker: s
                     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                     current = core.wait(conn.client, ids, refresh=float(study.vip.poll_seconds),
                                         first=min(1.0, float(study.vip.poll_seconds)), timeout=remaining,
-                                        on_round=on_round)
+                                        on_round=on_round, stop=study.stop)
                     break
                 except (TransportError, ServerError) as exc:
                     conn.recover(exc, f"session {name}")
+            if study.stop.is_set() and any(e.is_running for e in current.values()):
+                raise _stopped(name, ids)
             gone = [eid for eid in ids if eid not in current]
             if gone:
                 raise StudyError(

@@ -10,10 +10,14 @@ wildcard_constraints:
 if workflow.is_main_process:
     # A run killed with kill -9 leaves Snakemake's lock behind: drop it if its process is gone.
     vs.clear_stale_lock(".")
+    # Ctrl-C: the waiting job ends within a second, its executions keep running on VIP
+    vs.stop_on_interrupt(STUDY)
 
 
 onstart:
     vs.record_run(".")
+    # a real run (not -n): keep the pipelines read from VIP, the next dry run asks nothing
+    vs.save_descriptors(STUDY.vip, STUDY.workdir, STUDY.learned)
 
 
 onsuccess:

@@ -469,6 +469,48 @@ def test_key_given_instead_of_variable_name_is_not_echoed(vip_server, tmp_path, 
         assert pasted not in str(err.value) and "api-key-env" in str(err.value)
 
 
+def test_url_local_works_and_a_bad_url_names_the_url_setting(tmp_path, monkeypatch):
+    """Issue 22 item 8: url 'local' (the setting or $VIP_URL) is the CLI's: the local VIP of
+    ./.vip-local, its key file the default; a bad URL's error names the url setting."""
+    import logging
+
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv("VIP_URL", raising=False)
+    log = logging.getLogger("t")
+    try:
+        p = StorageProvider(local_prefix=tmp_path / "p", logger=log,
+                            settings=StorageProviderSettings(url="local", api_key_env=KEY_ENV))
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        assert srv is not None and p.client.url == srv.url.rstrip("/")
+        obj = p.object("vip://vip/Home/local-url/x.txt")
+        obj.local_path().parent.mkdir(parents=True)
+        obj.local_path().write_text("x\n")
+        obj.store_object()
+        assert obj.exists() and obj.size() == 2
+        p.client.close()
+        monkeypatch.setenv("VIP_URL", "local")  # the environment's 'local': the same server
+        q = StorageProvider(local_prefix=tmp_path / "q", logger=log,
+                            settings=StorageProviderSettings(api_key_env=KEY_ENV))
+        assert q.client.url == srv.url.rstrip("/") and q.object("vip://vip/Home/local-url/x.txt").exists()
+        q.client.close()
+    finally:
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        if srv is not None:
+            srv.stop()
+    monkeypatch.setenv(KEY_ENV, "some-test-key-123")
+    for url, setting in (("vip.creatis.insa-lyon.fr", "--storage-vip-url"), (None, "$VIP_URL")):
+        monkeypatch.setenv("VIP_URL", "ftp://x")
+        with pytest.raises(WorkflowError) as err:
+            StorageProvider(local_prefix=tmp_path / "r", logger=log,
+                            settings=StorageProviderSettings(url=url, api_key_env=KEY_ENV))
+        text = str(err.value)
+        assert setting in text and "http://" in text and "'local'" in text, text
+        assert "api-key-env" not in text, text
+
+
 # --------------------------------------------------------------------------------------------
 # VIP's clock ahead of ours (a relay shifting the server's Date header and its dates)
 # --------------------------------------------------------------------------------------------

@@ -8,16 +8,14 @@ argparse types.
 import os
 import re
 from dataclasses import field
-from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 
 from vip_smk.client import VipClient, VipError
+from vip_smk.urls import LOCAL, LOCAL_DIR, resolve_url
 
 KEY_ENV = "VIP_API_KEY"
-LOCAL = "local"  # as the CLI's --url local: the local VIP server of ./.vip-local (started if needed)
-LOCAL_DIR = ".vip-local"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -46,37 +44,34 @@ def make_client(who: str, option: str, url: Optional[str], key_env: Optional[str
     """The client of a plugin's settings; every mistake is a WorkflowError naming its setting.
 
     ``who``: "--executor vip" / "vip:// storage"; ``option``: the plugin's option prefix
-    ("--vip-" / "--storage-vip-"). ``url`` None: $VIP_URL, else VIP's portal; 'local' (either
-    way): the local VIP server of ./.vip-local, as the CLI's `--url local`."""
+    ("--vip-" / "--storage-vip-"). ``url``: as every face reads it (`vip_smk.urls.resolve_url`:
+    None = $VIP_URL, else VIP's portal; 'local' = the local VIP server of ./.vip-local, whose
+    key is the default when the key variable is unset)."""
     env = (key_env or KEY_ENV).strip()
     if not _ENV_NAME.fullmatch(env):  # a key pasted by mistake: never echoed
         raise WorkflowError(f"{who}: {option}api-key-env takes the NAME of the environment "
                             f"variable holding the key (e.g. {KEY_ENV}), not the key itself")
-    url_setting = f"{option}url" if url else "$VIP_URL"
-    url = (url or os.environ.get("VIP_URL") or "").strip() or None
+    try:
+        where = resolve_url(url, setting=f"{option}url")
+    except VipError as exc:  # names the url setting (or $VIP_URL) itself
+        raise WorkflowError(f"{who}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - 'local' and its server could not start: one line
+        raise WorkflowError(f"{who}: {option}url '{LOCAL}': the local VIP server of "
+                            f"{LOCAL_DIR}/ could not be started: {exc}") from None
     key: Dict[str, Any] = {"api_key_env": env}
-    if url == LOCAL:
-        url, key_file = _local_server(who)
-        if not os.environ.get(env, "").strip():
-            key = {"api_key_file": key_file}
-    elif not os.environ.get(env, "").strip():
-        raise WorkflowError(
-            f"{who}: no VIP API key: the environment variable {env} is not set or empty "
-            f"(export {env}=..., or name another variable with {option}api-key-env)")
+    if not os.environ.get(env, "").strip():
+        if where.key_file is None:
+            if not env.isupper():  # maybe a key pasted in place of a name: never echoed
+                raise WorkflowError(
+                    f"{who}: no VIP API key: the environment variable named by {option}api-key-env "
+                    f"is not set or empty ({option}api-key-env takes the NAME of a variable, e.g. "
+                    f"{KEY_ENV}, never the key itself)")
+            raise WorkflowError(
+                f"{who}: no VIP API key: the environment variable {env} is not set or empty "
+                f"(export {env}=..., or name another variable with {option}api-key-env)")
+        key = {"api_key_file": where.key_file}
     try:
-        return VipClient(url, **key, **kwargs)
-    except VipError as exc:  # names the setting at fault, never the key
-        culprit = url_setting if getattr(exc, "call", None) == "url" else f"{option}api-key-env"
-        raise WorkflowError(f"{who}: {exc} (set by {culprit})") from None
-
-
-def _local_server(who: str) -> Tuple[str, Path]:
-    """URL and key file of the local VIP server of ./.vip-local (attached, else started)."""
-    try:
-        from vip_smk.study.connect import ensure_local_server
-
-        srv = ensure_local_server(Path(LOCAL_DIR).resolve())
-    except Exception as exc:  # noqa: BLE001 - no server extra, a port refused: one line
-        raise WorkflowError(f"{who}: url 'local': the local VIP server of {LOCAL_DIR}/ could "
-                            f"not be started: {exc}") from None
-    return srv.url, Path(srv.data_dir) / "apikey"
+        return VipClient(where.url, **key, **kwargs)
+    except VipError as exc:  # the key's source at fault (the URL was checked above), never the key
+        culprit = f" (set by {option}api-key-env)" if "api_key_env" in key else ""
+        raise WorkflowError(f"{who}: {exc}{culprit}") from None

@@ -414,6 +414,54 @@ def test_snakefile_second_run_nothing_and_one_changed_input(vip_server, client, 
     _assert_no_key(vip_server.api_key, work, first.stdout, first.stderr, second.stderr, third.stderr)
 
 
+CHAIN = """
+rule all:
+    input: storage.vip(f"{config['prefix']}/down.txt")
+
+rule up:  # a local input -> a VIP file
+    input: "local.txt"
+    output: storage.vip(f"{config['prefix']}/up.txt")
+    shell: "cp {input} {output}"
+
+rule down:  # that VIP file -> another
+    input: storage.vip(f"{config['prefix']}/up.txt")
+    output: storage.vip(f"{config['prefix']}/down.txt")
+    shell: "wc -c < {input} > {output}"
+"""
+
+
+def test_same_bytes_rewritten_not_resent_and_no_downstream_rerun(vip_server, client, tmp_path):
+    """Issue 17 §1 for vip://: an output written again with the bytes VIP already holds from us
+    (a new local mtime) is not sent again and keeps its date: the next run is "Nothing to be
+    done" (downstream rules are not rerun). New bytes are sent, and downstream reruns."""
+    prefix = f"/vip/Home/chain/{tmp_path.name}"
+    (tmp_path / "Snakefile").write_text(CHAIN)
+    (tmp_path / "local.txt").write_text("same bytes\n")
+    args = ("--config", f"prefix=vip:/{prefix}")
+    first = _snakemake(tmp_path, vip_server, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _jobs(first.stderr) == {"all": 1, "down": 1, "up": 1}
+    date = client.properties(prefix + "/up.txt").last_modification_date
+
+    time.sleep(1.1)  # VIP's dates are whole seconds: a re-sent file would get a later one
+    again = _snakemake(tmp_path, vip_server, "--forcerun", "up", "--until", "up", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _jobs(again.stderr) == {"up": 1}  # rewritten here with the same bytes...
+    assert client.properties(prefix + "/up.txt").last_modification_date == date  # ...not re-sent
+    after = _snakemake(tmp_path, vip_server, *args)
+    assert after.returncode == 0 and "Nothing to be done" in after.stderr, after.stderr[-3000:]
+
+    (tmp_path / "local.txt").write_text("new bytes!\n")  # same size, other bytes
+    changed = _snakemake(tmp_path, vip_server, *args)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert _jobs(changed.stderr) == {"all": 1, "down": 1, "up": 1}
+    assert client.properties(prefix + "/up.txt").last_modification_date > date
+    down = tmp_path / "down.txt"
+    client.download(prefix + "/up.txt", down)
+    assert down.read_text() == "new bytes!\n"
+    assert "Nothing to be done" in _snakemake(tmp_path, vip_server, *args).stderr
+
+
 PLAIN = """
 rule all:
     input: expand("stats/{s}.txt", s=["a", "b"])

@@ -29,6 +29,7 @@ No `from __future__ import annotations` here: Snakemake turns the settings' fiel
 argparse types.
 """
 
+import atexit
 import logging
 import os
 import tempfile
@@ -120,6 +121,38 @@ class StorageProvider(StorageProviderBase):
         self.throttle = Throttle(rate, BURST if rate == DEFAULT_RATE else max(rate, 1.0))
         self.listings = Listings(self.list)
         self._lock_checked = False
+        self._removals_registered = False
+        # the newest time (date book's) of a file this process retrieved or sent: a job's output
+        # written again with the same bytes is dated after its inputs (DateBook.revive)
+        self.newest = 0.0
+        self.finish_removals(dead_only=True)  # left by a run that died before its end
+
+    def defer_removal(self, path: str) -> bool:
+        """Mark `path` removed in the date book instead of deleting it now (see
+        DateBook.mark_removed); really deleted at the end of this process unless the same
+        bytes are written there again meanwhile. False: delete it now."""
+        if not self.dates.mark_removed(path, os.getpid()):
+            return False
+        if not self._removals_registered:
+            self._removals_registered = True
+            atexit.register(self.finish_removals)
+        return True
+
+    def finish_removals(self, dead_only: bool = False) -> None:
+        """Delete on VIP the files this process (or, with `dead_only`, a dead run) marked
+        removed and did not write again."""
+        from vip_smk.util import pid_alive
+
+        for path, pid in self.dates.pending_removals().items():
+            if (pid == os.getpid() and not dead_only) or (pid != os.getpid() and not pid_alive(pid)):
+                try:
+                    self.throttle()
+                    self.client.delete(path, missing_ok=True)
+                except VipError as exc:
+                    log.warning("vip:// %s: not removed (%s): removed at the next run", path, exc)
+                    continue
+                self.listings.forget(path)
+                self.dates.forget(path)
 
     def clear_stale_lock_once(self) -> None:
         """After kill -9 of a run of --executor vip (which records its process), the lock it
@@ -250,7 +283,11 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
     def _props(self) -> Optional[PathInfo]:
         """From its folder's listing (see storage_cache: "missing" is asked again)."""
         info = self.provider.listings.entry(self.path)
-        return info if info is not None and info.exists else None
+        if info is None or not info.exists:
+            return None
+        if not info.is_directory and self.provider.dates.removed(self.path) is not None:
+            return None  # removed by Snakemake before its job writes it again (defer_removal)
+        return info
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -270,6 +307,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         except VipError as exc:  # Snakemake asks file by file instead (and reports errors)
             log.warning("vip:// inventory of %s skipped: %s", folder, exc)
             return
+        removed = self.provider.dates.pending_removals()
+        infos = [i for i in infos if i.path not in removed]
         files = [i for i in infos if not i.is_directory]
         for info, t in zip(files, self.provider.times(files)):
             key = self.provider.local_key(info.path)
@@ -339,13 +378,13 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         # its outputs will be newer than its inputs in every later run.
         if info.is_directory:
             files = self.provider.tree_files(self.path)
-            self.provider.times(files)
+            self.provider.newest = max([self.provider.newest, *self.provider.times(files)])
             base = PurePosixPath(self.path)
             self.client.download_files(  # the listing above is reused: no second walk
                 [(f, local.joinpath(*PurePosixPath(f.path).relative_to(base).parts)) for f in files])
             local.mkdir(parents=True, exist_ok=True)
         else:
-            self.provider.times([info])
+            self.provider.newest = max(self.provider.newest, *self.provider.times([info]))
             self.client.download(self.path, local, size=info.size)
 
     # -- write ---------------------------------------------------------------------------------
@@ -378,17 +417,17 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         if on_vip is not None and self.provider.dates.sent(
                 self.path, on_vip.size, vip_seconds(on_vip.last_modification_date), digest):
             # The bytes VIP holds are those we sent (content decides, core.content): not sent
-            # again, so VIP's date, and the executions adopted by it, stay. Written now.
+            # again, and the file keeps its date (downstream jobs are not rerun, executions
+            # reading it stay adoptable). Snakemake's removal before the job is undone.
             log.info("%s: same content as the copy on VIP: not sent again", self.print_query)
             done = time.time()
-            self.provider.dates.record_upload(
-                [(self.path, on_vip.size, vip_seconds(on_vip.last_modification_date))], done,
-                {self.path: digest})
+            self.provider.dates.revive(self.path, self.provider.newest)
         else:
             self.client.upload(local, self.path)
             done = time.time()
             # No properties asked: the size is ours, VIP's date is learnt from the folder's next
             # listing (the date book adopts it then: see storage_dates).
+            self.provider.newest = max(self.provider.newest, done)
             info = PathInfo(path=self.path, size=size, last_modification_date=None)
             self.provider.dates.record_upload([(info.path, size, None)], done, {self.path: digest})
             listings.put(info)
@@ -415,10 +454,18 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         self.provider.forget(self.path)
         files = self.provider.tree_files(self.path)
         done = time.time()
+        self.provider.newest = max(self.provider.newest, done)
         self.provider.dates.record_upload(
             [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in files], done)
 
     def remove(self):
+        info = self.provider.listings.entry(self.path)
+        if (info is not None and info.exists and not info.is_directory
+                and self.provider.dates.sent(self.path, info.size,
+                                             vip_seconds(info.last_modification_date),
+                                             self.provider.dates.digest(self.path) or "")
+                and self.provider.defer_removal(self.path)):
+            return
         self.provider.throttle()
         try:
             self.client.delete(self.path, missing_ok=True)

@@ -55,6 +55,7 @@ class _Entry:
     time: float  # our clock
     ours: bool  # uploaded by the plugin, or dated after its inputs (else: first seen, null date)
     sha256: str | None = None  # of the bytes the plugin sent (core.content): same bytes, not re-sent
+    removed_by: int | None = None  # pid of the run that removed it: a pending removal (see below)
 
 
 class DateBook:
@@ -85,7 +86,7 @@ class DateBook:
         else:
             self._entries[rec["path"]] = _Entry(rec.get("size"), rec.get("vip_date"),
                                                 float(rec["time"]), bool(rec.get("ours")),
-                                                rec.get("sha256"))
+                                                rec.get("sha256"), rec.get("removed_by"))
 
     def _refresh(self) -> None:
         """Apply the lines appended since the last read (by us or another process)."""
@@ -157,6 +158,52 @@ class DateBook:
             e = self._entries.get(path)
         return bool(e is not None and e.ours and e.sha256 == sha256 and e.size == size
                     and (e.vip_date is None or vip_date is None or e.vip_date == vip_date))
+
+    def mark_removed(self, path: str, pid: int) -> bool:
+        """Snakemake removes a job's old output before the job runs again. A file VIP holds as
+        we sent it is not deleted at once: it is marked removed by `pid` (it counts as missing),
+        so that the job writing the same bytes again finds them there (`revive`): not re-sent,
+        its date kept. False if the book holds no digest of ours for it (delete it now)."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is None or not e.ours or not e.sha256:
+                return False
+            self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, e.time, True,
+                                                         e.sha256, pid))}])
+            return True
+
+    def digest(self, path: str) -> str | None:
+        """The sha256 of the bytes we sent to `path`, if recorded."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return e.sha256 if e is not None and e.ours else None
+
+    def removed(self, path: str) -> int | None:
+        """The pid of the run that marked `path` removed (not yet deleted on VIP), else None."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return e.removed_by if e is not None else None
+
+    def pending_removals(self) -> dict[str, int]:
+        with self._lock:
+            self._refresh()
+            return {p: e.removed_by for p, e in self._entries.items() if e.removed_by is not None}
+
+    def revive(self, path: str, floor: float = 0.0) -> None:
+        """The same bytes were written again where they were marked removed: present again,
+        with the date they had (the content is the same since then), unless that is not after
+        `floor` (the newest input its job may have read): then just after it, so that the job
+        does not look outdated."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is not None and e.removed_by is not None:
+                when = e.time if e.time > floor else floor + 0.001
+                self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, when, True,
+                                                             e.sha256))}])
 
     def order_after(self, files: list[tuple[str, int | None, float | None]], inputs: list[float],
                     skew: float) -> None:

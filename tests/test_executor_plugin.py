@@ -168,9 +168,20 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
     assert "Nothing to be done" in second.output
     assert len(executions_under(vip, "ex-example")) == 3
 
+    # the inputs written again with the same bytes (Snakemake reruns everything downstream on
+    # mtimes): not re-sent, and each `smooth` adopts its execution, whose results Snakemake's
+    # removal before the job did not delete: nothing launched (issue 17 §1)
+    same = run_smk(server, work, "ex-example", "--forcerun", "prep")
+    assert same.returncode == 0, same.output[-4000:]
+    assert same.output.count("adopted VIP execution") == 3 and "launched VIP" not in same.output
+    assert len(executions_under(vip, "ex-example")) == 3
+    assert "Nothing to be done" in run_smk(server, work, "ex-example").output
+
     # new inputs (same paths, same parameters): the finished executions are older than the
     # inputs, so they are not adopted; each old results folder is replaced, not added to
-    third = run_smk(server, work, "ex-example", "--forcerun", "prep")
+    snakefile = work / "Snakefile"
+    snakefile.write_text(snakefile.read_text().replace("range(40)", "range(41)"))
+    third = run_smk(server, work, "ex-example")
     assert third.returncode == 0, third.output[-4000:]
     assert third.output.count("launched VIP execution") == 3
     assert "adopted" not in third.output
@@ -179,6 +190,62 @@ def test_example_runs_on_vip_then_nothing_to_be_done(server, vip, tmp_path):
         dated = vip.list(f"/vip/Home/ex-example/smoothed/{s}")
         assert len(dated) == 1, dated  # one results folder: the new execution's
     assert (work / "results" / "report.txt").read_text().count("== ") == 3
+
+
+def test_rerun_with_nothing_changed_is_nothing_to_be_done_every_time(make_server, tmp_path):
+    """Issue 17 §3: an input we uploaded and the results made from it are ordered by what we
+    know (we wrote the input, the execution started after), not by VIP's whole seconds: with
+    30 ms per request, 10 reruns in a row are all "Nothing to be done"."""
+    import json
+    from types import SimpleNamespace
+
+    from relays import Relay
+
+    def behind(obj):  # VIP's whole-second dates 1 s behind ours (a skew too small to correct)
+        if isinstance(obj, list):
+            return [behind(o) for o in obj]
+        if isinstance(obj, dict):
+            return {k: (v - 1 if k == "lastModificationDate" and isinstance(v, int) and v > 0
+                        else behind(v)) for k, v in obj.items()}
+        return obj
+
+    def rewrite(path, response, data):
+        if response.headers.get("Content-Type", "").startswith("application/json") and data:
+            try:
+                return json.dumps(behind(json.loads(data))).encode()
+            except ValueError:
+                pass
+        return data
+
+    srv = make_server(vip_defaults=True, latency_ms=30)
+    with Relay(srv.url, rewrite=rewrite, clock_offset=-1.0) as relay:
+        vip = SimpleNamespace(url=relay.url, api_key=srv.api_key)
+        work = tmp_path / "example"
+        shutil.copytree(EXAMPLE, work)
+        args = ("--config", "subjects=[s01,s02]")
+        first = run_smk(vip, work, "ex-ten", *args)
+        assert first.returncode == 0, first.output[-4000:]
+        for i in range(10):
+            again = run_smk(vip, work, "ex-ten", *args)
+            assert again.returncode == 0 and "Nothing to be done" in again.output, (i, again.output[-3000:])
+
+
+def test_finished_execution_adopted_only_with_its_results_on_vip(server, vip, tmp_path):
+    """Issue 17 §3: the executor adopts a Finished execution only while its results are on VIP
+    (core.adoptable_on_vip); results deleted on VIP: the job launches anew and succeeds."""
+    work = tmp_path / "example"
+    shutil.copytree(EXAMPLE, work)
+    args = ("--config", "subjects=[s01]")
+    first = run_smk(server, work, "ex-gone", *args)
+    assert first.returncode == 0, first.output[-4000:]
+    assert len(executions_under(vip, "ex-gone")) == 1
+    for d in vip.list("/vip/Home/ex-gone/smoothed/s01"):
+        vip.delete(d.path)  # the results, not the folder: Snakemake still sees its output
+    again = run_smk(server, work, "ex-gone", "--forcerun", "smooth", *args)
+    assert again.returncode == 0, again.output[-4000:]
+    assert "adopted" not in again.output and again.output.count("launched VIP execution") == 1
+    assert len(executions_under(vip, "ex-gone")) == 2
+    assert "== s01 (s01.csv--w5.tgz)" in (work / "results" / "report.txt").read_text()
 
 
 def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, vip, tmp_path):
@@ -332,11 +399,12 @@ def test_failing_pipeline_fails_its_rule_with_vips_stderr(server, vip, tmp_path)
     assert "Error in rule broken" in proc.output
 
 
-def test_kill9_at_capacity_1_then_rerun_adopts_and_launches_nothing_twice(server, vip, tmp_path):
-    """The module's server has VIP's default capacity (1 running execution per user): jobs queue
-    for the slot (2001); after kill -9 the rerun adopts the running one and launches the rest,
-    each exactly once."""
+def test_kill9_at_capacity_1_then_rerun_adopts_and_launches_nothing_twice(make_server, tmp_path):
+    """At VIP's default capacity (1 running execution per user) jobs queue for the slot (2001);
+    after kill -9 the rerun adopts the running one and launches the rest, each exactly once."""
+    server = make_server(vip_defaults=True)
     assert server.max_running == 1
+    vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
     work = project(tmp_path, SLEEPS.format(n=4, duration=3, tag="kill9"))
     first = start_smk(server, work, "ex-kill9")
     try:

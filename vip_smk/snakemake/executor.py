@@ -85,6 +85,7 @@ class _Active:
     waiting_since: Optional[float] = None  # waiting for a slot (error 2001)
     checked: bool = True  # adoption checked at submission (else at launch, any start date)
     not_before: float = 0.0  # time.monotonic() before which it is not launched (see _launch_delay)
+    job: Any = None  # the Snakemake job (its vip:// plugin keeps the results Snakemake removed)
 
 
 class Executor(RemoteExecutor):
@@ -187,6 +188,7 @@ class Executor(RemoteExecutor):
         if bad:
             return [f"{request.where}: execution name {name!r}: {bad}"]
         self._requests[key] = (request, values, name)
+        _in_storage(job, "protect", request.results_location)  # removed before it runs: deferred
         return []
 
     # -- submission ----------------------------------------------------------------------------
@@ -226,6 +228,7 @@ class Executor(RemoteExecutor):
 
     def _submit(self, job, active: "_Active", listing, folders: Optional["_Folders"]) -> None:
         r = active.request
+        active.job = job
         with self._active_lock:
             self._names.add(active.name)
         found = None
@@ -268,12 +271,22 @@ class Executor(RemoteExecutor):
             self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
             core.remove_remote(self.client, r.results_location)
             _forget_in_storage(job)
+        _in_storage(job, "gone", r.results_location)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
         """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if the job
         waits: VIP's per-user limit (error 2001), or VIP unreachable once the client's retries
         are spent (a network cut of hours must not end a run of days)."""
         r = active.request
+        if not active.checked and _in_storage(active.job, "marked_removed", r.results_location):
+            # adoption not checked at submission (VIP was unreachable): the previous results,
+            # which Snakemake removed, go now, before an execution may be launched into them
+            try:
+                core.remove_remote(self.client, r.results_location)
+            except (TransportError, ServerError) as exc:
+                self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch retried later")
+                return False
+            _in_storage(active.job, "gone", r.results_location)
         try:
             execution, adopted = core.launch_or_adopt(
                 self.client, r.pipeline_id, active.values, r.results_location, active.name,
@@ -299,6 +312,8 @@ class Executor(RemoteExecutor):
         return True
 
     def _adopted(self, active: "_Active", execution) -> None:
+        # its results, which Snakemake removed before the job (only marked so), are kept
+        _in_storage(active.job, "kept", active.request.results_location)
         active.execution_id = execution.identifier
         active.waiting_since = None
         self.logger.info(
@@ -487,6 +502,17 @@ def _forget_in_storage(job) -> None:
         forget = getattr(getattr(obj, "provider", None), "forget", None)
         if callable(forget) and getattr(obj, "path", None):
             forget(obj.path)
+
+
+def _in_storage(job, method: str, path: str) -> Any:
+    """Tell the vip:// plugin holding the job's output about its results folder `path`
+    (`protect` / `kept` / `gone`: see vip_smk.snakemake.storage.StorageProvider)."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        call = getattr(getattr(obj, "provider", None), method, None)
+        if callable(call):
+            return call(path)
+    return None
 
 
 def _order_in_storage(job, request: mapping.VipRequest) -> None:

@@ -125,13 +125,36 @@ class StorageProvider(StorageProviderBase):
         # the newest time (date book's) of a file this process retrieved or sent: a job's output
         # written again with the same bytes is dated after its inputs (DateBook.revive)
         self.newest = 0.0
+        # results folders of --executor vip jobs (protect): Snakemake's removal before the job
+        # is deferred, so that the job can adopt the execution that made them
+        self.protected: set = set()
         self.finish_removals(dead_only=True)  # left by a run that died before its end
 
-    def defer_removal(self, path: str) -> bool:
+    def protect(self, path: str) -> None:
+        """`path` is the results folder of an --executor vip job: when Snakemake removes it
+        before the job runs, it is only marked removed; the executor then adopts the execution
+        that wrote it (`kept`) or deletes it before launching anew (`gone`)."""
+        self.protected.add(path.rstrip("/"))
+
+    def kept(self, path: str) -> None:
+        """The execution that wrote `path` was adopted: its results count as present again."""
+        self.dates.unmark(path.rstrip("/"))
+
+    def marked_removed(self, path: str) -> bool:
+        return self.dates.removed(path.rstrip("/")) is not None
+
+    def gone(self, path: str) -> None:
+        """`path` was deleted on VIP (by the executor, before a new execution)."""
+        self.listings.forget(path)
+        self.dates.forget(path)
+
+    def defer_removal(self, path: str, tree: bool = False) -> bool:
         """Mark `path` removed in the date book instead of deleting it now (see
         DateBook.mark_removed); really deleted at the end of this process unless the same
         bytes are written there again meanwhile. False: delete it now."""
-        if not self.dates.mark_removed(path, os.getpid()):
+        if tree:
+            self.dates.mark_removed_tree(path, os.getpid())
+        elif not self.dates.mark_removed(path, os.getpid()):
             return False
         if not self._removals_registered:
             self._removals_registered = True
@@ -285,7 +308,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         info = self.provider.listings.entry(self.path)
         if info is None or not info.exists:
             return None
-        if not info.is_directory and self.provider.dates.removed(self.path) is not None:
+        if self.provider.dates.removed(self.path) is not None:
             return None  # removed by Snakemake before its job writes it again (defer_removal)
         return info
 
@@ -465,6 +488,9 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
                                              vip_seconds(info.last_modification_date),
                                              self.provider.dates.digest(self.path) or "")
                 and self.provider.defer_removal(self.path)):
+            return
+        if info is not None and info.exists and info.is_directory and self.path in self.provider.protected:
+            self.provider.defer_removal(self.path, tree=True)
             return
         self.provider.throttle()
         try:

@@ -180,6 +180,20 @@ class DateBook:
             e = self._entries.get(path)
         return e.sha256 if e is not None and e.ours else None
 
+    def mark_removed_tree(self, path: str, pid: int) -> None:
+        """A folder (an execution's results) marked removed by `pid` (see mark_removed): it
+        counts as missing until `unmark` (its execution adopted) or its real deletion."""
+        with self._lock:
+            self._append([{"path": path, **asdict(_Entry(None, None, 0.0, False, None, pid))}])
+
+    def unmark(self, path: str) -> None:
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is not None and e.removed_by is not None:
+                self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, e.time, e.ours,
+                                                             e.sha256))}])
+
     def removed(self, path: str) -> int | None:
         """The pid of the run that marked `path` removed (not yet deleted on VIP), else None."""
         with self._lock:

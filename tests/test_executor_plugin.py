@@ -248,6 +248,34 @@ def test_finished_execution_adopted_only_with_its_results_on_vip(server, vip, tm
     assert "== s01 (s01.csv--w5.tgz)" in (work / "results" / "report.txt").read_text()
 
 
+def test_wildcard_with_a_space_reports_our_reason_first(server, vip, tmp_path):
+    """Issue 22 item 12: a wildcard value VIP would rename: our reason, at parse time, without
+    Snakemake's advice about --default-storage-prefix schemes; nothing uploaded or launched."""
+    work = project(tmp_path, """
+        localrules: all, prep
+
+        rule all:
+            input: expand("smoothed/{s}", s=["s 1"])
+
+        rule prep:
+            output: "prep/{s}.csv"
+            shell: "echo x > {output}"
+
+        rule smooth:
+            input: input_file="prep/{s}.csv"
+            output: directory("smoothed/{s}")
+            resources: vip_pipeline="Smooth/1.0"
+            shell: "# runs on VIP"
+    """)
+    run = run_smk(server, work, "ex-space")
+    assert run.returncode != 0
+    assert "'s 1': VIP would rename it to 's_1'" in run.output, run.output[-3000:]
+    assert "vip://vip/Home/ex-space/smoothed/s 1" in run.output
+    assert "like 's3://'" not in run.output and "default-storage-prefix" not in run.output, run.output[-3000:]
+    assert "Traceback" not in run.output
+    assert not vip.exists("/vip/Home/ex-space") and executions_under(vip, "ex-space") == []
+
+
 def test_problems_stop_the_run_before_anything_is_uploaded_or_launched(server, vip, tmp_path):
     work = project(tmp_path, """
         localrules:

@@ -294,6 +294,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
     provider: StorageProvider
 
     def __post_init__(self):
+        if self.query.startswith(SCHEME):
+            # A name VIP would rename or refuse (a wildcard value with a space...): said here,
+            # where the file is declared, before Snakemake's advice on --default-storage-prefix
+            # (whose scheme is right) hides the reason.
+            problem = query_problem(self.query)
+            if problem:
+                raise_message_only(WorkflowError(
+                    f"vip:// file {self.query!r} cannot be on VIP: {problem}; VIP keeps ASCII "
+                    "letters, digits and . , - + @ _ ( ) : [ ] ? & = in names (check the "
+                    "wildcard values or file names that make this path)"))
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
         self.provider.clear_stale_lock_once()
 

@@ -230,6 +230,46 @@ def test_rerun_with_nothing_changed_is_nothing_to_be_done_every_time(make_server
             assert again.returncode == 0 and "Nothing to be done" in again.output, (i, again.output[-3000:])
 
 
+def test_touched_local_input_relaunches_nothing(server, vip, tmp_path):
+    """Issue 17 §1: `touch` of a local input (same bytes). Snakemake decides on mtimes (here for
+    any size: --max-checksum-file-size 1B, as for a file past its checksum threshold) and reruns
+    the chain: the upload is skipped (same bytes) and the VIP job adopts its execution."""
+    work = project(tmp_path, """
+        localrules: all, prep
+
+        rule all:
+            input: "smoothed/s01"
+
+        rule prep:
+            input: local("data/s01.csv")
+            output: "prep/s01.csv"
+            shell: "cp {input} {output}"
+
+        rule smooth:
+            input: input_file="prep/{s}.csv"
+            output: directory("smoothed/{s}")
+            resources: vip_pipeline="Smooth/1.0"
+            params: window=3
+            shell: "# runs on VIP"
+    """)
+    (work / "data").mkdir()
+    (work / "data" / "s01.csv").write_text("t,signal\n" + "".join(f"{t},{t % 7}\n" for t in range(30)))
+    args = ("--max-checksum-file-size", "1B")
+    first = run_smk(server, work, "ex-touch", *args)
+    assert first.returncode == 0, first.output[-4000:]
+    assert len(executions_under(vip, "ex-touch")) == 1
+    date = vip.properties("/vip/Home/ex-touch/prep/s01.csv").last_modification_date
+    time.sleep(1.1)  # a re-sent file would get a later VIP date
+    os.utime(work / "data" / "s01.csv")  # touch: new mtime, same bytes
+    again = run_smk(server, work, "ex-touch", *args)
+    assert again.returncode == 0, again.output[-4000:]
+    assert "rule prep" in again.output and "adopted VIP execution" in again.output, again.output[-3000:]
+    assert "launched VIP" not in again.output
+    assert len(executions_under(vip, "ex-touch")) == 1  # counted on the server: unchanged
+    assert vip.properties("/vip/Home/ex-touch/prep/s01.csv").last_modification_date == date
+    assert "Nothing to be done" in run_smk(server, work, "ex-touch", *args).output
+
+
 def test_finished_execution_adopted_only_with_its_results_on_vip(server, vip, tmp_path):
     """Issue 17 §3: the executor adopts a Finished execution only while its results are on VIP
     (core.adoptable_on_vip); results deleted on VIP: the job launches anew and succeeds."""

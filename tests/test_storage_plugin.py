@@ -432,8 +432,9 @@ rule down:  # that VIP file -> another
 
 def test_same_bytes_rewritten_not_resent_and_no_downstream_rerun(vip_server, client, tmp_path):
     """Issue 17 §1 for vip://: an output written again with the bytes VIP already holds from us
-    (a new local mtime) is not sent again and keeps its date: the next run is "Nothing to be
-    done" (downstream rules are not rerun). New bytes are sent, and downstream reruns."""
+    (a new local mtime) is not sent again: VIP's copy and date stay (the rule downstream, rerun
+    by Snakemake on mtimes, writes the same bytes: not sent either), then "Nothing to be done".
+    New bytes are sent, and downstream reruns."""
     prefix = f"/vip/Home/chain/{tmp_path.name}"
     (tmp_path / "Snakefile").write_text(CHAIN)
     (tmp_path / "local.txt").write_text("same bytes\n")
@@ -448,8 +449,12 @@ def test_same_bytes_rewritten_not_resent_and_no_downstream_rerun(vip_server, cli
     assert again.returncode == 0, again.stderr[-3000:]
     assert _jobs(again.stderr) == {"up": 1}  # rewritten here with the same bytes...
     assert client.properties(prefix + "/up.txt").last_modification_date == date  # ...not re-sent
-    after = _snakemake(tmp_path, vip_server, *args)
-    assert after.returncode == 0 and "Nothing to be done" in after.stderr, after.stderr[-3000:]
+    down_date = client.properties(prefix + "/down.txt").last_modification_date
+    after = _snakemake(tmp_path, vip_server, *args)  # `down` reruns on mtimes: same bytes again
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert client.properties(prefix + "/up.txt").last_modification_date == date
+    assert client.properties(prefix + "/down.txt").last_modification_date == down_date
+    assert "Nothing to be done" in _snakemake(tmp_path, vip_server, *args).stderr
 
     (tmp_path / "local.txt").write_text("new bytes!\n")  # same size, other bytes
     changed = _snakemake(tmp_path, vip_server, *args)

@@ -122,9 +122,6 @@ class StorageProvider(StorageProviderBase):
         self.listings = Listings(self.list)
         self._lock_checked = False
         self._removals_registered = False
-        # the newest time (date book's) of a file this process retrieved or sent: a job's output
-        # written again with the same bytes is dated after its inputs (DateBook.revive)
-        self.newest = 0.0
         # results folders of --executor vip jobs (protect): Snakemake's removal before the job
         # is deferred, so that the job can adopt the execution that made them
         self.protected: set = set()
@@ -411,13 +408,13 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         # its outputs will be newer than its inputs in every later run.
         if info.is_directory:
             files = self.provider.tree_files(self.path)
-            self.provider.newest = max([self.provider.newest, *self.provider.times(files)])
+            self.provider.times(files)
             base = PurePosixPath(self.path)
             self.client.download_files(  # the listing above is reused: no second walk
                 [(f, local.joinpath(*PurePosixPath(f.path).relative_to(base).parts)) for f in files])
             local.mkdir(parents=True, exist_ok=True)
         else:
-            self.provider.newest = max(self.provider.newest, *self.provider.times([info]))
+            self.provider.times([info])
             self.client.download(self.path, local, size=info.size)
 
     # -- write ---------------------------------------------------------------------------------
@@ -450,17 +447,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         if on_vip is not None and self.provider.dates.sent(
                 self.path, on_vip.size, vip_seconds(on_vip.last_modification_date), digest):
             # The bytes VIP holds are those we sent (content decides, core.content): not sent
-            # again, and the file keeps its date (downstream jobs are not rerun, executions
-            # reading it stay adoptable). Snakemake's removal before the job is undone.
+            # again, so VIP's copy and date stay (the executions that read it stay adoptable);
+            # Snakemake's removal before the job is undone.
             log.info("%s: same content as the copy on VIP: not sent again", self.print_query)
             done = time.time()
-            self.provider.dates.revive(self.path, self.provider.newest)
+            self.provider.dates.revive(self.path, done)
         else:
             self.client.upload(local, self.path)
             done = time.time()
             # No properties asked: the size is ours, VIP's date is learnt from the folder's next
             # listing (the date book adopts it then: see storage_dates).
-            self.provider.newest = max(self.provider.newest, done)
             info = PathInfo(path=self.path, size=size, last_modification_date=None)
             self.provider.dates.record_upload([(info.path, size, None)], done, {self.path: digest})
             listings.put(info)
@@ -487,7 +483,6 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         self.provider.forget(self.path)
         files = self.provider.tree_files(self.path)
         done = time.time()
-        self.provider.newest = max(self.provider.newest, done)
         self.provider.dates.record_upload(
             [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in files], done)
 

@@ -206,16 +206,14 @@ class DateBook:
             self._refresh()
             return {p: e.removed_by for p, e in self._entries.items() if e.removed_by is not None}
 
-    def revive(self, path: str, floor: float = 0.0) -> None:
-        """The same bytes were written again where they were marked removed: present again,
-        with the date they had (the content is the same since then), unless that is not after
-        `floor` (the newest input its job may have read): then just after it, so that the job
-        does not look outdated."""
+    def revive(self, path: str, when: float) -> None:
+        """The same bytes were written again (at `when`) where they were marked removed:
+        present again, VIP's copy untouched. Dated `when`: the job that wrote them may have
+        read local inputs newer than their first write (Snakemake would rerun it forever)."""
         with self._lock:
             self._refresh()
             e = self._entries.get(path)
             if e is not None and e.removed_by is not None:
-                when = e.time if e.time > floor else floor + 0.001
                 self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, when, True,
                                                              e.sha256))}])
 

@@ -21,6 +21,12 @@ transfers); the plugin adds no retries of its own.
   VIP (listings, mkdir, delete, md5), never for an answer from the listings (Snakemake's limiter,
   which charges both, is off); transfers are bounded by the client's connections.
 - Dates: see `storage_dates` (VIP's whole seconds, null dates, VIP's clock).
+- Content decides (core.content): an output holding the bytes we sent there is not sent again.
+  Snakemake removes a job's old outputs before it runs: a file we sent (and the results folder of
+  an --executor vip job, `protect`) is only marked removed in the date book (it counts as
+  missing); written again with the same bytes it is back, VIP's copy and date untouched (an
+  execution that read it stays adoptable); else it is deleted at the end of the process (or by
+  the next run, if this one died).
 - Directories (`storage.vip(directory("vip://..."))`): transferred with `upload_tree` /
   `download_tree`; their date is that of their newest file; Snakemake's empty
   `.snakemake_timestamp` is not uploaded (VIP cannot hold an empty file).

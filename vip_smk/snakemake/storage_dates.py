@@ -16,7 +16,10 @@ workflow directory knows better than VIP:
   retrieves it, before the job's outputs exist). A null date is unknown -- never 1970, which
   would make every output derived from the file look outdated forever; a new size is a change.
 
-Nothing else is stored (VIP paths, sizes, dates: no key). The book is a log of JSON lines
+- pending removals (`mark_removed`): the pid of the run that removed a file we sent (or an
+  execution's results folder), kept on VIP until that run ends in case the same bytes come back.
+
+Nothing else is stored (VIP paths, sizes, dates, digests, pids: no key). The book is a log of JSON lines
 appended under a file lock: concurrent Snakemake processes sharing the directory (jobs on a
 cluster) keep and see each other's entries.
 """

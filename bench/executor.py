@@ -2,6 +2,7 @@
 the same work, both against one local VIP server that counts requests.
 
     .venv/bin/python bench/executor.py [--jobs 100] [--repeat 1] [--workers 4] [--poll 1]
+                                       [--capacities 1,0]
 
 Same work on both sides: N small CSV files made locally, uploaded, smoothed on VIP by Smooth/1.0
 (window 5, normalize), every result downloaded, one local report.
@@ -13,9 +14,10 @@ Same work on both sides: N small CSV files made locally, uploaded, smoothed on V
   (`input_file: "*.csv"`): one VIP execution of N jobs, the way a study runs it.
 
 Printed per side (median of --repeat runs): requests counted by the server (total, and the
-status requests `GET executions` / `GET executions/{id}`), wall seconds, and the ratio executor /
-study. The poll interval is the same on both sides (--poll). `executor*` is the executor run
-again with the storage plugin's rate limit lifted (0), to tell the limit's seconds from the work's.
+status requests `GET executions`), wall seconds and executions launched, for executor and
+study at each VIP capacity of --capacities (running executions per user: 1 is a new VIP
+account and the local server's default, 0 unlimited). The poll
+interval is the same on both sides (--poll).
 """
 
 from __future__ import annotations
@@ -88,60 +90,69 @@ def status_requests(counts: dict) -> tuple[int, int]:
     return listing, per_id
 
 
+def executions_launched(srv: LocalServer) -> int:
+    """How many executions the server holds (each run uses its own server: all are this run's)."""
+    from vip_smk.client import VipClient
+
+    with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
+        return len(c.executions())
+
+
+def run_sides(args, tmp: Path, capacity: int) -> dict[str, list[tuple[float, dict, int]]]:
+    """Both sides against servers of ``capacity`` running executions per user (0: unlimited);
+    one fresh server per side and repeat, so that "executions launched" counts that run only."""
+    py = sys.executable
+    results: dict[str, list[tuple[float, dict, int]]] = {"executor": [], "study": []}
+    for r in range(args.repeat):
+        for side in ("executor", "study"):
+            where = tmp / f"c{capacity}-{side}{r}"
+            with LocalServer(where / "server", port=0, users=[f"bench:{KEY}"],
+                             workers=args.workers, count_requests=True,
+                             max_running=capacity) as srv:
+                srv.start(timeout=60)
+                if side == "executor":
+                    proj = executor_project(where / "project", args.jobs)
+                    cmd = [py, "-m", "snakemake", "--executor", "vip", "--jobs", str(args.jobs),
+                           "--configfile", "config.yaml",
+                           "--default-storage-provider", "vip",
+                           "--default-storage-prefix", f"vip://vip/Home/bench-executor-{r}",
+                           "--vip-url", srv.url, "--storage-vip-url", srv.url,
+                           "--vip-poll-interval", str(args.poll)]
+                else:
+                    proj = study_project(where / "project", srv.url, args.jobs, args.poll)
+                    cmd = [py, "-m", "snakemake", "--cores", "1"]
+                secs, counts = run(cmd, proj, srv)
+                results[side].append((secs, counts, executions_launched(srv)))
+    return results
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workers", type=int, default=4, help="the server's parallel VIP jobs")
     ap.add_argument("--poll", type=float, default=1.0, help="seconds between status rounds (both sides)")
+    ap.add_argument("--capacities", default="1,0",
+                    help="VIP's running executions per user, comma-separated (1: a new VIP "
+                    "account, the local server's default; 0: unlimited)")
     args = ap.parse_args()
-    py = sys.executable
-    results: dict[str, list[tuple[float, dict]]] = {"executor": [], "executor*": [], "study": []}
+    capacities = [int(c) for c in args.capacities.split(",")]
     with tempfile.TemporaryDirectory(prefix="vip-smk-bench-exec-") as tmp:
-        tmp = Path(tmp)
-        with LocalServer(tmp / "server", port=0, users=[f"bench:{KEY}"], workers=args.workers,
-                         count_requests=True) as srv:
-            srv.start(timeout=60)
-            for r in range(args.repeat):
-                ex = executor_project(tmp / f"executor{r}", args.jobs)
-                cmd = [py, "-m", "snakemake", "--executor", "vip", "--jobs", str(args.jobs),
-                       "--configfile", "config.yaml",
-                       "--default-storage-provider", "vip",
-                       "--default-storage-prefix", f"vip://vip/Home/bench-executor-{r}",
-                       "--vip-url", srv.url, "--storage-vip-url", srv.url,
-                       "--vip-poll-interval", str(args.poll)]
-                results["executor"].append(run(cmd, ex, srv))
-                ex2 = executor_project(tmp / f"executor-unthrottled{r}", args.jobs)
-                cmd2 = [a.replace(f"bench-executor-{r}", f"bench-executor-unthrottled-{r}") for a in cmd]
-                results["executor*"].append(run(cmd2 + ["--storage-vip-max-requests-per-second",
-                                                        "0"], ex2, srv))
-                st = study_project(tmp / f"study{r}", srv.url, args.jobs, args.poll)
-                results["study"].append(run([py, "-m", "snakemake", "--cores", "1"], st, srv))
-    print(f"{args.jobs} VIP jobs of Smooth/1.0 (upload, run, download, report), local VIP server with "
-          f"{args.workers} workers, status every {args.poll:g} s, median of {args.repeat} run(s)")
-    print(f"  {'':10} {'requests':>9} {'GET executions':>15} {'GET executions/{id}':>20} {'seconds':>8}")
-    med = {}
-    for side, runs in results.items():
-        secs = statistics.median(e for e, _ in runs)
-        total = statistics.median(c["total"] for _, c in runs)
-        listing = statistics.median(status_requests(c)[0] for _, c in runs)
-        per_id = statistics.median(status_requests(c)[1] for _, c in runs)
-        med[side] = (total, secs)
-        how = (f"1 execution of {args.jobs} jobs" if side == "study" else f"{args.jobs} executions of 1 job")
-        print(f"  {side:10} {total:9.0f} {listing:15.0f} {per_id:20.0f} {secs:8.1f}   ({how})")
-    (te, se), (ts, ss), (_, su) = med["executor"], med["study"], med["executor*"]
-    print(f"  executor / study: requests {te / max(ts, 1):.2f}x, seconds {se / ss:.2f}x")
-    print(f"  executor*: the same with --storage-vip-max-requests-per-second 0 (no limit): the "
-          f"vip:// plugin's default limit (20 questions a second to VIP, in bursts of 50; answers "
-          f"from its listings are free) accounts for {se - su:.1f} of the executor's {se:.1f} s")
-    routes = results["executor"][-1][1]["routes"]
-    own = sum(v for k, v in routes.items() if k.split(" ", 1)[1].startswith("/rest/executions"))
-    print(f"  executor: {own} requests on executions (launches, adoption checks, status rounds); "
-          f"the other {sum(routes.values()) - own} are Snakemake's staging through the vip:// "
-          "storage plugin (uploads of prep, listings of folders for existence and dates, "
-          "downloads for report)")
-    top = sorted(routes.items(), key=lambda kv: -kv[1])[:8]
-    print("  executor's busiest routes: " + ", ".join(f"{k} {v}" for k, v in top))
+        by_cap = {c: run_sides(args, Path(tmp), c) for c in capacities}
+    print(f"{args.jobs} subjects of Smooth/1.0 (upload, run, download, report), local VIP server "
+          f"with {args.workers} workers, status every {args.poll:g} s, median of {args.repeat} run(s)")
+    print(f"  {'capacity':>9} {'side':9} {'requests':>9} {'GET executions':>15} "
+          f"{'executions':>11} {'seconds':>8}")
+    for cap, results in by_cap.items():
+        for side, runs in results.items():
+            secs = statistics.median(e for e, _, _ in runs)
+            total = statistics.median(c["total"] for _, c, _ in runs)
+            listing = statistics.median(status_requests(c)[0] for _, c, _ in runs)
+            launched = statistics.median(n for _, _, n in runs)
+            how = (f"1 execution of {args.jobs} jobs" if side == "study"
+                   else f"{args.jobs} executions of 1 job")
+            print(f"  {cap or 'unlimited':>9} {side:9} {total:9.0f} {listing:15.0f} "
+                  f"{launched:11.0f} {secs:8.1f}   ({how})")
     return 0
 
 

@@ -414,6 +414,59 @@ def test_snakefile_second_run_nothing_and_one_changed_input(vip_server, client, 
     _assert_no_key(vip_server.api_key, work, first.stdout, first.stderr, second.stderr, third.stderr)
 
 
+CHAIN = """
+rule all:
+    input: storage.vip(f"{config['prefix']}/down.txt")
+
+rule up:  # a local input -> a VIP file
+    input: "local.txt"
+    output: storage.vip(f"{config['prefix']}/up.txt")
+    shell: "cp {input} {output}"
+
+rule down:  # that VIP file -> another
+    input: storage.vip(f"{config['prefix']}/up.txt")
+    output: storage.vip(f"{config['prefix']}/down.txt")
+    shell: "wc -c < {input} > {output}"
+"""
+
+
+def test_same_bytes_rewritten_not_resent_and_no_downstream_rerun(vip_server, client, tmp_path):
+    """Issue 17 §1 for vip://: an output written again with the bytes VIP already holds from us
+    (a new local mtime) is not sent again: VIP's copy and date stay (the rule downstream, rerun
+    by Snakemake on mtimes, writes the same bytes: not sent either), then "Nothing to be done".
+    New bytes are sent, and downstream reruns."""
+    prefix = f"/vip/Home/chain/{tmp_path.name}"
+    (tmp_path / "Snakefile").write_text(CHAIN)
+    (tmp_path / "local.txt").write_text("same bytes\n")
+    args = ("--config", f"prefix=vip:/{prefix}")
+    first = _snakemake(tmp_path, vip_server, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _jobs(first.stderr) == {"all": 1, "down": 1, "up": 1}
+    date = client.properties(prefix + "/up.txt").last_modification_date
+
+    time.sleep(1.1)  # VIP's dates are whole seconds: a re-sent file would get a later one
+    again = _snakemake(tmp_path, vip_server, "--forcerun", "up", "--until", "up", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _jobs(again.stderr) == {"up": 1}  # rewritten here with the same bytes...
+    assert client.properties(prefix + "/up.txt").last_modification_date == date  # ...not re-sent
+    down_date = client.properties(prefix + "/down.txt").last_modification_date
+    after = _snakemake(tmp_path, vip_server, *args)  # `down` reruns on mtimes: same bytes again
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert client.properties(prefix + "/up.txt").last_modification_date == date
+    assert client.properties(prefix + "/down.txt").last_modification_date == down_date
+    assert "Nothing to be done" in _snakemake(tmp_path, vip_server, *args).stderr
+
+    (tmp_path / "local.txt").write_text("new bytes!\n")  # same size, other bytes
+    changed = _snakemake(tmp_path, vip_server, *args)
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert _jobs(changed.stderr) == {"all": 1, "down": 1, "up": 1}
+    assert client.properties(prefix + "/up.txt").last_modification_date > date
+    down = tmp_path / "down.txt"
+    client.download(prefix + "/up.txt", down)
+    assert down.read_text() == "new bytes!\n"
+    assert "Nothing to be done" in _snakemake(tmp_path, vip_server, *args).stderr
+
+
 PLAIN = """
 rule all:
     input: expand("stats/{s}.txt", s=["a", "b"])
@@ -467,6 +520,48 @@ def test_key_given_instead_of_variable_name_is_not_echoed(vip_server, tmp_path, 
         with pytest.raises(WorkflowError) as err:
             StorageProvider(local_prefix=tmp_path / "p", logger=logging.getLogger("t"), settings=settings)
         assert pasted not in str(err.value) and "api-key-env" in str(err.value)
+
+
+def test_url_local_works_and_a_bad_url_names_the_url_setting(tmp_path, monkeypatch):
+    """Issue 22 item 8: url 'local' (the setting or $VIP_URL) is the CLI's: the local VIP of
+    ./.vip-local, its key file the default; a bad URL's error names the url setting."""
+    import logging
+
+    from snakemake_interface_common.exceptions import WorkflowError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv("VIP_URL", raising=False)
+    log = logging.getLogger("t")
+    try:
+        p = StorageProvider(local_prefix=tmp_path / "p", logger=log,
+                            settings=StorageProviderSettings(url="local", api_key_env=KEY_ENV))
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        assert srv is not None and p.client.url == srv.url.rstrip("/")
+        obj = p.object("vip://vip/Home/local-url/x.txt")
+        obj.local_path().parent.mkdir(parents=True)
+        obj.local_path().write_text("x\n")
+        obj.store_object()
+        assert obj.exists() and obj.size() == 2
+        p.client.close()
+        monkeypatch.setenv("VIP_URL", "local")  # the environment's 'local': the same server
+        q = StorageProvider(local_prefix=tmp_path / "q", logger=log,
+                            settings=StorageProviderSettings(api_key_env=KEY_ENV))
+        assert q.client.url == srv.url.rstrip("/") and q.object("vip://vip/Home/local-url/x.txt").exists()
+        q.client.close()
+    finally:
+        srv = LocalServer.attach(tmp_path / ".vip-local")
+        if srv is not None:
+            srv.stop()
+    monkeypatch.setenv(KEY_ENV, "some-test-key-123")
+    for url, setting in (("vip.creatis.insa-lyon.fr", "--storage-vip-url"), (None, "$VIP_URL")):
+        monkeypatch.setenv("VIP_URL", "ftp://x")
+        with pytest.raises(WorkflowError) as err:
+            StorageProvider(local_prefix=tmp_path / "r", logger=log,
+                            settings=StorageProviderSettings(url=url, api_key_env=KEY_ENV))
+        text = str(err.value)
+        assert setting in text and "http://" in text and "'local'" in text, text
+        assert "api-key-env" not in text, text
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ argparse types.
 
 import asyncio
 import logging
-import os
 import re
 import threading
 import time
@@ -36,6 +35,7 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 from vip_smk import core, rules
 from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
+from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.study.runs import forget_run, record_run
 
@@ -48,23 +48,8 @@ MAX_PROBLEMS = 30  # problems listed in the pre-launch error (then "... and N mo
 
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
-    url: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "VIP portal URL (default: $VIP_URL, else https://vip.creatis.insa-lyon.fr)",
-            "env_var": False,
-            "required": False,
-        },
-    )
-    api_key_env: str = field(
-        default="VIP_API_KEY",
-        metadata={
-            "help": "name of the environment variable holding the VIP API key (the key itself "
-            "never goes on a command line)",
-            "env_var": False,
-            "required": False,
-        },
-    )
+    url: Optional[str] = settings.url_field()
+    api_key_env: str = settings.api_key_env_field()
     poll_interval: float = field(
         default=DEFAULT_POLL,
         metadata={
@@ -100,6 +85,7 @@ class _Active:
     waiting_since: Optional[float] = None  # waiting for a slot (error 2001)
     checked: bool = True  # adoption checked at submission (else at launch, any start date)
     not_before: float = 0.0  # time.monotonic() before which it is not launched (see _launch_delay)
+    job: Any = None  # the Snakemake job (its vip:// plugin keeps the results Snakemake removed)
 
 
 class Executor(RemoteExecutor):
@@ -113,14 +99,14 @@ class Executor(RemoteExecutor):
         super().__init__(workflow, logger)
 
     def __post_init__(self):
-        settings = self.workflow.executor_settings or ExecutorSettings()
-        self.settings = settings
-        self.poll_interval = max(0.1, float(settings.poll_interval or DEFAULT_POLL))
+        config = self.workflow.executor_settings or ExecutorSettings()
+        self.settings = config
+        self.poll_interval = max(0.1, float(config.poll_interval or DEFAULT_POLL))
         self._pipelines: Dict[str, Any] = {}
         self._requests: Dict[Any, tuple] = {}  # job key -> (request, values, name)
         self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
         try:
-            self.client = self._make_client(settings)
+            self.client = self._make_client(config)
             self._check_workflow()
         except BaseException as exc:
             with self.lock:  # stop the status thread RemoteExecutor started
@@ -141,19 +127,9 @@ class Executor(RemoteExecutor):
     # -- set-up --------------------------------------------------------------------------------
 
     @staticmethod
-    def _make_client(settings: ExecutorSettings) -> VipClient:
-        env = (settings.api_key_env or "VIP_API_KEY").strip()
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):  # a key pasted by mistake: never echoed
-            raise WorkflowError("--executor vip: --vip-api-key-env takes the NAME of the environment "
-                                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
-        if not os.environ.get(env, "").strip():
-            raise WorkflowError(
-                f"--executor vip: the environment variable {env} (the VIP API key) is not set; "
-                "export it, or name another variable with --vip-api-key-env")
-        try:
-            return VipClient(settings.url or None, api_key_env=env, progress=False)
-        except VipError as exc:
-            raise WorkflowError(f"--executor vip: {exc}") from None
+    def _make_client(config: ExecutorSettings) -> VipClient:
+        return settings.make_client("--executor vip", "--vip-", config.url, config.api_key_env,
+                                    progress=False)
 
     def _pipeline(self, pid: str):
         """The pipeline's descriptor, asked once (a failure too is remembered)."""
@@ -213,6 +189,7 @@ class Executor(RemoteExecutor):
         if bad:
             return [f"{request.where}: execution name {name!r}: {bad}"]
         self._requests[key] = (request, values, name)
+        _in_storage(job, "protect", request.results_location)  # removed before it runs: deferred
         return []
 
     # -- submission ----------------------------------------------------------------------------
@@ -252,6 +229,7 @@ class Executor(RemoteExecutor):
 
     def _submit(self, job, active: "_Active", listing, folders: Optional["_Folders"]) -> None:
         r = active.request
+        active.job = job
         with self._active_lock:
             self._names.add(active.name)
         found = None
@@ -294,12 +272,22 @@ class Executor(RemoteExecutor):
             self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
             core.remove_remote(self.client, r.results_location)
             _forget_in_storage(job)
+        _in_storage(job, "gone", r.results_location)
 
     def _launch(self, active: "_Active", listing=None) -> bool:
         """Launch (or adopt, with ``listing`` None: one ``GET executions``); False if the job
         waits: VIP's per-user limit (error 2001), or VIP unreachable once the client's retries
         are spent (a network cut of hours must not end a run of days)."""
         r = active.request
+        if not active.checked and _in_storage(active.job, "marked_removed", r.results_location):
+            # adoption not checked at submission (VIP was unreachable): the previous results,
+            # which Snakemake removed, go now, before an execution may be launched into them
+            try:
+                core.remove_remote(self.client, r.results_location)
+            except (TransportError, ServerError) as exc:
+                self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch retried later")
+                return False
+            _in_storage(active.job, "gone", r.results_location)
         try:
             execution, adopted = core.launch_or_adopt(
                 self.client, r.pipeline_id, active.values, r.results_location, active.name,
@@ -325,6 +313,8 @@ class Executor(RemoteExecutor):
         return True
 
     def _adopted(self, active: "_Active", execution) -> None:
+        # its results, which Snakemake removed before the job (only marked so), are kept
+        _in_storage(active.job, "kept", active.request.results_location)
         active.execution_id = execution.identifier
         active.waiting_since = None
         self.logger.info(
@@ -397,6 +387,7 @@ class Executor(RemoteExecutor):
                 continue
             self._forget(j)
             if ex.status == rules.SUCCESS:
+                _order_in_storage(j.job, j.aux["vip"].request)
                 self.report_job_success(j)
             else:
                 self.report_job_error(j, msg=self._failure_message(j, ex))
@@ -512,6 +503,32 @@ def _forget_in_storage(job) -> None:
         forget = getattr(getattr(obj, "provider", None), "forget", None)
         if callable(forget) and getattr(obj, "path", None):
             forget(obj.path)
+
+
+def _in_storage(job, method: str, path: str) -> Any:
+    """Tell the vip:// plugin holding the job's output about its results folder `path`
+    (`protect` / `kept` / `gone`: see vip_smk.snakemake.storage.StorageProvider)."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        call = getattr(getattr(obj, "provider", None), method, None)
+        if callable(call):
+            return call(path)
+    return None
+
+
+def _order_in_storage(job, request: mapping.VipRequest) -> None:
+    """The job's execution ended well: its results were made after its inputs were written,
+    whatever VIP's whole-second dates say; the vip:// plugin dates them so (a rerun is then
+    "Nothing to be done")."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        made_from = getattr(getattr(obj, "provider", None), "made_from", None)
+        if callable(made_from):
+            try:
+                made_from([request.results_location], request.input_paths())
+            except VipError as exc:  # only the dates' precision is lost: VIP's are used
+                log.warning("%s: results not dated after their inputs: %s", request.where, exc)
+            return
 
 
 def _job_key(job) -> tuple:

@@ -21,6 +21,12 @@ transfers); the plugin adds no retries of its own.
   VIP (listings, mkdir, delete, md5), never for an answer from the listings (Snakemake's limiter,
   which charges both, is off); transfers are bounded by the client's connections.
 - Dates: see `storage_dates` (VIP's whole seconds, null dates, VIP's clock).
+- Content decides (core.content): an output holding the bytes we sent there is not sent again.
+  Snakemake removes a job's old outputs before it runs: a file we sent (and the results folder of
+  an --executor vip job, `protect`) is only marked removed in the date book (it counts as
+  missing); written again with the same bytes it is back, VIP's copy and date untouched (an
+  execution that read it stays adoptable); else it is deleted at the end of the process (or by
+  the next run, if this one died).
 - Directories (`storage.vip(directory("vip://..."))`): transferred with `upload_tree` /
   `download_tree`; their date is that of their newest file; Snakemake's empty
   `.snakemake_timestamp` is not uploaded (VIP cannot hold an empty file).
@@ -29,9 +35,9 @@ No `from __future__ import annotations` here: Snakemake turns the settings' fiel
 argparse types.
 """
 
+import atexit
 import logging
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -61,6 +67,8 @@ from snakemake_interface_storage_plugins.storage_provider import (
 )
 
 from vip_smk.client import NotFound, PathInfo, VipClient, VipError
+from vip_smk.core import content
+from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.snakemake.storage_cache import Listings, Throttle
 from vip_smk.snakemake.storage_dates import DateBook, vip_seconds
@@ -82,23 +90,8 @@ BURST = 50
 
 @dataclass
 class StorageProviderSettings(StorageProviderSettingsBase):
-    url: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "VIP portal URL (default: $VIP_URL, else https://vip.creatis.insa-lyon.fr)",
-            "env_var": False,
-            "required": False,
-        },
-    )
-    api_key_env: Optional[str] = field(
-        default="VIP_API_KEY",
-        metadata={
-            "help": "NAME of the environment variable holding your VIP API key (default "
-            "VIP_API_KEY). The key itself never goes on the command line.",
-            "env_var": False,
-            "required": False,
-        },
-    )
+    url: Optional[str] = settings.url_field()
+    api_key_env: Optional[str] = settings.api_key_env_field()
     max_requests_per_second: Optional[float] = field(
         default=None,
         metadata={
@@ -123,32 +116,69 @@ class StorageProvider(StorageProviderBase):
             raise_message_only(exc)
 
     def _set_up(self):
-        settings = self.settings or StorageProviderSettings()
-        env = (getattr(settings, "api_key_env", None) or "VIP_API_KEY").strip()
-        # Never echo what may be a key pasted by mistake: only conventional variable names.
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
-            raise WorkflowError(
-                "vip:// storage: --storage-vip-api-key-env takes the NAME of an environment "
-                "variable holding the key (e.g. VIP_API_KEY), not the key itself")
-        if not os.environ.get(env, "").strip():
-            shown = env if re.fullmatch(r"[A-Z_][A-Z0-9_]*", env) else "named by --storage-vip-api-key-env"
-            raise WorkflowError(
-                f"vip:// storage: no VIP API key: the environment variable {shown} is not set "
-                "or empty (export VIP_API_KEY=..., or name another variable with "
-                "--storage-vip-api-key-env)")
-        try:
-            self.client = VipClient(getattr(settings, "url", None) or None, api_key_env=env)
-        except VipError as exc:  # names the variable, never the key
-            raise WorkflowError(
-                f"vip:// storage: {exc} (the variable is set by --storage-vip-api-key-env)"
-            ) from None
+        config = self.settings or StorageProviderSettings()
+        self.client = settings.make_client("vip:// storage", "--storage-vip-",
+                                           getattr(config, "url", None),
+                                           getattr(config, "api_key_env", None))
         self.dates = DateBook(self.local_prefix)
         self._skew: Optional[float] = None
-        rate = getattr(settings, "max_requests_per_second", None)
+        rate = getattr(config, "max_requests_per_second", None)
         rate = DEFAULT_RATE if rate is None else float(rate)
         self.throttle = Throttle(rate, BURST if rate == DEFAULT_RATE else max(rate, 1.0))
         self.listings = Listings(self.list)
         self._lock_checked = False
+        self._removals_registered = False
+        # results folders of --executor vip jobs (protect): Snakemake's removal before the job
+        # is deferred, so that the job can adopt the execution that made them
+        self.protected: set = set()
+        self.finish_removals(dead_only=True)  # left by a run that died before its end
+
+    def protect(self, path: str) -> None:
+        """`path` is the results folder of an --executor vip job: when Snakemake removes it
+        before the job runs, it is only marked removed; the executor then adopts the execution
+        that wrote it (`kept`) or deletes it before launching anew (`gone`)."""
+        self.protected.add(path.rstrip("/"))
+
+    def kept(self, path: str) -> None:
+        """The execution that wrote `path` was adopted: its results count as present again."""
+        self.dates.unmark(path.rstrip("/"))
+
+    def marked_removed(self, path: str) -> bool:
+        return self.dates.removed(path.rstrip("/")) is not None
+
+    def gone(self, path: str) -> None:
+        """`path` was deleted on VIP (by the executor, before a new execution)."""
+        self.listings.forget(path)
+        self.dates.forget(path)
+
+    def defer_removal(self, path: str, tree: bool = False) -> bool:
+        """Mark `path` removed in the date book instead of deleting it now (see
+        DateBook.mark_removed); really deleted at the end of this process unless the same
+        bytes are written there again meanwhile. False: delete it now."""
+        if tree:
+            self.dates.mark_removed_tree(path, os.getpid())
+        elif not self.dates.mark_removed(path, os.getpid()):
+            return False
+        if not self._removals_registered:
+            self._removals_registered = True
+            atexit.register(self.finish_removals)
+        return True
+
+    def finish_removals(self, dead_only: bool = False) -> None:
+        """Delete on VIP the files this process (or, with `dead_only`, a dead run) marked
+        removed and did not write again."""
+        from vip_smk.util import pid_alive
+
+        for path, pid in self.dates.pending_removals().items():
+            if (pid == os.getpid() and not dead_only) or (pid != os.getpid() and not pid_alive(pid)):
+                try:
+                    self.throttle()
+                    self.client.delete(path, missing_ok=True)
+                except VipError as exc:
+                    log.warning("vip:// %s: not removed (%s): removed at the next run", path, exc)
+                    continue
+                self.listings.forget(path)
+                self.dates.forget(path)
 
     def clear_stale_lock_once(self) -> None:
         """After kill -9 of a run of --executor vip (which records its process), the lock it
@@ -170,6 +200,24 @@ class StorageProvider(StorageProviderBase):
         """`path` (a file or a folder) changed on VIP by someone else than this plugin (a VIP
         execution wrote its results): the next question about it is asked of VIP."""
         self.listings.forget(path)
+
+    def made_from(self, outputs: List[str], inputs: List[str]) -> None:
+        """A VIP execution that started after ``inputs`` were written has just written
+        ``outputs`` (files or folders): their dates are ordered after the inputs' (see
+        DateBook.order_after), whatever VIP's whole-second clock says."""
+        def files(path: str) -> List[PathInfo]:
+            info = self.listings.entry(path)
+            if info is None:
+                return []
+            return self.tree_files(path) if info.is_directory else [info]
+
+        ins = [f for p in inputs for f in files(p)]
+        outs = [f for p in outputs for f in files(p)]
+        if not ins or not outs:
+            return
+        self.dates.order_after(
+            [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in outs],
+            self.times(ins), self.skew())
 
     # -- Snakemake's interface -----------------------------------------------------------------
 
@@ -249,6 +297,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
     provider: StorageProvider
 
     def __post_init__(self):
+        if self.query.startswith(SCHEME):
+            # A name VIP would rename or refuse (a wildcard value with a space...): said here,
+            # where the file is declared, before Snakemake's advice on --default-storage-prefix
+            # (whose scheme is right) hides the reason.
+            problem = query_problem(self.query)
+            if problem:
+                raise_message_only(WorkflowError(
+                    f"vip:// file {self.query!r} cannot be on VIP: {problem}; VIP keeps ASCII "
+                    "letters, digits and . , - + @ _ ( ) : [ ] ? & = in names (check the "
+                    "wildcard values or file names that make this path)"))
         self.path = vip_path(self.query) if self.query.startswith(SCHEME) else self.query
         self.provider.clear_stale_lock_once()
 
@@ -261,7 +319,11 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
     def _props(self) -> Optional[PathInfo]:
         """From its folder's listing (see storage_cache: "missing" is asked again)."""
         info = self.provider.listings.entry(self.path)
-        return info if info is not None and info.exists else None
+        if info is None or not info.exists:
+            return None
+        if self.provider.dates.removed(self.path) is not None:
+            return None  # removed by Snakemake before its job writes it again (defer_removal)
+        return info
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -281,6 +343,8 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         except VipError as exc:  # Snakemake asks file by file instead (and reports errors)
             log.warning("vip:// inventory of %s skipped: %s", folder, exc)
             return
+        removed = self.provider.dates.pending_removals()
+        infos = [i for i in infos if i.path not in removed]
         files = [i for i in infos if not i.is_directory]
         for info, t in zip(files, self.provider.times(files)):
             key = self.provider.local_key(info.path)
@@ -384,13 +448,24 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             self.client.mkdir(parent, parents=True, known_missing=known is False)
             listings.made_folder(parent)
         size = local.stat().st_size
-        self.client.upload(local, self.path)
-        done = time.time()
-        # No properties asked: the size is ours, VIP's date is learnt from the folder's next
-        # listing (the date book adopts it then: see storage_dates).
-        info = PathInfo(path=self.path, size=size, last_modification_date=None)
-        self.provider.dates.record_upload([(info.path, size, None)], done)
-        listings.put(info)
+        digest = content.digest_file(local)
+        on_vip = listings.entry(self.path) if known else None
+        if on_vip is not None and self.provider.dates.sent(
+                self.path, on_vip.size, vip_seconds(on_vip.last_modification_date), digest):
+            # The bytes VIP holds are those we sent (content decides, core.content): not sent
+            # again, so VIP's copy and date stay (the executions that read it stay adoptable);
+            # Snakemake's removal before the job is undone.
+            log.info("%s: same content as the copy on VIP: not sent again", self.print_query)
+            done = time.time()
+            self.provider.dates.revive(self.path, done)
+        else:
+            self.client.upload(local, self.path)
+            done = time.time()
+            # No properties asked: the size is ours, VIP's date is learnt from the folder's next
+            # listing (the date book adopts it then: see storage_dates).
+            info = PathInfo(path=self.path, size=size, last_modification_date=None)
+            self.provider.dates.record_upload([(info.path, size, None)], done, {self.path: digest})
+            listings.put(info)
         try:  # a kept local copy is then not older than VIP's: no download back
             os.utime(local, (done, done))
         except OSError:
@@ -418,6 +493,16 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             [(f.path, f.size, vip_seconds(f.last_modification_date)) for f in files], done)
 
     def remove(self):
+        info = self.provider.listings.entry(self.path)
+        if (info is not None and info.exists and not info.is_directory
+                and self.provider.dates.sent(self.path, info.size,
+                                             vip_seconds(info.last_modification_date),
+                                             self.provider.dates.digest(self.path) or "")
+                and self.provider.defer_removal(self.path)):
+            return
+        if info is not None and info.exists and info.is_directory and self.path in self.provider.protected:
+            self.provider.defer_removal(self.path, tree=True)
+            return
         self.provider.throttle()
         try:
             self.client.delete(self.path, missing_ok=True)

@@ -16,7 +16,10 @@ workflow directory knows better than VIP:
   retrieves it, before the job's outputs exist). A null date is unknown -- never 1970, which
   would make every output derived from the file look outdated forever; a new size is a change.
 
-Nothing else is stored (VIP paths, sizes, dates: no key). The book is a log of JSON lines
+- pending removals (`mark_removed`): the pid of the run that removed a file we sent (or an
+  execution's results folder), kept on VIP until that run ends in case the same bytes come back.
+
+Nothing else is stored (VIP paths, sizes, dates, digests, pids: no key). The book is a log of JSON lines
 appended under a file lock: concurrent Snakemake processes sharing the directory (jobs on a
 cluster) keep and see each other's entries.
 """
@@ -53,7 +56,9 @@ class _Entry:
     size: int | None
     vip_date: float | None  # VIP's date when recorded (seconds, None = VIP gave none)
     time: float  # our clock
-    ours: bool  # uploaded by the plugin (else: first seen with a null date)
+    ours: bool  # uploaded by the plugin, or dated after its inputs (else: first seen, null date)
+    sha256: str | None = None  # of the bytes the plugin sent (core.content): same bytes, not re-sent
+    removed_by: int | None = None  # pid of the run that removed it: a pending removal (see below)
 
 
 class DateBook:
@@ -83,7 +88,8 @@ class DateBook:
                 del self._entries[p]
         else:
             self._entries[rec["path"]] = _Entry(rec.get("size"), rec.get("vip_date"),
-                                                float(rec["time"]), bool(rec.get("ours")))
+                                                float(rec["time"]), bool(rec.get("ours")),
+                                                rec.get("sha256"), rec.get("removed_by"))
 
     def _refresh(self) -> None:
         """Apply the lines appended since the last read (by us or another process)."""
@@ -137,10 +143,100 @@ class DateBook:
 
     # -- API -----------------------------------------------------------------------------------
 
-    def record_upload(self, files: list[tuple[str, int | None, float | None]], when: float) -> None:
-        """The plugin has just written these (vip_path, size, vip_date) files; upload done at `when`."""
+    def record_upload(self, files: list[tuple[str, int | None, float | None]], when: float,
+                      digests: dict[str, str] | None = None) -> None:
+        """The plugin has just written these (vip_path, size, vip_date) files; upload done at
+        `when`. `digests`: vip_path -> sha256 of the bytes sent (what `sent` compares with)."""
+        digests = digests or {}
         with self._lock:
-            self._append([{"path": p, **asdict(_Entry(size, date, when, True))} for p, size, date in files])
+            self._append([{"path": p, **asdict(_Entry(size, date, when, True, digests.get(p)))}
+                          for p, size, date in files])
+
+    def sent(self, path: str, size: int | None, vip_date: float | None, sha256: str) -> bool:
+        """True if VIP still holds at `path` the bytes we sent there (same digest recorded, and
+        VIP still shows the size and date we recorded): sending them again would change nothing
+        but VIP's date."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return bool(e is not None and e.ours and e.sha256 == sha256 and e.size == size
+                    and (e.vip_date is None or vip_date is None or e.vip_date == vip_date))
+
+    def mark_removed(self, path: str, pid: int) -> bool:
+        """Snakemake removes a job's old output before the job runs again. A file VIP holds as
+        we sent it is not deleted at once: it is marked removed by `pid` (it counts as missing),
+        so that the job writing the same bytes again finds them there (`revive`): not re-sent,
+        its date kept. False if the book holds no digest of ours for it (delete it now)."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is None or not e.ours or not e.sha256:
+                return False
+            self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, e.time, True,
+                                                         e.sha256, pid))}])
+            return True
+
+    def digest(self, path: str) -> str | None:
+        """The sha256 of the bytes we sent to `path`, if recorded."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return e.sha256 if e is not None and e.ours else None
+
+    def mark_removed_tree(self, path: str, pid: int) -> None:
+        """A folder (an execution's results) marked removed by `pid` (see mark_removed): it
+        counts as missing until `unmark` (its execution adopted) or its real deletion."""
+        with self._lock:
+            self._append([{"path": path, **asdict(_Entry(None, None, 0.0, False, None, pid))}])
+
+    def unmark(self, path: str) -> None:
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is not None and e.removed_by is not None:
+                self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, e.time, e.ours,
+                                                             e.sha256))}])
+
+    def removed(self, path: str) -> int | None:
+        """The pid of the run that marked `path` removed (not yet deleted on VIP), else None."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+        return e.removed_by if e is not None else None
+
+    def pending_removals(self) -> dict[str, int]:
+        with self._lock:
+            self._refresh()
+            return {p: e.removed_by for p, e in self._entries.items() if e.removed_by is not None}
+
+    def revive(self, path: str, when: float) -> None:
+        """The same bytes were written again (at `when`) where they were marked removed:
+        present again, VIP's copy untouched. Dated `when`: the job that wrote them may have
+        read local inputs newer than their first write (Snakemake would rerun it forever)."""
+        with self._lock:
+            self._refresh()
+            e = self._entries.get(path)
+            if e is not None and e.removed_by is not None:
+                self._append([{"path": path, **asdict(_Entry(e.size, e.vip_date, when, True,
+                                                             e.sha256))}])
+
+    def order_after(self, files: list[tuple[str, int | None, float | None]], inputs: list[float],
+                    skew: float) -> None:
+        """These files were made from inputs whose times are `inputs` (a VIP execution wrote
+        them after it started, and it started after its inputs were written): where VIP's whole
+        seconds date one at or before its newest input, it is recorded just after it (as long as
+        VIP shows the same size and date), so that Snakemake sees them in the order they were
+        made."""
+        if not files or not inputs:
+            return
+        after = max(inputs)
+        times = self.resolve(files, skew)
+        if min(times) > after:
+            return
+        when = max(after + 0.001, max(times))
+        with self._lock:
+            self._append([{"path": p, **asdict(_Entry(size, date, when, True))}
+                          for p, size, date in files])
 
     def forget(self, prefix: str) -> None:
         """Forget a removed file or directory (and everything under it)."""
@@ -168,7 +264,8 @@ class DateBook:
                     if e.ours and e.vip_date is None and date is not None:
                         # uploaded without asking VIP's date: the first one seen is adopted,
                         # so that a later change of the file (a new date) is noticed
-                        new.append({"path": path, **asdict(_Entry(size, date, e.time, True))})
+                        new.append({"path": path, **asdict(_Entry(size, date, e.time, True,
+                                                                  e.sha256))})
                 elif date is not None:
                     out.append(date - skew)
                 else:

@@ -217,7 +217,7 @@ def test_rerun_with_nothing_changed_is_nothing_to_be_done_every_time(make_server
                 pass
         return data
 
-    srv = make_server(vip_defaults=True, latency_ms=30)
+    srv = make_server(vip_defaults=True, latency_ms=30, results_location=True)
     with Relay(srv.url, rewrite=rewrite, clock_offset=-1.0) as relay:
         vip = SimpleNamespace(url=relay.url, api_key=srv.api_key)
         work = tmp_path / "example"
@@ -470,7 +470,7 @@ def test_failing_pipeline_fails_its_rule_with_vips_stderr(server, vip, tmp_path)
 def test_kill9_at_capacity_1_then_rerun_adopts_and_launches_nothing_twice(make_server, tmp_path):
     """At VIP's default capacity (1 running execution per user) jobs queue for the slot (2001);
     after kill -9 the rerun adopts the running one and launches the rest, each exactly once."""
-    server = make_server(vip_defaults=True)
+    server = make_server(vip_defaults=True, results_location=True)
     assert server.max_running == 1
     vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
     work = project(tmp_path, SLEEPS.format(n=4, duration=3, tag="kill9"))
@@ -498,7 +498,7 @@ def test_kill9_at_capacity_1_then_rerun_adopts_and_launches_nothing_twice(make_s
 
 
 def test_50_active_one_request_per_round_then_ctrl_c_kills_them(make_server, tmp_path):
-    server = make_server(max_running=0, workers=4, count_requests=True)  # 50 at once: unlimited
+    server = make_server(max_running=0, workers=4, count_requests=True, results_location=True)  # 50 at once: unlimited
     vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
     work = project(tmp_path, SLEEPS.format(n=50, duration=300, tag="ctrlc"))
     proc = start_smk(server, work, "ex-ctrlc", jobs=50)
@@ -529,7 +529,7 @@ def test_50_active_one_request_per_round_then_ctrl_c_kills_them(make_server, tmp
 
 
 def test_vip_user_limit_makes_jobs_wait_for_a_slot(make_server, tmp_path):
-    srv = make_server(max_running=2, workers=2)
+    srv = make_server(max_running=2, workers=2, results_location=True)
     work = project(tmp_path, SLEEPS.format(n=5, duration=1, tag="limit"))
     proc = run_smk(srv, work, "ex-limit")
     assert proc.returncode == 0, proc.output[-4000:]
@@ -586,7 +586,7 @@ class TestSnakemakeExecutorSuite(TestWorkflowsBase):
 def test_flaky_network_never_duplicates_a_launch(make_server, tmp_path):
     """20% of VIP's replies fail (503 or a reset connection; a third of the non-GET ones after
     the action took place): every job completes with exactly one execution each."""
-    srv = make_server(fault_rate=0.2, seed=7, workers=4)
+    srv = make_server(fault_rate=0.2, seed=7, workers=4, results_location=True)
     work = project(tmp_path, SLEEPS.format(n=8, duration=0.5, tag="flaky"))
     proc = run_smk(srv, work, "ex-flaky", timeout=300)
     assert proc.returncode == 0, proc.output[-4000:]

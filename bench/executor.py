@@ -92,7 +92,7 @@ def status_requests(counts: dict) -> tuple[int, int]:
 
 def executions_launched(srv: LocalServer) -> int:
     """How many executions the server holds (each run uses its own server: all are this run's)."""
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
 
     with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
         return len(c.executions())

@@ -1,9 +1,10 @@
-"""`VipClient`: the VIP REST API (CARMIN, VIP-portal 4.6) in Python.
+"""`ApiClient`: the VIP REST API (CARMIN, VIP-portal 4.6) in Python, one method per VIP call.
+(`vip_smk.VipClient`, in `vip_smk.core.client`, is this class plus waiting and tree transfers.)
 
 One `requests.Session` per client (pooled, thread-safe for concurrent calls), typed errors
 decided from the HTTP status *and* the JSON body, connect/read timeouts on every call, bounded
 retries with exponential backoff and jitter for idempotent calls, a never-duplicated `launch`,
-and streaming transfers (one file: `vip_smk.streams`; trees: `vip_smk.transfer`).
+and streaming transfers (one file: `vip_smk.api.streams`; trees: `vip_smk.transfer.trees`).
 
 No module-level mutable state: the URL, the key and every setting live on the instance.
 """
@@ -18,12 +19,13 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 import requests
 
-from vip_smk import streams, transfer
-from vip_smk.errors import (
+from vip_smk.api import streams
+from vip_smk.api.adoption import adoptable_on_vip
+from vip_smk.api.errors import (
     NOT_IMPLEMENTED,
     AuthError,
     CapacityError,
@@ -40,17 +42,17 @@ from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VI
 from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
 from vip_smk.rules import clean_name as vip_clean_name
 from vip_smk.rules import is_running as status_is_running
-from vip_smk.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
-from vip_smk.models import Execution, Parameter, PathInfo, Pipeline
-from vip_smk.transport import MAX_CONNECTIONS, Transport
-from vip_smk.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
+from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
+from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
+from vip_smk.api.transport import MAX_CONNECTIONS, Transport
+from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 
-# Errors: vip_smk.errors, models: vip_smk.models, keys: vip_smk.keys (all re-exported here);
-# HTTP: vip_smk.transport; one file's body up/down: vip_smk.streams.
+# Errors: vip_smk.api.errors, models: vip_smk.api.models, keys: vip_smk.api.keys (all re-exported here);
+# HTTP: vip_smk.api.transport; one file's body up/down: vip_smk.api.streams.
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,12 +82,12 @@ def _vip_path(path: str | PurePosixPath) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class VipClient:
+class ApiClient:
     """A client of VIP's REST API (or of a local `vip-smk serve`).
 
     url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added;
               `local`: the local VIP server of ./.vip-local (started if needed), whose key file
-              is then the key default (`vip_smk.urls.resolve_url`).
+              is then the key default (`vip_smk.api.urls.resolve_url`).
     api_key / api_key_env / api_key_file: the key itself, the name of an environment variable
               holding it, or a file holding it (at most one; default: `$VIP_API_KEY`).
     timeout:  (connect, read) seconds for every call.
@@ -96,7 +98,7 @@ class VipClient:
     progress: tqdm progress bars for transfers: None = when attached to a terminal/notebook.
 
     The HTTP side (session, retries, error decoding, clock) is `self.transport`
-    (`vip_smk.transport.Transport`); the methods here only build calls.
+    (`vip_smk.api.transport.Transport`); the methods here only build calls.
     """
 
     def __init__(
@@ -141,12 +143,12 @@ class VipClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"VipClient(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
+        return f"{type(self).__name__}(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
 
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> VipClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -373,7 +375,7 @@ class VipClient:
         """Stream a local file to `vip_path` (PUT, application/octet-stream). A retry re-sends
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
         restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
-        are read and the hex digest returned (see `vip_smk.streams.upload`)."""
+        are read and the hex digest returned (see `vip_smk.api.streams.upload`)."""
         p = _vip_path(vip_path)
         return streams.upload(self, local, p, "path" + quote_path(p), progress=progress, hasher=hasher)
 
@@ -484,13 +486,11 @@ class VipClient:
             return ex
 
     def _find_launched(self, name: str, pid: str, began_ms: int, values: Mapping[str, Any]) -> Execution | None:
-        """The execution a lost POST reply created, if any (`core.adoptable_on_vip`: same name,
+        """The execution a lost POST reply created, if any (`vip_smk.api.adoption.adoptable_on_vip`: same name,
         pipeline and inputs, started since the call began, not one this client already has)."""
-        from vip_smk import core
-
         with self._lock:
             mine = set(self._launched)
-        ex = core.adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
+        ex = adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
                                    started_after=began_ms, include_failed=True)
         if ex is not None:
             with self._lock:
@@ -538,42 +538,6 @@ class VipClient:
             json_body={"deleteFiles": bool(delete_files)},
         )
 
-    def wait(
-        self,
-        execution_id: str,
-        *,
-        poll: float = 5.0,
-        timeout: float | None = None,
-        callback: Callable[[Execution], None] | None = None,
-    ) -> Execution:
-        """Poll an execution until it is over (`core.wait`: soon after the call, backing off up
-        to `poll` seconds). TimeoutError after `timeout` seconds (None = no limit)."""
-        from vip_smk import core
-
-        eid = str(execution_id)
-        on_round = None if callback is None else (lambda states: eid in states and callback(states[eid]))
-        states = core.wait(self, [eid], refresh=poll, first=min(0.2, poll), timeout=timeout,
-                           on_round=on_round)
-        if eid not in states:
-            raise NotFound(f"execution {eid}: unknown to VIP", call="wait", target=eid)
-        if states[eid].is_running:
-            raise TimeoutError(f"execution {eid} still {states[eid].status} after {timeout} s")
-        return states[eid]
-
-    # -- trees (vip_smk.transfer) -----------------------------------------------------------------
-
-    def upload_tree(self, local_dir, vip_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.upload_tree(self, ...)`."""
-        return transfer.upload_tree(self, local_dir, vip_dir, **kw)
-
-    def download_tree(self, vip_dir, local_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.download_tree(self, ...)`."""
-        return transfer.download_tree(self, vip_dir, local_dir, **kw)
-
-    def download_files(self, pairs, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.download_files(self, ...)`."""
-        return transfer.download_files(self, pairs, **kw)
-
 
 __all__ = [
     "AuthError",
@@ -588,7 +552,7 @@ __all__ = [
     "Pipeline",
     "ServerError",
     "TransportError",
-    "VipClient",
+    "ApiClient",
     "VipError",
     "ApiKey",
     "TooLarge",

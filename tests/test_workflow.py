@@ -557,7 +557,7 @@ def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_
     run_smk(project, key=srv.api_key)
     assert _counts(srv) == 3 and _sent(project) == []
     with client_for(srv) as c:
-        names = {i.path.rsplit("/", 1)[-1] for i in c.list(f"/vip/Home/API/t/datasets/demo")}
+        names = {i.path.rsplit("/", 1)[-1] for i in c.list("/vip/Home/API/t/datasets/demo")}
     assert ".DS_Store" not in names and "notes.txt" not in names
 
     f = data / "subject02.csv"

@@ -38,14 +38,13 @@ from vip_smk.api.errors import (
     TransportError,
     VipError,
 )
-from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VIP's rules: vip_smk.rules)
-from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
-from vip_smk.rules import clean_name as vip_clean_name
-from vip_smk.rules import is_running as status_is_running
 from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
 from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
 from vip_smk.api.transport import MAX_CONNECTIONS, Transport
 from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
+from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VIP's rules: vip_smk.rules)
+from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
+from vip_smk.rules import clean_name as vip_clean_name
 
 log = logging.getLogger(__name__)
 

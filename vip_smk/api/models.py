@@ -15,7 +15,6 @@ from vip_smk.rules import is_over as status_is_over
 from vip_smk.rules import is_running as status_is_running
 
 
-
 class _Model:
     """JSON <-> dataclass with camelCase keys; unknown keys are kept in `extra`."""
 

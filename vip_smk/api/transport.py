@@ -324,7 +324,7 @@ class Transport:
         request may have reached the server."""
         if isinstance(exc, VipError):
             return Attempt(exc, isinstance(exc, TransportError) or exc.status in RETRY_STATUSES, True)
-        check = f"check the URL and that the server is up (network, VPN, proxy)"
+        check = "check the URL and that the server is up (network, VPN, proxy)"
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             err = self.error(TransportError, f"cannot reach VIP at {self.url} (connection timed out): {check}",
                              call=call, target=target)

@@ -6,15 +6,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from pathlib import PurePosixPath
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from vip_smk import rules
-from vip_smk.api.adoption import (_unknown_execution, adoptable_on_vip, find_adoptable, results_on_vip,
-                                  same_inputs)
-from vip_smk.api.client import (ApiClient, CapacityError, Execution, InvalidInput, NotFound, ServerError,
-                                TransportError, VipError)
+from vip_smk.api.adoption import _unknown_execution, adoptable_on_vip, find_adoptable, results_on_vip, same_inputs
+from vip_smk.api.client import (
+    ApiClient,
+    CapacityError,
+    Execution,
+    InvalidInput,
+    NotFound,
+    ServerError,
+    TransportError,
+    VipError,
+)
 
 log = logging.getLogger("vip_smk.core")
 

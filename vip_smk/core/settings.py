@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vip_smk import boutiques, rules
-from vip_smk.api.client import InvalidInput, NotFound, Pipeline, ApiClient
+from vip_smk.api.client import ApiClient, InvalidInput, NotFound, Pipeline
 
 __all__ = ["Problem", "SettingsError", "dot_inputs_of", "launch_refusal", "validate_settings",
            "vip_file_check"]

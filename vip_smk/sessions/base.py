@@ -19,12 +19,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vip_smk import rules
-from vip_smk.sessions.backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
 from vip_smk.api.keys import DEFAULT_KEY_ENV, vip_client_key_kwargs
+from vip_smk.api.urls import resolve_url
 from vip_smk.core.client import VipClient
+from vip_smk.sessions.backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
 from vip_smk.sessions.output import ensure_log_handler, logger, pipeline_text, vip_errors
 from vip_smk.sessions.steps import SessionSteps
-from vip_smk.api.urls import resolve_url
 
 __all__ = ["META_KEY", "SessionBase", "logger", "vip_errors"]
 

@@ -36,8 +36,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from vip_smk import core, rules
-from vip_smk.sessions.backup import add_input_user, meta_of, read_backup, sessions_sharing
 from vip_smk.core.client import NotFound
+from vip_smk.sessions.backup import add_input_user, meta_of, read_backup, sessions_sharing
 from vip_smk.sessions.base import SessionBase, vip_errors
 from vip_smk.util import write_json_atomic  # noqa: F401  (re-exported for older imports)
 

@@ -248,7 +248,6 @@ class SessionSteps:
         return True
 
     def _remove(self, path: PurePosixPath, deadline: float) -> bool:
-        import time
 
         ok = core.remove_remote(self.client, str(path), timeout=max(0.0, deadline - time.monotonic()))
         if ok:

@@ -34,10 +34,10 @@ from snakemake_interface_executor_plugins.settings import CommonSettings, Execut
 
 from vip_smk import core, rules
 from vip_smk.core.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk.runlock import forget_run, record_run
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
-from vip_smk.study.runs import forget_run, record_run
 
 log = logging.getLogger(__name__)
 

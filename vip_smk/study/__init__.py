@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vip_smk.util import read_json, write_json_atomic
-
 from vip_smk.study.config import (
     Session,
     Study,
@@ -34,9 +32,9 @@ from vip_smk.study.config import (
     load_study,
     slug,
 )
+from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
 from vip_smk.study.content import StudyContent, dataset_files
 from vip_smk.study.descriptors import shipped_descriptors
-from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
 from vip_smk.study.runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
 from vip_smk.study.steps import (
     check_study,
@@ -57,6 +55,7 @@ from vip_smk.study.steps import (
     wait_session,
 )
 from vip_smk.study.summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, write_summary
+from vip_smk.util import read_json, write_json_atomic
 
 
 def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:

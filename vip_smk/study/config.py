@@ -19,6 +19,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
+from vip_smk.study.model import Session, Study, VipSettings  # noqa: F401 - re-exported
 from vip_smk.study.schema import (  # noqa: F401 - re-exported: the study's config API
     SCHEMA_PATH,
     StudyConfigError,
@@ -29,8 +30,6 @@ from vip_smk.study.schema import (  # noqa: F401 - re-exported: the study's conf
     load_config,
     schema,
 )
-
-from vip_smk.study.model import Session, Study, VipSettings  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +229,8 @@ def _dataset_problems(root: Path, exclude: list[str] | None = None) -> list[str]
     """What would make the dataset's upload fail (names VIP refuses, empty files, unreadable
     entries), found without any network so that the dry run reports it. Hidden and excluded
     files are not uploaded: not checked."""
-    from vip_smk.transfer.trees import check_local_tree
-
     from vip_smk.study.content import excluded
+    from vip_smk.transfer.trees import check_local_tree
 
     files, problems = check_local_tree(root)
     pats = tuple(exclude or ())

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vip_smk.study.descriptors import descriptor_cache
 from vip_smk.study.model import VipSettings
 from vip_smk.study.schema import StudyConfigError
-from vip_smk.study.descriptors import descriptor_cache
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from typing import Any, Mapping
 from vip_smk.study.schema import fill_defaults, schema
 
 
-
 @dataclass(frozen=True)
 class VipSettings:
     """`vip:` of the config. No defaults here: each is written once, in the schema."""

@@ -32,11 +32,10 @@ from tqdm.auto import tqdm
 
 from vip_smk import core, rules
 from vip_smk.core import content
-from vip_smk.util import read_json, write_json_atomic
-
 from vip_smk.study import content as sc
-from vip_smk.study.model import Session, Study
 from vip_smk.study.connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
+from vip_smk.study.model import Session, Study
+from vip_smk.util import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -597,7 +596,6 @@ def _run(study: Study, log_path, what: str, fn, *args, **kw) -> StudyError | Non
     """Run a step with its log. A failure is returned as a StudyError of one line saying what
     to fix, never raised: the rule raises it itself so that Snakemake shows no frame of ours."""
     from vip_smk.api.errors import VipError
-
     from vip_smk.study.model import StudyConfigError
 
     with job_log(log_path):

@@ -7,7 +7,6 @@ import sys
 import threading
 
 
-
 def _in_notebook() -> bool:
     if "ipykernel" not in sys.modules:
         return False

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from vip_smk.transfer.archives import extract_archive, recover_extraction
 from vip_smk.api.errors import InvalidInput, NotFound, TooLarge, VipError
 from vip_smk.rules import local_name
 from vip_smk.transfer import local_tree as lt
+from vip_smk.transfer import scheduling
+from vip_smk.transfer.archives import extract_archive, recover_extraction
 from vip_smk.transfer.local_tree import check_local_tree  # noqa: F401  (re-exported)
 from vip_smk.transfer.progress import Progress, want_progress
-from vip_smk.transfer import scheduling
 from vip_smk.transfer.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
-    from vip_smk.api.client import PathInfo, ApiClient
+    from vip_smk.api.client import ApiClient, PathInfo
 
 log = logging.getLogger(__name__)
 

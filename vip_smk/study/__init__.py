@@ -35,6 +35,15 @@ from vip_smk.study.config import (
 from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
 from vip_smk.study.content import StudyContent, dataset_files
 from vip_smk.study.descriptors import shipped_descriptors
+from vip_smk.study.entry import (
+    rule_check,
+    rule_finish_dataset,
+    rule_finish_session,
+    rule_launch,
+    rule_upload,
+    rule_wait_and_download,
+)
+from vip_smk.study.logs import job_log, log_to_stderr
 from vip_smk.study.runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
 from vip_smk.study.steps import (
     check_study,
@@ -42,15 +51,7 @@ from vip_smk.study.steps import (
     failed_sessions,
     finish_dataset,
     finish_session,
-    job_log,
     launch_session,
-    log_to_stderr,
-    rule_check,
-    rule_finish_dataset,
-    rule_finish_session,
-    rule_launch,
-    rule_upload,
-    rule_wait_and_download,
     upload_dataset,
     wait_session,
 )

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vip_smk import rules
+from vip_smk.study.logs import job_log
 from vip_smk.study.model import Study
-from vip_smk.study.steps import _now, job_log, tree_size
+from vip_smk.study.steps import _now, tree_size
 from vip_smk.util import read_json
 
 log = logging.getLogger(__name__)

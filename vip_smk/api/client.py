@@ -11,6 +11,7 @@ No module-level mutable state: the URL, the key and every setting live on the in
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from vip_smk.api.errors import (
 )
 from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
 from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
-from vip_smk.api.transport import MAX_CONNECTIONS, Transport
+from vip_smk.api.transport import MAX_CONNECTIONS, HttpReply, Transport
 from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VIP's rules: vip_smk.rules)
 from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
@@ -192,8 +193,14 @@ class ApiClient:
     def _error(self, cls, msg, *, call, target, code=None, status=None) -> VipError:
         return self.transport.error(cls, msg, call=call, target=target, code=code, status=status)
 
-    def _request(self, method: str, endpoint: str, **kw) -> requests.Response | None:
+    def _request(self, method: str, endpoint: str, **kw) -> HttpReply | None:
         return self.transport.request(method, endpoint, **kw)
+
+    def _reply(self, method: str, endpoint: str, **kw) -> HttpReply:
+        """`_request` of a call that has a reply (None comes only with ok_missing_after_retry)."""
+        resp = self.transport.request(method, endpoint, **kw)
+        assert resp is not None, "a reply is None only with ok_missing_after_retry"
+        return resp
 
     def _json(self, method: str, endpoint: str, **kw) -> Any:
         return self.transport.json(method, endpoint, **kw)
@@ -502,29 +509,30 @@ class ApiClient:
             self._json("GET", "executions/" + quote_path(eid), call="execution", target=eid)
         )
 
-    def executions(self) -> list[Execution]:
+    def executions(self) -> builtins.list[Execution]:  # (`list` here: the method above)
         return [Execution.from_json(e) for e in self._json("GET", "executions", call="executions") or []]
 
     def count_executions(self) -> int:
-        resp = self._request("GET", "executions/count", call="count_executions")
+        resp = self._reply("GET", "executions/count", call="count_executions")
         text = resp.text.strip()
         try:
             return int(json.loads(text))
         except (ValueError, TypeError):
-            raise self._error(ServerError, f"not a count: {text[:60]!r}", call="count_executions") from None
+            raise self._error(ServerError, f"not a count: {text[:60]!r}", call="count_executions",
+                              target=None) from None
 
-    def results(self, execution_id: str) -> list[PathInfo]:
+    def results(self, execution_id: str) -> builtins.list[PathInfo]:
         eid = str(execution_id)
         data = self._json("GET", f"executions/{quote_path(eid)}/results", call="results", target=eid)
         return [PathInfo.from_json(d) for d in data or []]
 
     def stdout(self, execution_id: str) -> str:
         eid = str(execution_id)
-        return self._request("GET", f"executions/{quote_path(eid)}/stdout", call="stdout", target=eid).text
+        return self._reply("GET", f"executions/{quote_path(eid)}/stdout", call="stdout", target=eid).text
 
     def stderr(self, execution_id: str) -> str:
         eid = str(execution_id)
-        return self._request("GET", f"executions/{quote_path(eid)}/stderr", call="stderr", target=eid).text
+        return self._reply("GET", f"executions/{quote_path(eid)}/stderr", call="stderr", target=eid).text
 
     def kill(self, execution_id: str) -> None:
         eid = str(execution_id)

@@ -19,6 +19,7 @@ class _Model:
     """JSON <-> dataclass with camelCase keys; unknown keys are kept in `extra`."""
 
     _keys: dict[str, str] = {}  # attribute -> JSON key (class constant, never mutated)
+    extra: dict[str, Any]  # (each model's dataclass field)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]):

@@ -31,8 +31,13 @@ class VipClient(ApiClient):
         """Poll an execution until it is over (`core.wait`: soon after the call, backing off up
         to `poll` seconds). TimeoutError after `timeout` seconds (None = no limit)."""
         eid = str(execution_id)
-        on_round = None if callback is None else (lambda states: eid in states and callback(states[eid]))
-        states = _wait(self, [eid], refresh=poll, first=min(0.2, poll), timeout=timeout, on_round=on_round)
+
+        def on_round(states: dict[str, Execution]) -> None:
+            if callback is not None and eid in states:
+                callback(states[eid])
+
+        states = _wait(self, [eid], refresh=poll, first=min(0.2, poll), timeout=timeout,
+                       on_round=None if callback is None else on_round)
         if eid not in states:
             raise NotFound(f"execution {eid}: unknown to VIP", call="wait", target=eid)
         if states[eid].is_running:

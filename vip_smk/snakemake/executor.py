@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generator, List, Optional
+from typing import Any, AsyncGenerator, Dict, List, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -33,7 +33,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from vip_smk import core, rules
-from vip_smk.core.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk.core.client import CapacityError, Execution, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.runlock import forget_run, record_run
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
@@ -181,7 +181,7 @@ class Executor(RemoteExecutor):
                                                    pipeline=pipeline, where=request.where,
                                                    check_file=_vip_file_problem)
         except core.SettingsError as exc:
-            problems.extend(f"{request.where}: {p}" for p in (exc.problems or [str(exc)]))
+            problems.extend(f"{request.where}: {p}" for p in (exc.problems if exc.problems else [str(exc)]))
         if problems:
             return problems
         name = request.execution_name(values)
@@ -202,12 +202,14 @@ class Executor(RemoteExecutor):
         if problems:  # jobs known only now (after a checkpoint)
             raise WorkflowError(_problems_message(problems, "these jobs cannot run on VIP"))
         batch = [self._requests[_job_key(job)] for job in jobs]
-        listing, folders = None, _Folders(self.client)
+        listing: Optional[List[Execution]] = None
+        read = _Folders(self.client)
+        folders: Optional[_Folders] = read
         try:
             listing = self.client.executions()
             for request, _values, _name in batch:
                 for path in request.input_paths() + [request.results_location]:
-                    folders.entry(path)
+                    read.entry(path)
         except (TransportError, ServerError) as exc:  # VIP unreachable: the status rounds retry
             self.logger.warning(f"--executor vip: VIP unreachable ({exc}): launches deferred")
             listing, folders = None, None
@@ -239,6 +241,7 @@ class Executor(RemoteExecutor):
                                               pipeline_id=r.pipeline_id, values=active.values,
                                               executions=listing, started_after=active.started_after)
                 if found is None:
+                    assert folders is not None  # (run_jobs checks at submission only with them)
                     self._clear_previous(job, active, listing, folders)
             except (TransportError, ServerError) as exc:
                 self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch deferred")
@@ -344,7 +347,7 @@ class Executor(RemoteExecutor):
 
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
-    ) -> Generator[SubmittedJobInfo, None, None]:
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             return
         try:
@@ -501,8 +504,9 @@ def _forget_in_storage(job) -> None:
     for f in getattr(job, "output", None) or []:
         obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
         forget = getattr(getattr(obj, "provider", None), "forget", None)
-        if callable(forget) and getattr(obj, "path", None):
-            forget(obj.path)
+        path = getattr(obj, "path", None)
+        if callable(forget) and path:
+            forget(path)
 
 
 def _in_storage(job, method: str, path: str) -> Any:
@@ -556,7 +560,9 @@ def _problems_message(problems: List[str],
     problems = []
     for (rule, text), items in groups.items():
         if len(items) > 1 and text:
-            first = _JOB_PROBLEM.fullmatch(items[0]).group(2)
+            head_match = _JOB_PROBLEM.fullmatch(items[0])
+            assert head_match is not None  # (text is set only for problems of that form)
+            first = head_match.group(2)
             problems.append(f"rule {rule} ({first}) and {len(items) - 1} more job(s): {text}")
         else:
             problems.append(items[0])

@@ -279,7 +279,7 @@ class StorageProvider(StorageProviderBase):
         files: List[PathInfo] = []
         level = [vip_dir]
         while level:
-            nxt = []
+            nxt: List[PathInfo] = []
             for d in level:
                 for info in self.listings.children(d):
                     (nxt if info.is_directory else files).append(info)

@@ -99,7 +99,7 @@ def _svg_chart(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

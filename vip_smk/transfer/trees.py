@@ -274,9 +274,9 @@ def list_tree(client: ApiClient, vip_dir: str, *, workers: int | None = None,
     level = [vip_dir]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-ls") as ex:
         while level:
-            nxt = []
+            nxt: list[PathInfo] = []
             for _, fut in scheduling.map_as_completed(ex, client.list, level):
-                files = []
+                files: list[PathInfo] = []
                 for info in fut.result():
                     (nxt if info.is_directory else files).append(info)
                 out.extend(files)

@@ -16,7 +16,12 @@ def _user_specs() -> list[str]:
 
 @pytest.fixture(scope="session")
 def vip_server(tmp_path_factory):
-    """A LocalServer shared by the session: users alice (``.api_key``) and bob (``.users``)."""
+    """A LocalServer shared by the session: users alice (``.api_key``) and bob (``.users``).
+
+    It asks for no execution limit and no download limit: every test of the session uses it,
+    and executions one test leaves running (killed at its end, but VIP-like, asynchronously)
+    must not hold the next test's only slot. Tests of VIP's limits use ``make_server()``.
+    """
     srv = LocalServer(tmp_path_factory.mktemp("vip-server"), port=0, users=_user_specs(), workers=2,
                       max_running=0, max_download_size=0)
     srv.start(timeout=60)
@@ -38,19 +43,17 @@ def client(vip_server):
 def make_server(tmp_path_factory):
     """Factory of extra servers: ``make_server(**LocalServer kwargs)``; stopped at teardown.
 
-    Defaults: a fresh data dir, port 0, users alice and bob with random keys. Pass
+    Defaults: a fresh data dir, port 0, users alice and bob with random keys, and VIP's own
+    limits (max_running 1, maxSizeDirectTransfer 15 MB). Pass
     ``data_dir=`` (e.g. ``srv.data_dir``) to restart on the same data.
     """
     started: list[LocalServer] = []
 
     def factory(data_dir=None, **kwargs) -> LocalServer:
         kwargs.setdefault("users", _user_specs())
-        # The server's defaults are a new VIP account's (1 execution, 15 MB downloads); the
-        # suite's shared servers lift both unless a test asks for VIP's capacity explicitly.
-        # (make_server(vip_defaults=True): LocalServer's own defaults, VIP's)
-        if not kwargs.pop("vip_defaults", False):
-            kwargs.setdefault("max_running", 0)
-            kwargs.setdefault("max_download_size", 0)
+        # No limit lifted here: a server of this factory has a new VIP account's defaults (one
+        # execution at a time, 15 MB direct downloads); a test that needs more asks for it
+        # (max_running=0 / max_download_size=0) and says why.
         kwargs.setdefault("port", 0)
         srv = LocalServer(data_dir or tmp_path_factory.mktemp("vip-extra"), **kwargs)
         srv.start(timeout=60)

@@ -194,7 +194,7 @@ def test_launch_waits_for_a_slot_at_capacity_1(make_server, tmp_path):
     ``wait_for_slot`` waits until the running execution is over, then launches once."""
     from vip_smk.core.client import CapacityError
 
-    srv = make_server(vip_defaults=True)  # VIP's default: max_running=1
+    srv = make_server()  # VIP's default: max_running=1
     with VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False) as c:
         out = "/vip/Home/cap1"
         c.mkdir(out)

@@ -217,7 +217,7 @@ def test_rerun_with_nothing_changed_is_nothing_to_be_done_every_time(make_server
                 pass
         return data
 
-    srv = make_server(vip_defaults=True, latency_ms=30, results_location=True)
+    srv = make_server(latency_ms=30, results_location=True)
     with Relay(srv.url, rewrite=rewrite, clock_offset=-1.0) as relay:
         vip = SimpleNamespace(url=relay.url, api_key=srv.api_key)
         work = tmp_path / "example"
@@ -470,7 +470,7 @@ def test_failing_pipeline_fails_its_rule_with_vips_stderr(server, vip, tmp_path)
 def test_kill9_at_capacity_1_then_rerun_adopts_and_launches_nothing_twice(make_server, tmp_path):
     """At VIP's default capacity (1 running execution per user) jobs queue for the slot (2001);
     after kill -9 the rerun adopts the running one and launches the rest, each exactly once."""
-    server = make_server(vip_defaults=True, results_location=True)
+    server = make_server(results_location=True)
     assert server.max_running == 1
     vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
     work = project(tmp_path, SLEEPS.format(n=4, duration=3, tag="kill9"))

@@ -101,7 +101,7 @@ def test_default_serve_is_a_new_vip_account(tmp_path):
 
 
 def test_default_local_server_is_a_new_vip_account(make_server):
-    srv = make_server(vip_defaults=True)  # LocalServer's defaults
+    srv = make_server()  # LocalServer's defaults
     a = Api(srv.url, srv.users["alice"])
     assert a.get("/platform").json()["maxSizeDirectTransfer"] == 15_000_000
     a.launch("Sleep/1.0", {"duration": 30}, name="first")

@@ -150,8 +150,8 @@ def test_platform_should_not_be_secured(srv):
 
 
 def test_platform_properties(make_server):
-    """PlatformControllerIT.testPlatformProperties (on VIP's defaults: make_server(vip_defaults=True))"""
-    s = make_server(vip_defaults=True)
+    """PlatformControllerIT.testPlatformProperties (on VIP's defaults: make_server())"""
+    s = make_server()
     r = requests.get(s.url + "/rest/platform", timeout=T)
     assert r.status_code == 200
     is_json(r)

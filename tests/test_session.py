@@ -975,7 +975,7 @@ def test_issue17_second_session_waits_for_the_slot_at_capacity_1(vip, make_serve
     """A new VIP account runs 1 execution at a time (error 2001 beyond): a second session
     launched while the first runs waits for the slot (no failure, no double launch), and a
     queued status never counts as over."""
-    srv = make_server(vip_defaults=True)  # VIP's default: max_running=1
+    srv = make_server()  # VIP's default: max_running=1
     with VipClient(srv.url, api_key=srv.api_key) as direct:
         VipSession.init(api_key=srv.api_key, vip_portal_url=srv.url, verbose=True)
         a = VipSession(_name("first"), input_dir="data", pipeline_id="Sleep/1.0",

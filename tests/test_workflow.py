@@ -523,7 +523,7 @@ def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_
     then `rm -rf results`: everything adopted, nothing re-sent; a .DS_Store and an excluded file:
     nothing uploaded, nothing relaunched; one byte changed in one file: exactly that file
     re-sent and only the sessions using it relaunched."""
-    srv = make_server(vip_defaults=True)  # a new VIP account: one execution at a time
+    srv = make_server()  # a new VIP account: one execution at a time
     sessions = {"all": {"dataset": "demo", "pipeline": "stats"},
                 "one": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}},
                 "two": {"dataset": "demo", "pipeline": "smooth", "settings": {"input_file": "subject02.csv"}}}
@@ -600,7 +600,7 @@ def test_rewritten_dataset_marker_never_relaunches_a_session_whose_inputs_did_no
 def test_deleted_markers_are_made_again_by_adoption(tmp_path, make_server):
     """launched.json and datasets/<d>/uploaded.json deleted: the next run makes them again,
     adopting (never relaunching) and sending nothing."""
-    srv = make_server(vip_defaults=True)
+    srv = make_server()
     sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
     project = make_project(tmp_path, study_config(srv, sessions))
     run_smk(project, key=srv.api_key)
@@ -619,7 +619,7 @@ def test_deleted_markers_are_made_again_by_adoption(tmp_path, make_server):
 def test_another_study_with_the_same_session_names_is_not_called_stale(tmp_path, make_server):
     """Two studies on one VIP account, same session names: each ignores the other's executions
     (another results location) without calling them "older" or "not reused"."""
-    srv = make_server(vip_defaults=True)
+    srv = make_server()
     sessions = {"st": {"dataset": "demo", "pipeline": "stats", "settings": {"input_file": "subject01.csv"}}}
     a = make_project(tmp_path / "a", study_config(srv, sessions))
     run_smk(a, key=srv.api_key)
@@ -665,7 +665,7 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
     the next session waits for a slot: snakemake exits within seconds (not when the execution
     ends), says the execution keeps running on VIP, prints no traceback, even on a second
     Ctrl-C; the next run resumes it (no new execution) and finishes the study."""
-    srv = make_server(vip_defaults=True)  # VIP's default: one execution at a time
+    srv = make_server()  # VIP's default: one execution at a time
     sessions = {"nap": {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 15}}}
     if waiting == "slot":
         sessions = {s: {"dataset": "demo", "pipeline": "sleep", "settings": {"duration": 8, "message": s}}

@@ -1,0 +1,295 @@
+"""Batches of `--executor vip`: ready jobs of one rule as ONE VIP execution with list inputs.
+
+A job can join a batch when its pipeline's descriptor lets its File inputs be listed so that
+VIP makes one job per member (`vip_smk.core.batches.listed_inputs`: the `vip:dot` inputs, or
+the one File input of a pipeline without `vip:dot`). Jobs of equal share key (rule, pipeline,
+every other value, the parent folder of their results) wait in a pool until the pool holds
+`--vip-batch-size` jobs, no more jobs of the rule are to come (or Snakemake gives no more,
+at `--jobs`), or `--vip-batch-wait` seconds passed; then the pool becomes batches, each launched
+(at VIP's limit, error 2001, it waits for a slot like a job) as one execution named from its
+members (`core.batches.batch_name`) with its results in `<parent>/.vip-batches/<name>/`.
+
+A job whose values an execution already on VIP runs (a batch of an earlier run, killed with
+-9, or of other jobs) adopts that execution instead (`core.batches.find_batch_job`, by
+content, started after the job's newest input). When the execution ends, each job's own
+results (the names the descriptor predicts for its values) are copied (downloaded and uploaded
+once: VIP has no server-side copy) to the job's own output folder as `<dated folder>/<name>`,
+the layout of an execution of its own; a job whose VIP job failed fails with that job's stderr.
+The batch's folder is removed at the end of the run once all its jobs are done.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Dict, List, Optional
+
+from vip_smk import core, rules
+from vip_smk.client import CapacityError, ServerError, TransportError, VipError
+from vip_smk.core import batches
+from vip_smk.snakemake.executor_io import (_forget_in_storage, _in_storage, _launch_delay,
+                                           _order_in_storage)
+
+log = logging.getLogger("vip_smk.snakemake.executor")
+
+FOLDER = ".vip-batches"  # under the parent folder of the members' results folders
+
+
+@dataclass
+class Batch:
+    """One execution run for many Snakemake jobs (its members, `_Active`s)."""
+
+    key: str
+    rule: str
+    pipeline_id: str
+    listed: tuple
+    members: List[Any] = field(default_factory=list)
+    name: str = ""
+    values: Dict[str, Any] = field(default_factory=dict)
+    results_location: str = ""
+    started_after: Optional[int] = None
+    not_before: float = 0.0
+    execution_id: Optional[str] = None
+    waiting_since: Optional[float] = None
+    results: Optional[dict] = None  # VIP job number -> core.batches.MemberResults
+    stderr: Optional[str] = None
+    ended: int = 0  # members reported (success or failure)
+
+    @property
+    def where(self) -> str:
+        return f"rule {self.rule} (batch of {len(self.members)} jobs)"
+
+
+def _parent(path: str) -> str:
+    return str(PurePosixPath(path.rstrip("/")).parent)
+
+
+class Batching:
+    """Mixin of the Executor: pools, batch launches and each member's results."""
+
+    def _batch_setup(self, config) -> None:
+        self.batch_size = max(1, int(getattr(config, "batch_size", 1) or 1))
+        self.batch_wait = max(0.0, float(getattr(config, "batch_wait", 0.0) or 0.0))
+        self._pools: Dict[str, List[Any]] = {}  # share key -> pooled _Active (oldest first)
+        self._pooled_since: Dict[str, float] = {}
+        self._batches: Dict[str, Batch] = {}  # execution id (or name before launch) -> Batch
+        self._to_come: Dict[str, int] = {}  # rule -> its jobs Snakemake has not handed us yet
+        self.copied_bytes = 0
+
+    def _count_to_come(self, jobs) -> None:
+        for job in jobs:
+            if not job.is_local:
+                self._to_come[job.rule.name] = self._to_come.get(job.rule.name, 0) + 1
+
+    def _handed(self, job) -> None:
+        rule = job.rule.name
+        self._to_come[rule] = max(0, self._to_come.get(rule, 0) - 1)
+
+    # -- pooling -------------------------------------------------------------------------------
+
+    def _batch_plan(self, request, values) -> Optional[tuple]:
+        """(share key, listed inputs) of a job that may share an execution, else None."""
+        if self.batch_size <= 1:
+            return None
+        descriptor = core.descriptor_or_none(self.client, request.pipeline_id)
+        listed = batches.listed_inputs(descriptor, values, request.file_inputs)
+        if listed is None:
+            return None
+        key = batches.share_key(request.pipeline_id, request.rule, values, listed)
+        return f"{_parent(request.results_location)}|{key}", listed
+
+    def _pool(self, job, active, plan, listing, folders) -> None:
+        """A batchable job: adopt the execution already running (or holding) its VIP job,
+        else wait in its pool. Its own results folder is emptied now: the copy fills it."""
+        r = active.request
+        active.job = job
+        key, listed = plan
+        descriptor = core.descriptor_or_none(self.client, r.pipeline_id)
+        found = batches.find_batch_job(self.client, listing, rule=r.rule,
+                                       pipeline_id=r.pipeline_id, descriptor=descriptor,
+                                       values=active.values, started_after=active.started_after)
+        if folders.entry(r.results_location) is not None:
+            self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
+            core.remove_remote(self.client, r.results_location)
+            _forget_in_storage(job)
+        _in_storage(job, "gone", r.results_location)
+        with self._active_lock:
+            self._active[job.jobid] = active
+        if found is not None:
+            execution, number = found
+            batch = self._batches.get(execution.identifier)
+            if batch is None:
+                batch = Batch(key=key, rule=r.rule, pipeline_id=r.pipeline_id, listed=listed,
+                              name=execution.name or "", execution_id=execution.identifier,
+                              values=batches.echoed_values(execution.input_values),
+                              results_location=f"{_parent(r.results_location)}/{FOLDER}/"
+                                               f"{execution.name}")
+                self._batches[execution.identifier] = batch
+            batch.members.append(active)
+            active.batch, active.vip_job = batch, number
+            active.execution_id = execution.identifier
+            self.logger.info(f"{r.where}: adopted VIP execution {execution.identifier} "
+                             f"({execution.name}, job {number}, {execution.status}): not "
+                             "launched again")
+        else:
+            active.key = key
+            with self._active_lock:
+                self._pools.setdefault(key, []).append(active)
+                self._pooled_since.setdefault(key, time.monotonic())
+
+    def _flush(self) -> None:
+        """Pools that are full, or will get no more jobs soon, become batches."""
+        now = time.monotonic()
+        with self._active_lock:
+            handed = len(self._active)
+            for key in list(self._pools):
+                pool = self._pools[key]
+                rule = pool[0].request.rule
+                limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
+                done = (self._to_come.get(rule, 0) == 0
+                        or (limit is not None and handed >= int(limit))
+                        or now - self._pooled_since[key] >= self.batch_wait)
+                while pool and (len(pool) >= self.batch_size or done):
+                    members, pool[:] = pool[:self.batch_size], pool[self.batch_size:]
+                    self._form(key, members)
+                if not pool:
+                    del self._pools[key]
+                    self._pooled_since.pop(key, None)
+                else:  # a status round when its wait is over
+                    self._wake(self._pooled_since[key] + self.batch_wait - now)
+
+    def _form(self, key: str, members: List[Any]) -> None:
+        members = sorted(members, key=lambda a: a.name)
+        first = members[0].request
+        listed = batches.listed_inputs(core.descriptor_or_none(self.client, first.pipeline_id),
+                                       members[0].values, first.file_inputs)
+        name = batches.batch_name(first.rule, [m.name for m in members])
+        starts = [m.started_after for m in members]
+        batch = Batch(key=key, rule=first.rule, pipeline_id=first.pipeline_id,
+                      listed=tuple(listed or ()), members=members, name=name,
+                      values=batches.batch_values([m.values for m in members], listed or ()),
+                      results_location=f"{_parent(first.results_location)}/{FOLDER}/{name}",
+                      started_after=None if None in starts else max(starts),
+                      not_before=max(m.not_before for m in members))
+        descriptor = core.descriptor_or_none(self.client, first.pipeline_id)
+        numbers = batches.member_jobs(descriptor, batch.values, [m.values for m in members])
+        for m, n in zip(members, numbers):
+            m.batch, m.vip_job, m.key = batch, n, None
+        self._batches[name] = batch
+        self._names.add(name)
+
+    # -- launch --------------------------------------------------------------------------------
+
+    def _launch_batch(self, batch: Batch) -> bool:
+        """Launch (or adopt, by name: a reply lost) the batch's execution; False if it waits
+        (VIP's limit, error 2001, or VIP unreachable)."""
+        try:
+            execution, adopted = core.launch_or_adopt(
+                self.client, batch.pipeline_id, batch.values, batch.results_location, batch.name,
+                executions=[], started_after=batch.started_after)
+        except CapacityError:
+            if batch.waiting_since is None:
+                batch.waiting_since = time.monotonic()
+                self.logger.info(f"{batch.where}: VIP's limit of running executions is reached: "
+                                 "waiting for a slot")
+            return False
+        except (TransportError, ServerError) as exc:
+            self.logger.warning(f"{batch.where}: VIP unreachable ({exc}): launch retried later")
+            return False
+        batch.execution_id = execution.identifier
+        self._batches[execution.identifier] = batch
+        for m in batch.members:
+            m.execution_id = execution.identifier
+            m.waiting_since = None
+        what = "adopted" if adopted else "launched"
+        self.logger.info(f"{batch.where}: {what} VIP execution {execution.identifier} "
+                         f"({batch.name}, {batch.pipeline_id}, {len(batch.members)} jobs)")
+        return True
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _member_done(self, active, ex) -> Optional[str]:
+        """The batch execution of `active` ended: copy its own results to its own folder.
+        Returns None on success, else the failure message."""
+        batch: Batch = active.batch
+        r = active.request
+        descriptor = core.descriptor_or_none(self.client, batch.pipeline_id)
+        if batch.results is None:
+            jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})
+            returned = ex.output_paths
+            if not returned:
+                returned = [f.path for f in self._tree(batch.results_location)]
+            batch.results = batches.member_results(descriptor, batches.echoed_values(
+                ex.input_values) or batch.values, batch.results_location, returned, jobs)
+        batch.ended += 1
+        number = active.vip_job
+        mine = batch.results.get(number) if number is not None else None
+        state = (ex.jobs or {}).get(str(number)) if number is not None else None
+        job_failed = isinstance(state, dict) and rules.job_counts([state]).failed
+        total = len(ex.jobs or {}) or len(batch.members)
+        head = f"VIP execution {ex.identifier} ({batch.name}, job {number} of {total}) of {batch.pipeline_id}"
+        if mine is None or job_failed or mine.missing:
+            return (f"{head} ended {ex.status}; this job's part:\n"
+                    f"{self._job_detail(batch, ex, number, state, mine)}\n")
+        pairs = [(src, f"{r.results_location}/{rel}") for src, rel in sorted(mine.files.items())]
+        try:
+            self.copied_bytes += batches.copy_results(self.client, pairs)
+        except VipError as exc:
+            return (f"{head}: its results could not be copied to {r.results_location}: {exc} "
+                    "(VIP has no server-side copy: the batch's results are downloaded and "
+                    "uploaded again; for results over VIP's direct-transfer limit use "
+                    "--vip-batch-size 1)\n")
+        _forget_in_storage(active.job)
+        _order_in_storage(active.job, r)
+        return None
+
+    def _job_detail(self, batch: Batch, ex, number, state, mine) -> str:
+        parts = []
+        if isinstance(state, dict):
+            parts.append(f"job {number}: {state.get('status')} (exit code {state.get('exitCode')}"
+                         f": {state.get('exitMessage')})")
+        if mine is not None and mine.missing:
+            parts.append("results not written: " + ", ".join(mine.missing))
+        if number is None:
+            parts.append("no VIP job of this execution has this job's values")
+        if batch.stderr is None:
+            try:
+                batch.stderr = self.client.stderr(ex.identifier)
+            except VipError as exc:
+                batch.stderr = f"(VIP's stderr could not be read: {exc})"
+        text = batches.job_log(batch.stderr, number) if number is not None else batch.stderr
+        tail = [ln for ln in text.splitlines() if ln.strip()][-20:]
+        parts.append("stderr (last lines):\n    " + "\n    ".join(tail) if tail
+                     else "(VIP gives no detail: its stderr is empty)")
+        return "\n".join(parts)
+
+    def _tree(self, folder: str) -> list:
+        files, level = [], [folder]
+        while level:
+            nxt = []
+            for d in level:
+                try:
+                    for info in self.client.list(d):
+                        (nxt if info.is_directory else files).append(info)
+                except VipError:
+                    continue
+            level = [i.path for i in nxt]
+        return files
+
+    def _batch_cleanup(self) -> None:
+        """End of the run: the folders of the batches whose jobs all ended are removed (each
+        job has its own copy)."""
+        seen = set()
+        for batch in list(self._batches.values()):
+            if id(batch) in seen or batch.execution_id is None:
+                continue
+            seen.add(id(batch))
+            if batch.ended < len(batch.members):
+                continue
+            try:
+                core.remove_remote(self.client, batch.results_location, timeout=30)
+            except VipError as exc:
+                log.warning("%s: %s not removed: %s", batch.where, batch.results_location, exc)
+        if self.copied_bytes:
+            log.info("--executor vip: %d bytes of batch results copied to their jobs' folders",
+                     self.copied_bytes)

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -127,12 +127,15 @@ def echoed_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def find_batch_job(client: VipClient, executions: Iterable[Execution], *, rule: str,
                    pipeline_id: str, descriptor: Mapping[str, Any], values: Mapping[str, Any],
-                   started_after: int | None = None) -> tuple[Execution, int] | None:
+                   started_after: int | None = None,
+                   has_results: Callable[[Execution], bool] | None = None,
+                   ) -> tuple[Execution, int] | None:
     """A batch execution already on VIP that runs a job of ``values`` (newest first):
     ``(execution, its job number)``. Adopted: a batch still running; a Finished one whose
     results are still on VIP; a failed one whose job for these values Completed (VIP's
     ``jobs``), the others of that batch having failed. Started before ``started_after`` (ms,
-    the newest input): the inputs changed since, not adopted."""
+    the newest input): the inputs changed since, not adopted. ``has_results(execution)``: whether
+    an ended one still has this job's results (default :func:`results_on_vip`: all of them)."""
     prefix = _NAME_UNSAFE.sub("_", rule).strip("_-")[:60] + f"-{BATCH_MARK}"
     found: list[tuple[Execution, int]] = []
     for e in executions:
@@ -162,7 +165,7 @@ def find_batch_job(client: VipClient, executions: Iterable[Execution], *, rule: 
                 continue
         found.append((e, job))
     for e, job in sorted(found, key=lambda f: f[0].start_date or 0, reverse=True):
-        if e.is_running or results_on_vip(client, e):
+        if e.is_running or (has_results(e) if has_results else results_on_vip(client, e)):
             return e, job
         log.info("%s: batch %s ended but its results are no longer on VIP: not adopted",
                  rule, e.identifier)

@@ -94,6 +94,7 @@ class _Active:
     key: Optional[str] = None  # waiting in the pool of this share key (executor_batch)
     batch: Any = None  # the executor_batch.Batch it runs in
     vip_job: Optional[int] = None  # its VIP job number in that batch's execution
+    copied: bool = False  # its results already in its own folder (an earlier run copied them)
 
 
 class Executor(Batching, RemoteExecutor):

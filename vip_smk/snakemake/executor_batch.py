@@ -32,6 +32,7 @@ from vip_smk.snakemake.executor_io import (_forget_in_storage, _in_storage, _lau
 
 log = logging.getLogger("vip_smk.snakemake.executor")
 
+QUIET = 2.0  # seconds without a job handed to us before "Snakemake runs only ours" counts
 FOLDER = ".vip-batches"  # under the parent folder of the members' results folders
 
 
@@ -75,6 +76,7 @@ class Batching:
         self._batches: Dict[str, Batch] = {}  # execution id (or name before launch) -> Batch
         self._to_come: Dict[str, int] = {}  # rule -> its jobs Snakemake has not handed us yet
         self.copied_bytes = 0
+        self._last_handed = time.monotonic()
 
     def _count_to_come(self, jobs) -> None:
         for job in jobs:
@@ -84,6 +86,7 @@ class Batching:
     def _handed(self, job) -> None:
         rule = job.rule.name
         self._to_come[rule] = max(0, self._to_come.get(rule, 0) - 1)
+        self._last_handed = time.monotonic()
 
     # -- pooling -------------------------------------------------------------------------------
 
@@ -105,14 +108,22 @@ class Batching:
         active.job = job
         key, listed = plan
         descriptor = core.descriptor_or_none(self.client, r.pipeline_id)
-        found = batches.find_batch_job(self.client, listing, rule=r.rule,
-                                       pipeline_id=r.pipeline_id, descriptor=descriptor,
-                                       values=active.values, started_after=active.started_after)
-        if folders.entry(r.results_location) is not None:
+        own = folders.entry(r.results_location) is not None and self._holds_own(r, active.values)
+        found = batches.find_batch_job(
+            self.client, listing, rule=r.rule, pipeline_id=r.pipeline_id, descriptor=descriptor,
+            values=active.values, started_after=active.started_after,
+            has_results=lambda e: own or core.results_on_vip(self.client, e))
+        if found is not None and not found[0].is_running and own:
+            # its results were copied by an earlier run (Snakemake removed them: only marked)
+            _in_storage(job, "kept", r.results_location)
+            active.copied = True
+        elif folders.entry(r.results_location) is not None:
             self.logger.info(f"{r.where}: removing the previous results {r.results_location}")
             core.remove_remote(self.client, r.results_location)
             _forget_in_storage(job)
-        _in_storage(job, "gone", r.results_location)
+            _in_storage(job, "gone", r.results_location)
+        else:
+            _in_storage(job, "gone", r.results_location)
         with self._active_lock:
             self._active[job.jobid] = active
         if found is not None:
@@ -137,16 +148,29 @@ class Batching:
                 self._pools.setdefault(key, []).append(active)
                 self._pooled_since.setdefault(key, time.monotonic())
 
+    def _holds_own(self, request, values) -> bool:
+        """Whether a job's results folder holds, in one dated folder, every result the
+        descriptor predicts for its values (copied there by an earlier run)."""
+        descriptor = core.descriptor_or_none(self.client, request.pipeline_id)
+        names = {e.name for e in core.expected_outputs(descriptor, values) if not e.optional}
+        by_folder: Dict[str, set] = {}
+        for f in self._tree(request.results_location):
+            rel = PurePosixPath(f.path).relative_to(request.results_location)
+            if len(rel.parts) == 2:
+                by_folder.setdefault(rel.parts[0], set()).add(rel.parts[1])
+        return bool(names) and any(names <= have for have in by_folder.values())
+
     def _flush(self) -> None:
         """Pools that are full, or will get no more jobs soon, become batches."""
         now = time.monotonic()
+        idle = self._others_idle()
         with self._active_lock:
             handed = len(self._active)
             for key in list(self._pools):
                 pool = self._pools[key]
                 rule = pool[0].request.rule
                 limit = getattr(getattr(self.workflow, "resource_settings", None), "nodes", None)
-                done = (self._to_come.get(rule, 0) == 0
+                done = (self._to_come.get(rule, 0) == 0 or idle
                         or (limit is not None and handed >= int(limit))
                         or now - self._pooled_since[key] >= self.batch_wait)
                 while pool and (len(pool) >= self.batch_size or done):
@@ -156,7 +180,21 @@ class Batching:
                     del self._pools[key]
                     self._pooled_since.pop(key, None)
                 else:  # a status round when its wait is over
-                    self._wake(self._pooled_since[key] + self.batch_wait - now)
+                    self._wake(min(QUIET, self._pooled_since[key] + self.batch_wait - now))
+
+    def _others_idle(self) -> bool:
+        """Whether Snakemake runs no job but ours: then no job can become ready before one of
+        ours ends (the jobs still to come wait for them, or for a job that failed)."""
+        running = getattr(getattr(self.workflow, "scheduler", None), "running", None)
+        if running is None:
+            return False
+        try:
+            ids = {j.jobid for j in list(running) if not j.is_group()}
+        except RuntimeError:  # changed while read: ask again next round
+            return False
+        with self._active_lock:
+            quiet = time.monotonic() - self._last_handed >= QUIET
+            return quiet and bool(ids) and ids <= set(self._active)
 
     def _form(self, key: str, members: List[Any]) -> None:
         members = sorted(members, key=lambda a: a.name)
@@ -213,6 +251,11 @@ class Batching:
         Returns None on success, else the failure message."""
         batch: Batch = active.batch
         r = active.request
+        if active.copied:  # in its own folder already (kept): nothing to copy
+            batch.ended += 1
+            _forget_in_storage(active.job)
+            _order_in_storage(active.job, r)
+            return None
         descriptor = core.descriptor_or_none(self.client, batch.pipeline_id)
         if batch.results is None:
             jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})

@@ -322,7 +322,7 @@ class Batching:
     def _batch_cleanup(self) -> None:
         """End of the run: the folders of the batches whose jobs all ended are removed (each
         job has its own copy)."""
-        seen = set()
+        seen, parents = set(), set()
         for batch in list(self._batches.values()):
             if id(batch) in seen or batch.execution_id is None:
                 continue
@@ -333,6 +333,13 @@ class Batching:
                 core.remove_remote(self.client, batch.results_location, timeout=30)
             except VipError as exc:
                 log.warning("%s: %s not removed: %s", batch.where, batch.results_location, exc)
+            parents.add(_parent(batch.results_location))
+        for folder in sorted(parents):  # the .vip-batches folder itself, once empty
+            try:
+                if not self.client.list(folder):
+                    core.remove_remote(self.client, folder, timeout=30)
+            except VipError as exc:
+                log.debug("%s not removed: %s", folder, exc)
         if self.copied_bytes:
             log.info("--executor vip: %d bytes of batch results copied to their jobs' folders",
                      self.copied_bytes)

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from test_executor_plugin import EXAMPLE, executions_under, project, run_smk, start_smk, wait_for
+from functools import partial
+
+import test_executor_plugin as plugin_tests
+from test_executor_plugin import EXAMPLE, executions_under, project, wait_for
 from vip_smk.client import VipClient
 from vip_smk.server import LocalServer
 
 pytestmark = pytest.mark.timeout(600)
+run_smk = partial(plugin_tests.run_smk, batch=None)  # the executor's default batch size
+start_smk = partial(plugin_tests.start_smk, batch=None)
 
 
 @pytest.fixture(scope="module")

@@ -341,5 +341,5 @@ class Batching:
             except VipError as exc:
                 log.debug("%s not removed: %s", folder, exc)
         if self.copied_bytes:
-            log.info("--executor vip: %d bytes of batch results copied to their jobs' folders",
-                     self.copied_bytes)
+            self.logger.info(f"--executor vip: {self.copied_bytes} bytes of batch results copied "
+                             "to their jobs' folders (each downloaded once, uploaded once)")

@@ -97,7 +97,7 @@ def status_requests(counts: dict) -> tuple[int, int]:
 
 def executions_launched(srv: LocalServer) -> int:
     """How many executions the server holds (each run uses its own server: all are this run's)."""
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
 
     with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
         return len(c.executions())
@@ -110,7 +110,7 @@ def result_tree(srv: LocalServer, prefix: str, dest: Path) -> dict[str, dict[str
     import hashlib
     import tarfile
 
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
 
     out: dict[str, dict[str, str]] = {}
     with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:

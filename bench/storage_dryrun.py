@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vip_smk.client import NotFound, VipClient  # noqa: E402
+from vip_smk.core.client import NotFound, VipClient  # noqa: E402
 from vip_smk.server import LocalServer  # noqa: E402
 from vip_smk.snakemake.storage import StorageProvider, StorageProviderSettings  # noqa: E402
 

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from vip_smk.server import LocalServer  # noqa: E402
-from vip_smk.transport import MAX_CONNECTIONS  # noqa: E402
+from vip_smk.api.transport import MAX_CONNECTIONS  # noqa: E402
 
 # ------------------------------------------------------------------------------ child code
 
@@ -70,7 +70,7 @@ def _done(seconds, **extra):
 """
 
 SMK_CHILD = COUNTER + r"""
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 op, url, a, b = sys.argv[1:5]
 c = VipClient(url, progress=False)  # the defaults; key: $VIP_API_KEY
 if op == "up_file":

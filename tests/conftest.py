@@ -27,7 +27,7 @@ def vip_server(tmp_path_factory):
 @pytest.fixture
 def client(vip_server):
     """A VipClient for alice on the shared server (short retry budget, no progress bars)."""
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
 
     c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
     yield c

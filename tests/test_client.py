@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from relays import Relay
-from vip_smk.client import (
+from vip_smk.core.client import (
     AuthError,
     CapacityError,
     Execution,
@@ -469,7 +469,7 @@ def test_download_cut_mid_body_resumes_with_range(tmp_path):
     ("Killed", False), ("Unknown", False), ("Removed", False),
 ])
 def test_every_non_terminal_status_counts_as_running(status, running):
-    from vip_smk.client import Execution
+    from vip_smk.core.client import Execution
 
     ex = Execution.from_json({"identifier": "workflow-abcdef", "status": status})
     assert ex.is_running is running and ex.is_over is (not running)
@@ -558,7 +558,7 @@ def test_url_local_means_the_local_server_of_vip_local_everywhere(tmp_path, monk
     """VipClient('local'), VIP_URL=local and VipSession.init() with VIP_URL=local: the local
     VIP of ./.vip-local (started if needed, then attached to), keyed by its key file."""
     from vip_smk.server import LocalServer
-    from vip_smk.session import VipSession
+    from vip_smk.sessions.session import VipSession
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIP_API_KEY", raising=False)
@@ -592,7 +592,7 @@ def test_bad_url_errors_name_the_setting(monkeypatch):
     monkeypatch.setenv("VIP_URL", "vip.creatis.insa-lyon.fr")
     with pytest.raises(InvalidInput, match=r"^\$VIP_URL 'vip.creatis.insa-lyon.fr'"):
         VipClient()
-    from vip_smk.session import VipSession
+    from vip_smk.sessions.session import VipSession
 
     with pytest.raises(Exception, match=r"vip_portal_url 'localhost:8080'"):
         VipSession.init(vip_portal_url="localhost:8080", verbose=False)
@@ -601,7 +601,7 @@ def test_bad_url_errors_name_the_setting(monkeypatch):
 def test_short_keys_are_refused_and_masking_spares_words(tmp_path, monkeypatch):
     """A 1-letter 'key' masked in messages turned 'proxy' into 'pro***y': keys shorter than
     8 characters are refused (naming the source, never the key); longer ones are masked."""
-    from vip_smk.transport import Transport
+    from vip_smk.api.transport import Transport
 
     url = "http://127.0.0.1:9"
     with pytest.raises(AuthError, match="from the api_key argument is 1 character") as err:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vip_smk import core
-from vip_smk.client import Execution, Parameter, Pipeline, VipClient
+from vip_smk.core.client import Execution, Parameter, Pipeline, VipClient
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_finished_execution_whose_results_are_gone_is_not_adopted(vc, home):
 def test_launch_waits_for_a_slot_at_capacity_1(make_server, tmp_path):
     """Issue 17 §2: at a new account's capacity (1; error 2001 beyond) a launch with
     ``wait_for_slot`` waits until the running execution is over, then launches once."""
-    from vip_smk.client import CapacityError
+    from vip_smk.core.client import CapacityError
 
     srv = make_server(vip_defaults=True)  # VIP's default: max_running=1
     with VipClient(srv.url, api_key=srv.api_key, retry_budget=5, progress=False) as c:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vip_smk import VipClient, VipLauncher, VipSession, boutiques, core
-from vip_smk.client import DescriptorUnavailable, NotFound, VipError
+from vip_smk.core.client import DescriptorUnavailable, NotFound, VipError
 
 KINDS = ("t1", "t1ce", "t2", "flair")
 

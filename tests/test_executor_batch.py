@@ -16,7 +16,7 @@ from functools import partial
 
 import test_executor_plugin as plugin_tests
 from test_executor_plugin import EXAMPLE, executions_under, project, wait_for
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 
 pytestmark = pytest.mark.timeout(600)

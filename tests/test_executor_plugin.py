@@ -22,7 +22,7 @@ from snakemake.settings import types as smk_settings
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_common.plugin_registry.plugin import TaggedSettings
 
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 from vip_smk.snakemake.executor import ExecutorSettings
 from vip_smk.snakemake.storage import StorageProviderSettings

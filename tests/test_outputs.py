@@ -177,7 +177,7 @@ STRIP_APP = {
 
 @pytest.fixture(scope="module")
 def strip_server(tmp_path_factory):
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
     from vip_smk.server import LocalServer
 
     apps = tmp_path_factory.mktemp("strip-apps")

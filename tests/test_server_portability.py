@@ -71,7 +71,7 @@ def test_pid_alive_is_a_portable_check():
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from vip_smk.urls import _file_lock
+    from vip_smk.api.urls import _file_lock
     with _file_lock(__import__("pathlib").Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(600)

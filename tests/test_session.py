@@ -609,7 +609,7 @@ def test_dataset_problems_refused_before_any_upload(vip):
 def test_vip_errors_are_runtime_errors_and_hide_the_key(vip):
     """vip-client raises RuntimeError for VIP errors: ours are RuntimeErrors too, keep their
     type, give vip-client's hint, and never show the key (#10: 8002/401 is a bad key)."""
-    from vip_smk.client import AuthError
+    from vip_smk.core.client import AuthError
 
     bad_key = "not-a-valid-key-" + uuid.uuid4().hex
     with pytest.raises(RuntimeError, match=r"init\(\) with a valid API key") as info:
@@ -850,7 +850,7 @@ def test_execution_without_status_is_neither_running_nor_over():
     """One meaning everywhere: Execution.is_over / is_running are vip_smk.rules' (no status yet:
     neither), so a session never treats an execution it knows nothing about as finished."""
     from vip_smk import rules
-    from vip_smk.client import Execution
+    from vip_smk.core.client import Execution
 
     for status in (None, "Ready", "Running", "Finished", "Killed", "Removed", "Future"):
         ex = Execution.from_json({"identifier": "workflow-x", "status": status})
@@ -907,7 +907,7 @@ def test_issue17_rewrite_same_bytes_after_kill_launches_nothing(vip):
     assert "adopted" in second.stderr
     wid, = _executions_named(vip.client, name)[:1]
     assert len(_executions_named(vip.client, name)) == 1  # nothing launched
-    from vip_smk.backup import meta_of
+    from vip_smk.sessions.backup import meta_of
 
     backup = _backup(vip.root / "out")
     meta = meta_of(backup)

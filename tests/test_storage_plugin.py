@@ -23,7 +23,7 @@ from snakemake.io import IOCache
 from snakemake_interface_storage_plugins.tests import TestStorageBase
 
 from relays import Relay
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 from vip_smk.snakemake.storage import StorageProvider, StorageProviderSettings
 from vip_smk.snakemake.storage_dates import DateBook, vip_seconds

@@ -19,7 +19,7 @@ import yaml
 from snakemake.utils import validate
 
 from vip_smk import study as vs
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")

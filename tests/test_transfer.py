@@ -1,4 +1,4 @@
-"""Tree transfers (vip_smk.transfer) against real local VIP servers over HTTP."""
+"""Tree transfers (vip_smk.transfer.trees) against real local VIP servers over HTTP."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vip_smk.client import TooLarge, VipClient
+from vip_smk.core.client import TooLarge, VipClient
 from vip_smk.server import LocalServer
-from vip_smk.transfer import PreflightError, TransferError, TransferReport, extract_archive
+from vip_smk.transfer.trees import PreflightError, TransferError, TransferReport, extract_archive
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ def test_preflight_lists_every_problem_and_sends_nothing(client, vip_dir, tmp_pa
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
     url, vip_dir, dest, limit = sys.argv[1:5]
     c = VipClient(url, workers=1, progress=False)  # key: $VIP_API_KEY
     seen = [0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vip_smk.client import VipClient
+from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]

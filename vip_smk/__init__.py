@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 __all__ = ["VipClient", "VipLauncher", "VipSession", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import VipClient
-    from .launcher import VipLauncher
-    from .session import VipSession
+    from vip_smk.core.client import VipClient
+    from vip_smk.sessions.launcher import VipLauncher
+    from vip_smk.sessions.session import VipSession
 
-_LAZY = {"VipClient": "vip_smk.client", "VipLauncher": "vip_smk.launcher",
-         "VipSession": "vip_smk.session"}
+_LAZY = {"VipClient": "vip_smk.core.client", "VipLauncher": "vip_smk.sessions.launcher",
+         "VipSession": "vip_smk.sessions.session"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """What a pipeline's Boutiques descriptor says about input values, checked without any I/O.
 
 VIP-portal 4.6 serves the whole descriptor (``GET pipelines/{id}?format=boutiques``,
-:meth:`vip_smk.client.VipClient.descriptor`); its CARMIN pipeline does not carry what is checked
+:meth:`vip_smk.api.client.ApiClient.descriptor`); its CARMIN pipeline does not carry what is checked
 here: the ``vip:dot`` group (``custom``), ``value-choices``, ``integer`` / ``minimum`` /
 ``maximum`` (``exclusive-minimum`` / ``exclusive-maximum``), ``min-list-entries`` /
 ``max-list-entries``, ``requires-inputs`` / ``disables-inputs``, ``groups``

@@ -2,7 +2,7 @@
 
 Global options `--url` (default `$VIP_URL` or VIP's portal; `local`: the local VIP server of
 the current directory's `.vip-local/`, as the demo study runs it, started if needed: the one rule
-of `vip_smk.urls.resolve_url`) and the key's source,
+of `vip_smk.api.urls.resolve_url`) and the key's source,
 `--api-key-env NAME` (default `VIP_API_KEY`) or `--api-key-file PATH`, may be given before or after
 the verb. The key itself never goes on the command line (it would show in `ps` and shell history). Errors are
 one line on stderr and a non-zero exit code (1 for VIP errors, 2 for usage, 130 on Ctrl-C).
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path, PurePosixPath
 
-from vip_smk.urls import LOCAL_DIR  # noqa: F401  (the study's default vip.local_dir)
+from vip_smk.api.urls import LOCAL_DIR  # noqa: F401  (the study's default vip.local_dir)
 
 STDOUT = "-"  # `get FILE -`: the file's content on stdout
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args):
     """The client of `--url` (`local`: the embedded server of this directory's `.vip-local/`,
     started if needed, with its key unless --api-key-env/--api-key-file is given)."""
-    from vip_smk.client import AuthError, VipClient, resolve_url
+    from vip_smk.core.client import AuthError, VipClient, resolve_url
 
     kw: dict = {}
     if getattr(args, "workers", None):
@@ -207,7 +207,7 @@ def run(args) -> int:
         elif local.exists():
             target = args.vip_dir.rstrip("/") + "/" + local.name
             c.mkdir(args.vip_dir)
-            from vip_smk.progress import Progress, want_progress
+            from vip_smk.transfer.progress import Progress, want_progress
 
             bar = Progress(want_progress(c.progress), local.name, local.stat().st_size, 1)
             try:
@@ -280,7 +280,7 @@ def run(args) -> int:
 def _too_large(exc) -> str | None:
     """A transfer whose every failure is a file over VIP's direct-transfer limit: what to do
     instead (running again would fail the same way), else None."""
-    from vip_smk.errors import TooLarge
+    from vip_smk.api.errors import TooLarge
 
     failures = getattr(exc, "failures", None)
     if not failures or not all(isinstance(e, TooLarge) for _, e in failures):
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from vip_smk.client import VipError
+    from vip_smk.core.client import VipError
 
     try:
         return run(args)

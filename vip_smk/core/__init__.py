@@ -2,7 +2,7 @@
 download -> remove. `VipSession`, `VipLauncher`, the study's rules and the Snakemake plugins are
 faces over these functions (docs/architecture.md section 4); none re-implements them.
 
-Every function takes the :class:`~vip_smk.client.VipClient` to talk through; nothing here
+Every function takes the :class:`~vip_smk.api.client.ApiClient` to talk through; nothing here
 keeps state between calls. ``from vip_smk import core; core.poll(...)``: the names below are
 the contract (the submodules ``settings``, ``executions``, ``results`` are how it is filed;
 ``core.content`` decides whether a local input changed: by its bytes, never its mtime alone).
@@ -10,13 +10,13 @@ the contract (the submodules ``settings``, ``executions``, ``results`` are how i
 
 from __future__ import annotations
 
-from . import content
-from .descriptors import check_against_descriptor, descriptor_or_none
-from .executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
+from vip_smk.core import content
+from vip_smk.core.descriptors import check_against_descriptor, descriptor_or_none
+from vip_smk.core.executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
                          results_on_vip, same_inputs, wait)
-from .outputs import ExpectedOutput, assign_results, expected_outputs
-from .results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
-from .settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
+from vip_smk.core.outputs import ExpectedOutput, assign_results, expected_outputs
+from vip_smk.core.results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
+from vip_smk.core.settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
                        vip_file_check)
 
 __all__ = [

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vip_smk import boutiques, rules
-from vip_smk.client import Execution, InvalidInput, NotFound, VipClient
+from vip_smk.api.client import Execution, InvalidInput, NotFound, ApiClient
 from vip_smk.core.executions import _unknown_execution, results_on_vip, same_inputs
 from vip_smk.core.outputs import ExpectedOutput, assign_results, expected_outputs
 
@@ -125,7 +125,7 @@ def echoed_values(values: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def find_batch_job(client: VipClient, executions: Iterable[Execution], *, rule: str,
+def find_batch_job(client: ApiClient, executions: Iterable[Execution], *, rule: str,
                    pipeline_id: str, descriptor: Mapping[str, Any], values: Mapping[str, Any],
                    started_after: int | None = None,
                    has_results: Callable[[Execution], bool] | None = None,
@@ -226,7 +226,7 @@ def job_log(text: str, job: int) -> str:
     return text or ""
 
 
-def copy_results(client: VipClient, pairs: Iterable[tuple[str, str]]) -> int:
+def copy_results(client: ApiClient, pairs: Iterable[tuple[str, str]]) -> int:
     """Copy VIP files (source, destination) through this machine: VIP's API has no
     server-side copy. Each file is downloaded once (to a temporary file) and uploaded once.
     Returns the bytes copied."""

@@ -10,15 +10,15 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..client import DescriptorUnavailable, Pipeline, VipClient
-from .settings import validate_settings
+from vip_smk.api.client import DescriptorUnavailable, Pipeline, ApiClient
+from vip_smk.core.settings import validate_settings
 
 __all__ = ["check_against_descriptor", "descriptor_or_none"]
 
 log = logging.getLogger(__name__)
 
 
-def descriptor_or_none(client: VipClient, pipeline_id: str) -> dict[str, Any] | None:
+def descriptor_or_none(client: ApiClient, pipeline_id: str) -> dict[str, Any] | None:
     """The pipeline's Boutiques descriptor, or None where VIP does not serve it (logged)."""
     try:
         return client.descriptor(pipeline_id)
@@ -27,7 +27,7 @@ def descriptor_or_none(client: VipClient, pipeline_id: str) -> dict[str, Any] | 
         return None
 
 
-def check_against_descriptor(client: VipClient | None, pipeline_id: str, settings: Mapping[str, Any],
+def check_against_descriptor(client: ApiClient | None, pipeline_id: str, settings: Mapping[str, Any],
                              *, pipeline: Pipeline | None = None,
                              descriptor: Mapping[str, Any] | None = None, where: str = "",
                              check_file: Callable[[str], str | None] | None = None) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from pathlib import PurePosixPath
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
-from .. import rules
-from ..client import CapacityError, Execution, InvalidInput, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk import rules
+from vip_smk.api.client import CapacityError, Execution, InvalidInput, NotFound, ServerError, TransportError, ApiClient, VipError
 
 log = logging.getLogger("vip_smk.core")
 
@@ -72,7 +72,7 @@ def find_adoptable(executions: Iterable[Execution], *, name: str, pipeline_id: s
     return max(found, key=lambda e: e.start_date or 0) if found else None
 
 
-def adoptable_on_vip(client: VipClient, *, name: str, pipeline_id: str, values: Mapping[str, Any],
+def adoptable_on_vip(client: ApiClient, *, name: str, pipeline_id: str, values: Mapping[str, Any],
                      executions: Iterable[Execution] | None = None, exclude: Container[str] = (),
                      started_after: int | None = None,
                      include_failed: bool = False) -> Execution | None:
@@ -117,7 +117,7 @@ class _Union:
         return item in self._a or item in self._b
 
 
-def results_on_vip(client: VipClient, execution: Execution) -> bool:
+def results_on_vip(client: ApiClient, execution: Execution) -> bool:
     """Whether a Finished execution's returned files are all still on VIP (a session that
     ``finish()``-ed removed them; adopting it would download nothing). One listing of its
     results folder (one per folder if they are several); the files themselves are not read.
@@ -146,7 +146,7 @@ def results_on_vip(client: VipClient, execution: Execution) -> bool:
     return True
 
 
-def launch_or_adopt(client: VipClient, pipeline_id: str, values: Mapping[str, Any],
+def launch_or_adopt(client: ApiClient, pipeline_id: str, values: Mapping[str, Any],
                     results_location: str, name: str, *,
                     executions: list[Execution] | None = None, exclude: Container[str] = (),
                     started_after: int | None = None,
@@ -154,7 +154,7 @@ def launch_or_adopt(client: VipClient, pipeline_id: str, values: Mapping[str, An
                     on_wait: Callable[[CapacityError], None] | None = None) -> tuple[Execution, bool]:
     """Launch ``pipeline_id`` on ``values`` unless VIP already has that execution (see
     :func:`find_adoptable`): never a duplicate. Returns ``(execution, adopted)``. The POST
-    itself is never duplicated either (:meth:`VipClient.launch` adopts a lost reply).
+    itself is never duplicated either (:meth:`ApiClient.launch` adopts a lost reply).
 
     ``wait_for_slot`` (seconds, the longest pause): when VIP refuses the launch because the
     account runs its maximum of executions (error 2001; a new account runs 1), wait for a slot
@@ -196,7 +196,7 @@ def _unknown_execution(exc: VipError) -> bool:
     return isinstance(exc, NotFound) or exc.code == 8015
 
 
-def poll(client: VipClient, ids: Iterable[str]) -> dict[str, Execution]:
+def poll(client: ApiClient, ids: Iterable[str]) -> dict[str, Execution]:
     """The current state of executions ``ids``, in their order: ONE request per call (``GET
     executions``; ``GET executions/{id}`` for a single id), plus ``GET executions/{id}`` only
     for ids the listing lacks (VIP lists at most 500). Ids unknown to VIP are left out."""
@@ -221,7 +221,7 @@ def poll(client: VipClient, ids: Iterable[str]) -> dict[str, Execution]:
     return out
 
 
-def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: float = 1.0,
+def wait(client: ApiClient, ids: Iterable[str], *, refresh: float = 30, first: float = 1.0,
          timeout: float | None = None,
          on_round: Callable[[dict[str, Execution]], None] | None = None,
          retry_errors: bool = False, stop: threading.Event | None = None) -> dict[str, Execution]:
@@ -263,7 +263,7 @@ def wait(client: VipClient, ids: Iterable[str], *, refresh: float = 30, first: f
         delay = min(float(refresh), max(delay * 2, 0.1))
 
 
-def failure_detail(client: VipClient, execution: Execution, lines: int = 20) -> str:
+def failure_detail(client: ApiClient, execution: Execution, lines: int = 20) -> str:
     """Why an execution failed, for a user: its failed jobs' exit messages and the last
     ``lines`` lines of VIP's stderr (empty when VIP gives nothing)."""
     parts = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from .. import boutiques
+from vip_smk import boutiques
 
 __all__ = ["ExpectedOutput", "assign_results", "expected_outputs"]
 

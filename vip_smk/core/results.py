@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .. import rules
-from ..client import Execution, PathInfo, TooLarge, VipClient
+from vip_smk import rules
+from vip_smk.api.client import Execution, PathInfo, TooLarge, ApiClient
 
 log = logging.getLogger("vip_smk.core")
 
@@ -107,7 +107,7 @@ def _outputs_of(executions: Any) -> dict[str, list[PathInfo]]:
     return {e.identifier: [PathInfo(path=p, size=None) for p in e.output_paths] for e in executions}
 
 
-def download_results(client: VipClient, executions: Iterable[Execution] | Mapping[str, Iterable[Any]],
+def download_results(client: ApiClient, executions: Iterable[Execution] | Mapping[str, Iterable[Any]],
                      local_dir: str | os.PathLike, *, unzip: bool = True,
                      vip_root: str | PurePosixPath | None = None,
                      select: Container[str] | None = None,
@@ -122,7 +122,7 @@ def download_results(client: VipClient, executions: Iterable[Execution] | Mappin
     failures reported in ``.failed`` (a next call fetches them again), never raised.
     ``unzip``: every tarball (also one left by an earlier call) is extracted with
     :func:`extract_archive`."""
-    from ..transfer import TransferError
+    from vip_smk.transfer.trees import TransferError
 
     outputs = _outputs_of(executions)
     layout = results_layout({k: [i.path for i in v] for k, v in outputs.items()}, local_dir,
@@ -166,7 +166,7 @@ def extract_archive(path: str | os.PathLike) -> Path:
     ``x.tgz/`` holding its members. Members that would escape it (``..``, absolute links,
     devices) are refused (logged); the archive is removed only after a complete extraction
     (an interrupted one is finished by the next download). Returns the directory."""
-    from ..transfer import extract_archive as _extract
+    from vip_smk.transfer.trees import extract_archive as _extract
 
     path = Path(path)
     if not tarfile.is_tarfile(path):
@@ -180,7 +180,7 @@ def extract_archive(path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def remove_remote(client: VipClient, vip_path: str, *, timeout: float = 300) -> bool:
+def remove_remote(client: ApiClient, vip_path: str, *, timeout: float = 300) -> bool:
     """Delete ``vip_path`` (file or folder) on VIP and wait until it is gone (VIP deletes
     asynchronously). True when it is gone (or was not there), False if still there after
     ``timeout`` seconds."""

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from .. import boutiques, rules
-from ..client import InvalidInput, NotFound, Pipeline, VipClient
+from vip_smk import boutiques, rules
+from vip_smk.api.client import InvalidInput, NotFound, Pipeline, ApiClient
 
 __all__ = ["Problem", "SettingsError", "dot_inputs_of", "launch_refusal", "validate_settings",
            "vip_file_check"]
@@ -122,7 +122,7 @@ def validate_settings(pipeline: Pipeline, settings: Mapping[str, Any], *, where:
     ``File``; a list = one job per element, each element checked); the characters VIP accepts;
     File values through ``check_file(value) -> problem or None`` (e.g. :func:`vip_file_check`);
     lists of the ``vip:dot`` group (``dot_inputs``, else :func:`dot_inputs_of`) must have equal
-    lengths. ``descriptor`` (the Boutiques descriptor, :meth:`VipClient.descriptor`): also
+    lengths. ``descriptor`` (the Boutiques descriptor, :meth:`ApiClient.descriptor`): also
     what only it says (:func:`vip_smk.boutiques.check_values`: vip:dot, value-choices, integer
     and bounds, groups, required inputs), in the same pass. Raises one :class:`SettingsError`
     listing every problem, naming ``where``.
@@ -205,7 +205,7 @@ def launch_refusal(error: Exception, values: Mapping[str, Any], *, where: str = 
                          pipeline_id=pipeline_id)
 
 
-def vip_file_check(client: VipClient) -> Callable[[str], str | None]:
+def vip_file_check(client: ApiClient) -> Callable[[str], str | None]:
     """A ``check_file`` for :func:`validate_settings`: the value must be a file on VIP. One
     ``action=list`` per VIP directory, whatever the number of files (cached by the checker)."""
     listings: dict[str, dict[str, bool]] = {}

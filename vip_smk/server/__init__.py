@@ -4,6 +4,6 @@
 stops it from Python (tests, benchmarks, the Snakemake workflow).
 """
 
-from .local import LocalServer
+from vip_smk.server.local import LocalServer
 
 __all__ = ["LocalServer"]

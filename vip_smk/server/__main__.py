@@ -140,12 +140,12 @@ def _write_json(path: Path, data: dict) -> None:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import Config, build_app
-    from .counter import RequestCounter
-    from .engine import Engine
-    from .faults import FaultInjector
-    from .pipelines import load_pipelines
-    from .store import Store, new_key
+    from vip_smk.server.app import Config, build_app
+    from vip_smk.server.counter import RequestCounter
+    from vip_smk.server.engine import Engine
+    from vip_smk.server.faults import FaultInjector
+    from vip_smk.server.pipelines import load_pipelines
+    from vip_smk.server.store import Store, new_key
 
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -25,12 +25,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .engine import Engine
-from .errors import GENERIC, error_list, json_body, not_valid, unreadable
-from .files import CHUNK, Deleter, file_response, md5, mkstemp, remove
-from .inputs import NAME_RE, expand_jobs, validate_inputs
-from .pipelines import Pipeline
-from .store import ACTIVE, ROOT, ApiError, Store, User, clean_name, forbidden, not_found
+from vip_smk.server.engine import Engine
+from vip_smk.server.errors import GENERIC, error_list, json_body, not_valid, unreadable
+from vip_smk.server.files import CHUNK, Deleter, file_response, md5, mkstemp, remove
+from vip_smk.server.inputs import NAME_RE, expand_jobs, validate_inputs
+from vip_smk.server.pipelines import Pipeline
+from vip_smk.server.store import ACTIVE, ROOT, ApiError, Store, User, clean_name, forbidden, not_found
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .pipelines import Pipeline
-from .store import ACTIVE, Store, now_ms
+from vip_smk.server.pipelines import Pipeline
+from vip_smk.server.store import ACTIVE, Store, now_ms
 
 log = logging.getLogger(__name__)
 

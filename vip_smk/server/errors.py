@@ -7,7 +7,7 @@ import json
 
 from starlette.requests import Request
 
-from .store import ApiError
+from vip_smk.server.store import ApiError
 
 #: VIP-portal 4.6's error codes (ApiException.ApiError 8000-8020, ApplicationException's
 #: ApplicationError 2000-2002): enum name and raw message ({} = a parameter; None: no message,

@@ -14,8 +14,8 @@ import itertools
 import json
 import re
 
-from .pipelines import Pipeline
-from .store import ApiError, Store
+from vip_smk.server.pipelines import Pipeline
+from vip_smk.server.store import ApiError, Store
 
 # characters VIP accepts in input values (8009 otherwise) and in execution names (8019)
 VALUE_RE = re.compile(r"^[0-9.,A-Za-z\-+@/_(): \[\]?&=]*$")

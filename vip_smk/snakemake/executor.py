@@ -33,7 +33,7 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from vip_smk import core, rules
-from vip_smk.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk.core.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.executor_batch import Batching

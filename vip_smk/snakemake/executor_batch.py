@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional
 
 from vip_smk import core, rules
-from vip_smk.client import CapacityError, ServerError, TransportError, VipError
+from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
 from vip_smk.core import batches
 from vip_smk.snakemake.executor_io import (_forget_in_storage, _in_storage, _launch_delay,
                                            _order_in_storage)

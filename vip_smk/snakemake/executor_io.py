@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from vip_smk.client import VipClient, VipError
+from vip_smk.core.client import VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
 
 log = logging.getLogger("vip_smk.snakemake.executor")

@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 
-from vip_smk.client import VipClient, VipError
-from vip_smk.urls import LOCAL, LOCAL_DIR, resolve_url
+from vip_smk.core.client import VipClient, VipError
+from vip_smk.api.urls import LOCAL, LOCAL_DIR, resolve_url
 
 KEY_ENV = "VIP_API_KEY"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -44,7 +44,7 @@ def make_client(who: str, option: str, url: Optional[str], key_env: Optional[str
     """The client of a plugin's settings; every mistake is a WorkflowError naming its setting.
 
     ``who``: "--executor vip" / "vip:// storage"; ``option``: the plugin's option prefix
-    ("--vip-" / "--storage-vip-"). ``url``: as every face reads it (`vip_smk.urls.resolve_url`:
+    ("--vip-" / "--storage-vip-"). ``url``: as every face reads it (`vip_smk.api.urls.resolve_url`:
     None = $VIP_URL, else VIP's portal; 'local' = the local VIP server of ./.vip-local, whose
     key is the default when the key variable is unset)."""
     env = (key_env or KEY_ENV).strip()

@@ -66,7 +66,7 @@ from snakemake_interface_storage_plugins.storage_provider import (
     StorageQueryValidationResult,
 )
 
-from vip_smk.client import NotFound, PathInfo, VipClient, VipError
+from vip_smk.core.client import NotFound, PathInfo, VipClient, VipError
 from vip_smk.core import content
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only

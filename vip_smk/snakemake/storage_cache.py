@@ -24,7 +24,7 @@ import time
 from pathlib import PurePosixPath
 from typing import Callable
 
-from vip_smk.client import NotFound, PathInfo
+from vip_smk.core.client import NotFound, PathInfo
 
 MISSING_FRESH = 1.0  # seconds a listing is trusted to say "missing"
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from vip_smk.util import read_json, write_json_atomic
 
-from .config import (
+from vip_smk.study.config import (
     Session,
     Study,
     StudyConfigError,
@@ -34,11 +34,11 @@ from .config import (
     load_study,
     slug,
 )
-from .content import StudyContent, dataset_files
-from .descriptors import shipped_descriptors
-from .connect import StudyError, StudyVip, ensure_local_server, save_descriptors
-from .runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
-from .steps import (
+from vip_smk.study.content import StudyContent, dataset_files
+from vip_smk.study.descriptors import shipped_descriptors
+from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
+from vip_smk.study.runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
+from vip_smk.study.steps import (
     check_study,
     download_session,
     failed_sessions,
@@ -56,7 +56,7 @@ from .steps import (
     upload_dataset,
     wait_session,
 )
-from .summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, write_summary
+from vip_smk.study.summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, write_summary
 
 
 def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
-from .schema import (  # noqa: F401 - re-exported: the study's config API
+from vip_smk.study.schema import (  # noqa: F401 - re-exported: the study's config API
     SCHEMA_PATH,
     StudyConfigError,
     _raise_if_any,
@@ -278,7 +278,7 @@ class _DatasetFiles:
         self._cache: dict[tuple[str, str], list[str]] = {}
 
     def left_out(self, dataset: str, rel: str) -> bool:
-        from .content import excluded
+        from vip_smk.study.content import excluded
 
         return excluded(rel, tuple(self.exclude.get(dataset, ())))
 
@@ -332,9 +332,9 @@ def _dataset_problems(root: Path, exclude: list[str] | None = None) -> list[str]
     """What would make the dataset's upload fail (names VIP refuses, empty files, unreadable
     entries), found without any network so that the dry run reports it. Hidden and excluded
     files are not uploaded: not checked."""
-    from vip_smk.transfer import check_local_tree
+    from vip_smk.transfer.trees import check_local_tree
 
-    from .content import excluded
+    from vip_smk.study.content import excluded
 
     files, problems = check_local_tree(root)
     pats = tuple(exclude or ())
@@ -414,7 +414,7 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
                   offline: bool = False) -> Study:
     """load_study on a config that passed the schema (or, `offline`, one that did not: no
     request is made to VIP then)."""
-    from vip_smk.client import Pipeline
+    from vip_smk.core.client import Pipeline
 
     vip = VipSettings.from_config(config.get("vip"))
     name = config["name"]
@@ -461,7 +461,7 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
         if datasets[ds].is_dir():
             for problem in _dataset_problems(datasets[ds], dataset_exclude.get(ds)):
                 errors.add(f"dataset '{ds}'", f"datasets.{ds}", problem)
-    from .descriptors import offline_descriptors
+    from vip_smk.study.descriptors import offline_descriptors
 
     # every alias is checked (an unused one with a wrong id too); sessions use the used ones
     all_pipelines = dict(pipelines)
@@ -477,7 +477,7 @@ def _load_checked(config: dict[str, Any], wd: Path, descriptors: Mapping[str, An
             if offline or errors.items:  # VIP is never asked about a study with mistakes
                 known_offline = False
             else:
-                from .connect import fetch_descriptors
+                from vip_smk.study.connect import fetch_descriptors
 
                 learned = {k: v for k, v in fetch_descriptors(vip, missing, wd).items() if v is not None}
                 descriptors.update(learned)

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import StudyConfigError, VipSettings
-from .descriptors import descriptor_cache
+from vip_smk.study.config import StudyConfigError, VipSettings
+from vip_smk.study.descriptors import descriptor_cache
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,10 @@ class StudyError(RuntimeError):
 
 
 def ensure_local_server(local_dir: Path, workers: int = 2):
-    """The local server on `local_dir`, attached or started (`vip_smk.urls.ensure_local_server`,
+    """The local server on `local_dir`, attached or started (`vip_smk.api.urls.ensure_local_server`,
     the one implementation the CLI and VipClient('local') share)."""
-    from vip_smk.errors import InvalidInput
-    from vip_smk.urls import ensure_local_server as ensure
+    from vip_smk.api.errors import InvalidInput
+    from vip_smk.api.urls import ensure_local_server as ensure
 
     try:
         return ensure(Path(local_dir), workers)
@@ -38,7 +38,7 @@ def ensure_local_server(local_dir: Path, workers: int = 2):
 
 
 def _new_client(url: str, *, key_env: str | None = None, key_file: Path | None = None, **kw):
-    from vip_smk.client import VipClient
+    from vip_smk.core.client import VipClient
 
     if key_file:
         return VipClient(url, api_key_file=key_file, **kw)
@@ -122,7 +122,7 @@ class StudyVip:
 def explain(exc: Exception, vip: VipSettings, workdir: Path, what: str) -> StudyError:
     """A client error -> one line saying what to fix (the client's message names the URL and
     where the key came from; this adds the config key to change)."""
-    from vip_smk.errors import AuthError, TransportError
+    from vip_smk.api.errors import AuthError, TransportError
 
     text = " ".join(str(exc).split())
     if isinstance(exc, AuthError):
@@ -137,7 +137,7 @@ def explain(exc: Exception, vip: VipSettings, workdir: Path, what: str) -> Study
 def fetch_descriptors(vip: VipSettings, ids: list[str], workdir: Path) -> dict[str, Any]:
     """Pipeline id -> VIP JSON (None when VIP does not know it), one request per id; a
     real run records them for dry runs (`descriptor_cache`)."""
-    from vip_smk.client import NotFound, PermissionDenied, VipError
+    from vip_smk.core.client import NotFound, PermissionDenied, VipError
 
     out: dict[str, Any] = {}
     try:

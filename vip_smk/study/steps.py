@@ -34,9 +34,9 @@ from vip_smk import core, rules
 from vip_smk.core import content
 from vip_smk.util import read_json, write_json_atomic
 
-from . import content as sc
-from .config import Session, Study
-from .connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
+from vip_smk.study import content as sc
+from vip_smk.study.config import Session, Study
+from vip_smk.study.connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def log_to_stderr(level: int = logging.INFO) -> None:
 
 def _remote_records(client, study: Study, dataset: str) -> dict[str, Any]:
     """The record of the dataset's content we left on VIP after its last upload ({} if none)."""
-    from vip_smk.errors import NotFound, VipError
+    from vip_smk.api.errors import NotFound, VipError
 
     path = sc.remote_record_path(study, dataset)
     try:
@@ -141,8 +141,8 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
     survives ``rm -rf results`` and a fresh clone: VIP serves no md5)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vip_smk import scheduling
-    from vip_smk.transfer import list_tree
+    from vip_smk.transfer import scheduling
+    from vip_smk.transfer.trees import list_tree
 
     local = study.datasets[dataset]
     remote = study.remote_dataset_dir(dataset)
@@ -233,7 +233,7 @@ def _remote_launches_path(study: Study, name: str) -> str:
 
 def _remote_launches(client, study: Study, name: str) -> dict[str, str]:
     """Execution id -> session input digest, as recorded on VIP ({} if none)."""
-    from vip_smk.errors import NotFound, VipError
+    from vip_smk.api.errors import NotFound, VipError
 
     try:
         data = json.loads(client.read_bytes(_remote_launches_path(study, name)))
@@ -285,7 +285,7 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
     """Launch the session's execution, or adopt the one already on VIP (core.launch_or_adopt).
     Waits for a free slot (vip.max_running, VIP error 2001) inside this job. `marker` is
     written atomically right after the POST."""
-    from vip_smk.errors import CapacityError, ServerError, TransportError
+    from vip_smk.api.errors import CapacityError, ServerError, TransportError
 
     session = study.sessions[name]
     marker = Path(marker)
@@ -401,7 +401,7 @@ def wait_session(study: Study, name: str, launched: str | os.PathLike, marker: s
                  client=None) -> dict:
     """Wait for the session's executions (core.wait: one `GET executions` per round for all
     of them). A failed execution whose done.json the user deleted is launched again."""
-    from vip_smk.errors import ServerError, TransportError
+    from vip_smk.api.errors import ServerError, TransportError
 
     info = read_json(launched, strict=True)
     ids = list(info["executions"])
@@ -485,7 +485,7 @@ def download_session(study: Study, name: str, done: str | os.PathLike, outdir: s
     """Download the session's outputs into `outdir` in the core's layout (core.download_results;
     tarballs extracted by its one rule). Partial downloads are kept in `<outdir>.partial/` and
     resumed by the next run; `outdir` appears atomically when everything is there."""
-    from vip_smk.errors import ServerError, TransportError
+    from vip_smk.api.errors import ServerError, TransportError
 
     info = read_json(done, strict=True)
     outdir = Path(outdir)
@@ -596,9 +596,9 @@ def check_study(study: Study, marker: str | os.PathLike) -> None:
 def _run(study: Study, log_path, what: str, fn, *args, **kw) -> StudyError | None:
     """Run a step with its log. A failure is returned as a StudyError of one line saying what
     to fix, never raised: the rule raises it itself so that Snakemake shows no frame of ours."""
-    from vip_smk.errors import VipError
+    from vip_smk.api.errors import VipError
 
-    from .config import StudyConfigError
+    from vip_smk.study.config import StudyConfigError
 
     with job_log(log_path):
         try:

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from vip_smk import rules
 from vip_smk.util import read_json
 
-from .config import Study
-from .steps import _now, job_log, tree_size
+from vip_smk.study.config import Study
+from vip_smk.study.steps import _now, job_log, tree_size
 
 log = logging.getLogger(__name__)
 

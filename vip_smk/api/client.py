@@ -3,7 +3,7 @@
 One `requests.Session` per client (pooled, thread-safe for concurrent calls), typed errors
 decided from the HTTP status *and* the JSON body, connect/read timeouts on every call, bounded
 retries with exponential backoff and jitter for idempotent calls, a never-duplicated `launch`,
-and streaming transfers (one file: `vip_smk.streams`; trees: `vip_smk.transfer`).
+and streaming transfers (one file: `vip_smk.api.streams`; trees: `vip_smk.transfer.trees`).
 
 No module-level mutable state: the URL, the key and every setting live on the instance.
 """
@@ -22,8 +22,9 @@ from typing import Any
 
 import requests
 
-from vip_smk import streams, transfer
-from vip_smk.errors import (
+from vip_smk.api import streams
+from vip_smk.transfer import trees as transfer
+from vip_smk.api.errors import (
     NOT_IMPLEMENTED,
     AuthError,
     CapacityError,
@@ -40,17 +41,17 @@ from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VI
 from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
 from vip_smk.rules import clean_name as vip_clean_name
 from vip_smk.rules import is_running as status_is_running
-from vip_smk.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
-from vip_smk.models import Execution, Parameter, PathInfo, Pipeline
-from vip_smk.transport import MAX_CONNECTIONS, Transport
-from vip_smk.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
+from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
+from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
+from vip_smk.api.transport import MAX_CONNECTIONS, Transport
+from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 
-# Errors: vip_smk.errors, models: vip_smk.models, keys: vip_smk.keys (all re-exported here);
-# HTTP: vip_smk.transport; one file's body up/down: vip_smk.streams.
+# Errors: vip_smk.api.errors, models: vip_smk.api.models, keys: vip_smk.api.keys (all re-exported here);
+# HTTP: vip_smk.api.transport; one file's body up/down: vip_smk.api.streams.
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +86,7 @@ class VipClient:
 
     url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added;
               `local`: the local VIP server of ./.vip-local (started if needed), whose key file
-              is then the key default (`vip_smk.urls.resolve_url`).
+              is then the key default (`vip_smk.api.urls.resolve_url`).
     api_key / api_key_env / api_key_file: the key itself, the name of an environment variable
               holding it, or a file holding it (at most one; default: `$VIP_API_KEY`).
     timeout:  (connect, read) seconds for every call.
@@ -96,7 +97,7 @@ class VipClient:
     progress: tqdm progress bars for transfers: None = when attached to a terminal/notebook.
 
     The HTTP side (session, retries, error decoding, clock) is `self.transport`
-    (`vip_smk.transport.Transport`); the methods here only build calls.
+    (`vip_smk.api.transport.Transport`); the methods here only build calls.
     """
 
     def __init__(
@@ -373,7 +374,7 @@ class VipClient:
         """Stream a local file to `vip_path` (PUT, application/octet-stream). A retry re-sends
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
         restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
-        are read and the hex digest returned (see `vip_smk.streams.upload`)."""
+        are read and the hex digest returned (see `vip_smk.api.streams.upload`)."""
         p = _vip_path(vip_path)
         return streams.upload(self, local, p, "path" + quote_path(p), progress=progress, hasher=hasher)
 
@@ -560,18 +561,18 @@ class VipClient:
             raise TimeoutError(f"execution {eid} still {states[eid].status} after {timeout} s")
         return states[eid]
 
-    # -- trees (vip_smk.transfer) -----------------------------------------------------------------
+    # -- trees (vip_smk.transfer.trees) -----------------------------------------------------------------
 
     def upload_tree(self, local_dir, vip_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.upload_tree(self, ...)`."""
+        """`vip_smk.transfer.trees.upload_tree(self, ...)`."""
         return transfer.upload_tree(self, local_dir, vip_dir, **kw)
 
     def download_tree(self, vip_dir, local_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.download_tree(self, ...)`."""
+        """`vip_smk.transfer.trees.download_tree(self, ...)`."""
         return transfer.download_tree(self, vip_dir, local_dir, **kw)
 
     def download_files(self, pairs, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.download_files(self, ...)`."""
+        """`vip_smk.transfer.trees.download_files(self, ...)`."""
         return transfer.download_files(self, pairs, **kw)
 
 

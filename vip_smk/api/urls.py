@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vip_smk.errors import InvalidInput
+from vip_smk.api.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

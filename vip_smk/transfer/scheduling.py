@@ -10,7 +10,7 @@
 - the download's small-file path: files up to `WHOLE` bytes are read in one go and written by
   `WRITERS` threads, at most `WRITE_QUEUE` of them waiting in memory.
 
-Never imports `vip_smk.client` (annotations only): no import cycle.
+Never imports `vip_smk.api.client` (annotations only): no import cycle.
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING
 
-from vip_smk.errors import VipError
+from vip_smk.api.errors import VipError
 
 if TYPE_CHECKING:  # annotations only: the client imports the transfer modules, never the reverse
-    from vip_smk.client import VipClient
+    from vip_smk.api.client import ApiClient
 
 log = logging.getLogger(__name__)
 
 
-def pool_size(client: VipClient, workers: int | None) -> int:
+def pool_size(client: ApiClient, workers: int | None) -> int:
     n = client.workers if workers is None else int(workers)
     if n > client.workers:
         log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)

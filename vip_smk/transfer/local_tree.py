@@ -4,13 +4,13 @@ where its files go, and whether a file is unchanged from VIP's copy.
 - `check_local_tree`: scan a directory to upload (symlinks followed, loops ignored, our own
   `NAME.part` left-overs skipped) and list *all* its problems without any network: 0-byte
   files, names or folders VIP would rename, characters VIP refuses in input values,
-  unreadable or non-regular files (`vip_smk.transfer.upload_tree` raises them as one
+  unreadable or non-regular files (`vip_smk.transfer.trees.upload_tree` raises them as one
   `PreflightError`; the dry run of `vip_smk.study` reports them);
 - tree-relative paths (`join`, `parent`, `depth`);
 - unchanged or not: dates compared with `MTIME_SLACK` on the server's clock (`skew`, `newer`),
   and md5 where the server computes it (`changed_by_md5`).
 
-Imports VIP's rules and `vip_smk.scheduling`, never `vip_smk.client` or `vip_smk.transfer`
+Imports VIP's rules and `vip_smk.transfer.scheduling`, never `vip_smk.api.client` or `vip_smk.transfer.trees`
 (which import it): no import cycle.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vip_smk.rules import clean_name, value_problem
-from vip_smk.scheduling import map_as_completed
+from vip_smk.transfer.scheduling import map_as_completed
 
 log = logging.getLogger(__name__)
 

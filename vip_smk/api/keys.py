@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vip_smk.errors import AuthError
+from vip_smk.api.errors import AuthError
 
 DEFAULT_KEY_ENV = "VIP_API_KEY"
 # VIP's keys are long random strings; anything shorter is a mistake (a placeholder, a variable's

@@ -1,5 +1,5 @@
 """The steps of the session classes that only need VIP -- validate, launch or adopt, monitor,
-finish -- each a call into :mod:`vip_smk.core` (mixed into :class:`~vip_smk.session_base.SessionBase`,
+finish -- each a call into :mod:`vip_smk.core` (mixed into :class:`~vip_smk.sessions.base.SessionBase`,
 whose properties, backup and output they use)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from . import core, rules
-from .client import Execution, InvalidInput
-from .session_output import start_string, status_report, vip_errors
+from vip_smk import core, rules
+from vip_smk.core.client import Execution, InvalidInput
+from vip_smk.sessions.output import start_string, status_report, vip_errors
 
 __all__ = ["SessionSteps"]
 

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInput, NotFound, VipError
-from .util import read_json, write_json_atomic
+from vip_smk.api.errors import InvalidInput, NotFound, VipError
+from vip_smk.util import read_json, write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import VipClient
+    from vip_smk.core.client import VipClient
 
 __all__ = ["META_KEY", "backup_is_finished", "merge_backup", "read_backup", "read_backup_vip",
            "save_backup", "save_backup_vip", "sessions_sharing"]

@@ -38,7 +38,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as u3
 
-from vip_smk.errors import (
+from vip_smk.api.errors import (
     EXECUTION_CALLS,
     AuthError,
     NotFound,
@@ -48,7 +48,7 @@ from vip_smk.errors import (
     VipError,
     error_class,
 )
-from vip_smk.keys import MIN_KEY_LENGTH
+from vip_smk.api.keys import MIN_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 

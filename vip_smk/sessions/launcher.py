@@ -22,7 +22,7 @@ import time
 from pathlib import PurePosixPath
 from typing import Any
 
-from .session_base import SessionBase, vip_errors
+from vip_smk.sessions.base import SessionBase, vip_errors
 
 __all__ = ["VipLauncher"]
 

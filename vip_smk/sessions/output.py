@@ -12,10 +12,10 @@ import textwrap
 from datetime import datetime
 from typing import Any
 
-from . import rules
-from .client import AuthError, CapacityError, Pipeline, VipError
+from vip_smk import rules
+from vip_smk.core.client import AuthError, CapacityError, Pipeline, VipError
 
-logger = logging.getLogger("vip_smk.session")
+logger = logging.getLogger("vip_smk.sessions.session")
 
 __all__ = ["ensure_log_handler", "logger", "pipeline_text", "start_string", "status_report",
            "vip_errors"]

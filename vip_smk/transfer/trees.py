@@ -7,16 +7,16 @@
   compares md5 where the server computes it (VIP answers 8001: asked once, then size/date);
 - before anything is sent, one `PreflightError` lists *all* problems (0-byte files, names VIP
   would rename, characters VIP refuses in input values, unreadable files, file/dir clashes);
-  the local scan and checks, and the unchanged tests, are `vip_smk.local_tree`;
+  the local scan and checks, and the unchanged tests, are `vip_smk.transfer.local_tree`;
 - concurrency adapted to sizes on the client's connections: many small files in flight, at
-  most `LARGE_IN_FLIGHT` large ones (`vip_smk.scheduling`); streaming (memory independent of
-  sizes: one file's body is `vip_smk.streams`, through the client);
+  most `LARGE_IN_FLIGHT` large ones (`vip_smk.transfer.scheduling`); streaming (memory independent of
+  sizes: one file's body is `vip_smk.api.streams`, through the client);
 - downloads go through `NAME.part` (size-checked, fsynced, renamed; a left-over `.part` is
   resumed with `Range`); files over VIP's `maxSizeDirectTransfer` are reported, not fetched;
-- tarballs optionally extracted (`vip_smk.archives`); tqdm progress (`vip_smk.progress`).
+- tarballs optionally extracted (`vip_smk.transfer.archives`); tqdm progress (`vip_smk.transfer.progress`).
 
 This module (and those it uses) imports the client's errors and VIP's rules, never
-`vip_smk.client` (which imports it): no import cycle.
+`vip_smk.api.client` (which imports it): no import cycle.
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from vip_smk.archives import extract_archive, recover_extraction
-from vip_smk.errors import InvalidInput, NotFound, TooLarge, VipError
+from vip_smk.transfer.archives import extract_archive, recover_extraction
+from vip_smk.api.errors import InvalidInput, NotFound, TooLarge, VipError
 from vip_smk.rules import local_name
-from vip_smk import local_tree as lt
-from vip_smk.local_tree import check_local_tree  # noqa: F401  (re-exported)
-from vip_smk.progress import Progress, want_progress
-from vip_smk import scheduling
-from vip_smk.scheduling import WHOLE, WRITE_QUEUE, WRITERS
+from vip_smk.transfer import local_tree as lt
+from vip_smk.transfer.local_tree import check_local_tree  # noqa: F401  (re-exported)
+from vip_smk.transfer.progress import Progress, want_progress
+from vip_smk.transfer import scheduling
+from vip_smk.transfer.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
-    from vip_smk.client import PathInfo, VipClient
+    from vip_smk.api.client import PathInfo, ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _human(n: int) -> str:
 
 
 def upload_tree(
-    client: VipClient,
+    client: ApiClient,
     local_dir: str | os.PathLike,
     vip_dir: str,
     *,
@@ -263,7 +263,7 @@ def upload_tree(
 # --------------------------------------------------------------------------------------------
 
 
-def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None,
+def list_tree(client: ApiClient, vip_dir: str, *, workers: int | None = None,
               on_listing=None) -> list[PathInfo]:
     """Every file under vip_dir (one `action=list` per directory, parallel per level).
     `on_listing(executor, files)` is called (in the caller's thread) as each listing arrives,
@@ -287,7 +287,7 @@ def list_tree(client: VipClient, vip_dir: str, *, workers: int | None = None,
 
 
 def download_tree(
-    client: VipClient,
+    client: ApiClient,
     vip_dir: str,
     local_dir: str | os.PathLike,
     *,
@@ -340,7 +340,7 @@ def download_tree(
 
 
 def download_files(
-    client: VipClient,
+    client: ApiClient,
     pairs: Iterable[tuple[str | PathInfo, str | os.PathLike]],
     *,
     workers: int | None = None,
@@ -395,7 +395,7 @@ def download_files(
 
 
 def _download_many(
-    client: VipClient,
+    client: ApiClient,
     pairs: list[tuple[PathInfo, Path]],
     *,
     workers: int | None,

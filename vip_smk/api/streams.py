@@ -1,5 +1,5 @@
 """Streaming one file's body between a local disk and VIP: `upload`, `download`, `read_bytes`,
-`write_file` (the bodies of the `VipClient` methods of the same names, which delegate here).
+`write_file` (the bodies of the `ApiClient` methods of the same names, which delegate here).
 
 - upload: one PUT streamed from the file (memory independent of its size), with progress; a
   retry re-sends from the start of the file;
@@ -10,7 +10,7 @@
 - files over VIP's `maxSizeDirectTransfer` raise TooLarge before any request for content.
 
 The HTTP side (retries, budget, error decoding) is the client's `transport`. This module
-never imports `vip_smk.client` at import time (the client imports it): the VIP path comes
+never imports `vip_smk.api.client` at import time (the client imports it): the VIP path comes
 checked and quoted from the client's methods.
 """
 
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from vip_smk.errors import InvalidInput, ServerError, TooLarge, TransportError, VipError
+from vip_smk.api.errors import InvalidInput, ServerError, TooLarge, TransportError, VipError
 from vip_smk.rules import clean_name as vip_clean_name
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
-    from vip_smk.client import VipClient
+    from vip_smk.api.client import ApiClient
 
 CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
@@ -72,8 +72,8 @@ class _ReadCounter:
         return data
 
 
-def check_size(client: VipClient, vip_path: str, size: int | None) -> None:
-    """`VipClient.check_download_size`: TooLarge naming the file, its size and the limit if
+def check_size(client: ApiClient, vip_path: str, size: int | None) -> None:
+    """`ApiClient.check_download_size`: TooLarge naming the file, its size and the limit if
     VIP would refuse to send it (the limit: `client.max_download_size()`, read once)."""
     limit = client.max_download_size() if size is not None else None
     if limit is not None and size > limit:
@@ -86,7 +86,7 @@ def check_size(client: VipClient, vip_path: str, size: int | None) -> None:
 
 
 def upload(
-    client: VipClient,
+    client: ApiClient,
     local: str | os.PathLike,
     p: str,
     endpoint: str,
@@ -94,7 +94,7 @@ def upload(
     progress: Callable[[int], None] | None = None,
     hasher: Callable[[], Any] | None = None,
 ) -> str | None:
-    """`VipClient.upload`: stream a local file to the VIP path `p` (checked; `endpoint`: its
+    """`ApiClient.upload`: stream a local file to the VIP path `p` (checked; `endpoint`: its
     quoted `path/...`) with one PUT (application/octet-stream). A retry re-sends from the
     start of the file. `progress(n)` is called with the bytes sent (negative on a restart).
 
@@ -150,7 +150,7 @@ def upload(
 
 
 def download(
-    client: VipClient,
+    client: ApiClient,
     p: str,
     endpoint: str,
     local: str | os.PathLike,
@@ -159,7 +159,7 @@ def download(
     resume: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """`VipClient.download`: stream the VIP path `p` (checked; `endpoint`: its quoted
+    """`ApiClient.download`: stream the VIP path `p` (checked; `endpoint`: its quoted
     `path/...`) to `local` through `local.part` (Range-resumed if present), check the size,
     fsync, rename. Returns the local path. `size` = expected size if known (saves a request).
     A file over VIP's direct-transfer limit raises TooLarge before any request for its
@@ -250,8 +250,8 @@ def download(
             tr.retry_or_raise(tr.classify(exc, "download", p), budget)
 
 
-def read_bytes(client: VipClient, p: str, endpoint: str, *, size: int | None = None) -> bytes:
-    """`VipClient.read_bytes`: the content of the (small) file `p` (checked; `endpoint`: its
+def read_bytes(client: ApiClient, p: str, endpoint: str, *, size: int | None = None) -> bytes:
+    """`ApiClient.read_bytes`: the content of the (small) file `p` (checked; `endpoint`: its
     quoted `path/...`), in memory: one GET, retried, size-checked (`size`: the expected size
     if known). TooLarge over VIP's direct-transfer limit."""
     client.check_download_size(p, size)

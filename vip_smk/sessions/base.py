@@ -1,8 +1,8 @@
 """What vip-client's session classes share (its ``VipLauncher``, from which ``VipSession``
 derives): class-level configuration set by ``init()``, locked properties and the backup; the
 steps that only need VIP (validate, launch, monitor, finish) come from
-:class:`~vip_smk.session_steps.SessionSteps`. :class:`vip_smk.session.VipSession` adds the local
-side (upload, download), :class:`vip_smk.launcher.VipLauncher` the results folder on VIP.
+:class:`~vip_smk.sessions.steps.SessionSteps`. :class:`vip_smk.sessions.session.VipSession` adds the local
+side (upload, download), :class:`vip_smk.sessions.launcher.VipLauncher` the results folder on VIP.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from . import rules
-from .backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
-from .client import DEFAULT_KEY_ENV, VipClient, vip_client_key_kwargs
-from .session_output import ensure_log_handler, logger, pipeline_text, vip_errors
-from .session_steps import SessionSteps
-from .urls import resolve_url
+from vip_smk import rules
+from vip_smk.sessions.backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
+from vip_smk.core.client import DEFAULT_KEY_ENV, VipClient, vip_client_key_kwargs
+from vip_smk.sessions.output import ensure_log_handler, logger, pipeline_text, vip_errors
+from vip_smk.sessions.steps import SessionSteps
+from vip_smk.api.urls import resolve_url
 
 __all__ = ["META_KEY", "SessionBase", "logger", "vip_errors"]
 

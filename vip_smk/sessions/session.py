@@ -4,7 +4,7 @@ Python client (vip-client 0.1.10), as a drop-in replacement with its known defec
 Same constructor, properties, methods and ``<output_dir>/session_data.json`` backup as VIP's
 client, so that a session started by either client resumes in the other. Every step is a call
 into :mod:`vip_smk.core` (validation, launch or adoption, polling, download, removal) through a
-:class:`vip_smk.client.VipClient` (one per session, or the default one set by
+:class:`vip_smk.core.client.VipClient` (one per session, or the default one set by
 :meth:`VipSession.init`); nothing global in ``requests`` is touched.
 
 Differences with vip-client (all deliberate fixes, see README):
@@ -24,7 +24,7 @@ Differences with vip-client (all deliberate fixes, see README):
   stored as ``dd-mm-yyyy_HH-MM-SS``, see :func:`vip_smk.rules.local_name`);
 - :meth:`finish` keeps inputs that another session still uses (``get_inputs``) unless
   ``force_remove=True``;
-- output goes through :mod:`logging` (logger ``vip_smk.session``) and tqdm, the backup is written
+- output goes through :mod:`logging` (logger ``vip_smk.sessions.session``) and tqdm, the backup is written
   atomically and never contains the API key.
 """
 
@@ -35,11 +35,11 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
-from . import core, rules
-from .backup import add_input_user, meta_of, read_backup, sessions_sharing
-from .client import NotFound
-from .session_base import SessionBase, vip_errors
-from .util import write_json_atomic  # noqa: F401  (re-exported for older imports)
+from vip_smk import core, rules
+from vip_smk.sessions.backup import add_input_user, meta_of, read_backup, sessions_sharing
+from vip_smk.core.client import NotFound
+from vip_smk.sessions.base import SessionBase, vip_errors
+from vip_smk.util import write_json_atomic  # noqa: F401  (re-exported for older imports)
 
 __all__ = ["VipSession"]
 

@@ -1,0 +1,1 @@
+"""vip_smk.transfer.trees."""

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test check install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,14 @@ demo: $(VENV)/.installed
 demo-stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -c "from vip_smk.server import LocalServer as S; s = S.attach('.vip-local'); s and s.stop(); print('local VIP server', 'stopped' if s else 'not running')"; fi
 
-test: $(VENV)/.installed-test
+# The house's checks: lint and import order (ruff), the layers and no import cycle (import-linter,
+# function-level imports included), types (mypy). CI fails on a layer broken upward.
+check: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+test: check
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test

@@ -29,8 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from vip_smk.core.client import VipClient  # noqa: E402
 from vip_smk.core import content  # noqa: E402
+from vip_smk.core.client import VipClient  # noqa: E402
 from vip_smk.server import LocalServer  # noqa: E402
 
 

@@ -44,8 +44,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from vip_smk.server import LocalServer  # noqa: E402
 from vip_smk.api.transport import MAX_CONNECTIONS  # noqa: E402
+from vip_smk.server import LocalServer  # noqa: E402
 
 # ------------------------------------------------------------------------------ child code
 
@@ -304,9 +304,9 @@ def main() -> int:
                 # floor: the files' requests in rounds of `in_flight`, plus two listing/mkdir rounds
                 floor = math.ceil(n_files / in_flight) * rtt + 2 * l_ms / 1000
                 print(f"[{label}] (a) {n_files} files", flush=True)
-                up = median_of(f"vip-smk upload", repeat,
+                up = median_of("vip-smk upload", repeat,
                                lambda i: smk + ["up_tree", url, str(small), f"/vip/Home/smk/a{i}"])
-                down = median_of(f"vip-smk download", repeat,
+                down = median_of("vip-smk download", repeat,
                                  lambda i: smk + ["down_tree", url, f"/vip/Home/smk/a{i}", str(out / "smk" / str(i))],
                                  before=fresh(out / "smk"),
                                  after=lambda i, r: tree_digest(out / "smk" / str(i)) == tree_digest(small)

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from relays import Relay
+
 from vip_smk.core.client import (
     AuthError,
     CapacityError,
@@ -24,10 +24,10 @@ from vip_smk.core.client import (
     PermissionDenied,
     Pipeline,
     ServerError,
+    TooLarge,
     TransportError,
     VipClient,
     VipError,
-    TooLarge,
     quote_path,
     vip_client_key_kwargs,
 )

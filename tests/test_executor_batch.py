@@ -8,14 +8,13 @@ import json
 import secrets
 import shutil
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import pytest
-
-from functools import partial
-
 import test_executor_plugin as plugin_tests
 from test_executor_plugin import EXAMPLE, executions_under, project, wait_for
+
 from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 

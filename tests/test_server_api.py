@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import secrets
 import time
@@ -11,8 +10,7 @@ import zipfile
 
 import pytest
 import requests
-
-from vipapi import ACTIVE, T, Api
+from vipapi import ACTIVE, Api, T
 
 
 @pytest.fixture
@@ -272,7 +270,7 @@ def test_path_errors(api):
     assert_error(api.get(f"/path{d}?action=md5"), 8000)
     assert_error(api.delete(f"/path{d}"), 8000)
     assert_error(api.get(f"/path{d}"), 8000)  # no action
-    assert_error(api.get(f"/path/vip/Home?action=explode"), 8000)
+    assert_error(api.get("/path/vip/Home?action=explode"), 8000)
     assert_error(api.put(f"/path{d}/sub/dir"), 8000)  # mkdir: parent must exist
     assert_error(api.get("/path/vip/Home?action=content"), 8000)  # a directory
     assert api.put(f"/path{d}.txt", data=b"x").status_code == 201

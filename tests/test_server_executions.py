@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from vipapi import ACTIVE, Api, T
 
 from vip_smk.server import LocalServer
-from vipapi import ACTIVE, T, Api
 
 CSV = b"t,x,y\n0,1,10\n1,2,20\n2,3,30\n3,4,40\n4,5,50\n"
 

@@ -13,11 +13,9 @@ from collections import Counter
 
 import pytest
 import requests
+from vipapi import Api, T
 
 from vip_smk.server import LocalServer
-from vipapi import T, Api
-
-
 
 
 def test_restart_keeps_files_and_reruns_running_executions(make_server):

@@ -12,7 +12,6 @@ import time
 import zipfile
 
 import pytest
-
 from vipapi import ACTIVE, Api
 
 CSV = "x,y\n1,10\n2,20\n3,30\n"

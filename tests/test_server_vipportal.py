@@ -38,8 +38,8 @@ import time
 
 import pytest
 import requests
+from vipapi import ACTIVE, Api, T
 
-from vipapi import ACTIVE, T, Api
 from vip_smk.server import LocalServer
 
 #: The Boutiques app of PipelineControllerIT (ours, same shape as their test-boutiques.json:

@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 import pytest
-
 from relays import Relay
+
 from vip_smk import VipClient, VipSession
 
 KEYS = ("session_name", "pipeline_id", "local_input_dir", "local_output_dir", "vip_input_dir",

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from relays import Relay
 from snakemake.io import IOCache
 from snakemake_interface_storage_plugins.tests import TestStorageBase
 
-from relays import Relay
 from vip_smk.core.client import VipClient
 from vip_smk.server import LocalServer
 from vip_smk.snakemake.storage import StorageProvider, StorageProviderSettings
@@ -511,9 +511,9 @@ def test_default_storage_provider_with_null_dates(make_server, tmp_path):
 
 
 def test_key_given_instead_of_variable_name_is_not_echoed(vip_server, tmp_path, monkeypatch):
-    from snakemake_interface_common.exceptions import WorkflowError
-
     import logging
+
+    from snakemake_interface_common.exceptions import WorkflowError
 
     for pasted in (vip_server.api_key, "abcDEF123ghi456"):  # with or without '-'
         settings = StorageProviderSettings(url=vip_server.url, api_key_env=pasted)

@@ -144,7 +144,6 @@ def test_launch_adopts_an_execution_already_on_vip(project, key_env, tmp_path):
     res = project / "results"
     with VipClient(key_env.url, api_key=key_env.api_key) as c:
         vs.upload_dataset(st, "mri", res / "datasets" / "mri" / "uploaded.json", client=c)
-        s = st.sessions["nap"]
         n0 = c.count_executions() + 1
         first = vs.launch_session(st, "nap", res / "nap" / "launched.json", uploaded=res / "datasets/mri/uploaded.json", client=c)
         lost = c.execution(first["executions"][0])

@@ -496,7 +496,7 @@ def test_unreachable_url_and_bad_key_say_what_to_fix(tmp_path, vip_server):
     err = out.stdout + out.stderr
     assert out.returncode != 0 and f"cannot reach VIP at http://127.0.0.1:{port}" in err and "Traceback" not in err
     # retry warnings printed while the workflow is parsed: time and logger name, like the others
-    assert re.search(r"^\d\d:\d\d:\d\d WARNING vip_smk\.transport: .*\(retry 1 ", err, re.M), err
+    assert re.search(r"^\d\d:\d\d:\d\d WARNING vip_smk\.api\.transport: .*\(retry 1 ", err, re.M), err
     write_config(project, study_config(vip_server, {"a": {"dataset": "demo", "pipeline": "stats"}}))
     out = run_smk(project, "-n", key="wrong-key-" + "x" * 20, check=False)
     err = out.stdout + out.stderr
@@ -557,7 +557,7 @@ def test_content_decides_touch_results_deleted_one_byte_and_unmatched_files(tmp_
     run_smk(project, key=srv.api_key)
     assert _counts(srv) == 3 and _sent(project) == []
     with client_for(srv) as c:
-        names = {i.path.rsplit("/", 1)[-1] for i in c.list(f"/vip/Home/API/t/datasets/demo")}
+        names = {i.path.rsplit("/", 1)[-1] for i in c.list("/vip/Home/API/t/datasets/demo")}
     assert ".DS_Store" not in names and "notes.txt" not in names
 
     f = data / "subject02.csv"

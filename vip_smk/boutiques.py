@@ -37,7 +37,7 @@ class Finding:
     text: str
 
 
-def inputs_of(descriptor: Mapping[str, Any]) -> dict[str, dict]:
+def inputs_of(descriptor: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """Input id -> its Boutiques input (VIP's hidden ``results-directory`` left out)."""
     return {str(i["id"]): i for i in descriptor.get("inputs") or []
             if isinstance(i, Mapping) and "id" in i and i["id"] != HIDDEN}

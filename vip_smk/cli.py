@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _client(args):
     """The client of `--url` (`local`: the embedded server of this directory's `.vip-local/`,
     started if needed, with its key unless --api-key-env/--api-key-file is given)."""
-    from vip_smk.core.client import AuthError, VipClient, resolve_url
+    from vip_smk.api.urls import resolve_url
+    from vip_smk.core.client import AuthError, VipClient
 
     kw: dict = {}
     if getattr(args, "workers", None):

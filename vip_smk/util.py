@@ -82,21 +82,22 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _pid_alive_windows(pid: int) -> bool:  # pragma: no cover - Windows
-    import ctypes
-    from ctypes import wintypes
+if sys.platform == "win32":  # pragma: no cover - Windows (so mypy checks it as Windows code)
+    def _pid_alive_windows(pid: int) -> bool:  # pragma: no cover - Windows
+        import ctypes
+        from ctypes import wintypes
 
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    kernel32.OpenProcess.restype = wintypes.HANDLE
-    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
-    process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
-    handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
-    if not handle:  # no such process, or one we may not look at (then it exists)
-        return ctypes.get_last_error() == error_access_denied
-    try:
-        code = wintypes.DWORD()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True
-        return code.value == still_active
-    finally:
-        kernel32.CloseHandle(handle)
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.OpenProcess.restype = wintypes.HANDLE
+        kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        process_query_limited_information, still_active, error_access_denied = 0x1000, 259, 5
+        handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+        if not handle:  # no such process, or one we may not look at (then it exists)
+            return ctypes.get_last_error() == error_access_denied
+        try:
+            code = wintypes.DWORD()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == still_active
+        finally:
+            kernel32.CloseHandle(handle)

@@ -1,4 +1,5 @@
-"""`VipClient`: the VIP REST API (CARMIN, VIP-portal 4.6) in Python.
+"""`ApiClient`: the VIP REST API (CARMIN, VIP-portal 4.6) in Python, one method per VIP call.
+(`vip_smk.VipClient`, in `vip_smk.core.client`, is this class plus waiting and tree transfers.)
 
 One `requests.Session` per client (pooled, thread-safe for concurrent calls), typed errors
 decided from the HTTP status *and* the JSON body, connect/read timeouts on every call, bounded
@@ -10,6 +11,7 @@ No module-level mutable state: the URL, the key and every setting live on the in
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -18,12 +20,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 
 import requests
 
 from vip_smk.api import streams
-from vip_smk.transfer import trees as transfer
+from vip_smk.api.adoption import adoptable_on_vip
 from vip_smk.api.errors import (
     NOT_IMPLEMENTED,
     AuthError,
@@ -37,14 +39,13 @@ from vip_smk.api.errors import (
     TransportError,
     VipError,
 )
+from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
+from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
+from vip_smk.api.transport import MAX_CONNECTIONS, HttpReply, Transport
+from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 from vip_smk.rules import RUNNING_STATUSES, TERMINAL_STATUSES  # noqa: F401  (VIP's rules: vip_smk.rules)
 from vip_smk.rules import VALUE_CHARS as VIP_VALUE_CHARS  # noqa: F401
 from vip_smk.rules import clean_name as vip_clean_name
-from vip_smk.rules import is_running as status_is_running
-from vip_smk.api.keys import DEFAULT_KEY_ENV, ApiKey, read_api_key, vip_client_key_kwargs  # noqa: F401
-from vip_smk.api.models import Execution, Parameter, PathInfo, Pipeline
-from vip_smk.api.transport import MAX_CONNECTIONS, Transport
-from vip_smk.api.urls import DEFAULT_URL, LOCAL_DIR, ResolvedUrl, resolve_url  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _vip_path(path: str | PurePosixPath) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class VipClient:
+class ApiClient:
     """A client of VIP's REST API (or of a local `vip-smk serve`).
 
     url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added;
@@ -142,12 +143,12 @@ class VipClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"VipClient(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
+        return f"{type(self).__name__}(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
 
     def close(self) -> None:
         self.transport.close()
 
-    def __enter__(self) -> VipClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -192,8 +193,14 @@ class VipClient:
     def _error(self, cls, msg, *, call, target, code=None, status=None) -> VipError:
         return self.transport.error(cls, msg, call=call, target=target, code=code, status=status)
 
-    def _request(self, method: str, endpoint: str, **kw) -> requests.Response | None:
+    def _request(self, method: str, endpoint: str, **kw) -> HttpReply | None:
         return self.transport.request(method, endpoint, **kw)
+
+    def _reply(self, method: str, endpoint: str, **kw) -> HttpReply:
+        """`_request` of a call that has a reply (None comes only with ok_missing_after_retry)."""
+        resp = self.transport.request(method, endpoint, **kw)
+        assert resp is not None, "a reply is None only with ok_missing_after_retry"
+        return resp
 
     def _json(self, method: str, endpoint: str, **kw) -> Any:
         return self.transport.json(method, endpoint, **kw)
@@ -485,13 +492,11 @@ class VipClient:
             return ex
 
     def _find_launched(self, name: str, pid: str, began_ms: int, values: Mapping[str, Any]) -> Execution | None:
-        """The execution a lost POST reply created, if any (`core.adoptable_on_vip`: same name,
+        """The execution a lost POST reply created, if any (`vip_smk.api.adoption.adoptable_on_vip`: same name,
         pipeline and inputs, started since the call began, not one this client already has)."""
-        from vip_smk import core
-
         with self._lock:
             mine = set(self._launched)
-        ex = core.adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
+        ex = adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
                                    started_after=began_ms, include_failed=True)
         if ex is not None:
             with self._lock:
@@ -504,29 +509,30 @@ class VipClient:
             self._json("GET", "executions/" + quote_path(eid), call="execution", target=eid)
         )
 
-    def executions(self) -> list[Execution]:
+    def executions(self) -> builtins.list[Execution]:  # (`list` here: the method above)
         return [Execution.from_json(e) for e in self._json("GET", "executions", call="executions") or []]
 
     def count_executions(self) -> int:
-        resp = self._request("GET", "executions/count", call="count_executions")
+        resp = self._reply("GET", "executions/count", call="count_executions")
         text = resp.text.strip()
         try:
             return int(json.loads(text))
         except (ValueError, TypeError):
-            raise self._error(ServerError, f"not a count: {text[:60]!r}", call="count_executions") from None
+            raise self._error(ServerError, f"not a count: {text[:60]!r}", call="count_executions",
+                              target=None) from None
 
-    def results(self, execution_id: str) -> list[PathInfo]:
+    def results(self, execution_id: str) -> builtins.list[PathInfo]:
         eid = str(execution_id)
         data = self._json("GET", f"executions/{quote_path(eid)}/results", call="results", target=eid)
         return [PathInfo.from_json(d) for d in data or []]
 
     def stdout(self, execution_id: str) -> str:
         eid = str(execution_id)
-        return self._request("GET", f"executions/{quote_path(eid)}/stdout", call="stdout", target=eid).text
+        return self._reply("GET", f"executions/{quote_path(eid)}/stdout", call="stdout", target=eid).text
 
     def stderr(self, execution_id: str) -> str:
         eid = str(execution_id)
-        return self._request("GET", f"executions/{quote_path(eid)}/stderr", call="stderr", target=eid).text
+        return self._reply("GET", f"executions/{quote_path(eid)}/stderr", call="stderr", target=eid).text
 
     def kill(self, execution_id: str) -> None:
         eid = str(execution_id)
@@ -538,42 +544,6 @@ class VipClient:
             "PUT", f"executions/{quote_path(eid)}/delete", call="delete_execution", target=eid,
             json_body={"deleteFiles": bool(delete_files)},
         )
-
-    def wait(
-        self,
-        execution_id: str,
-        *,
-        poll: float = 5.0,
-        timeout: float | None = None,
-        callback: Callable[[Execution], None] | None = None,
-    ) -> Execution:
-        """Poll an execution until it is over (`core.wait`: soon after the call, backing off up
-        to `poll` seconds). TimeoutError after `timeout` seconds (None = no limit)."""
-        from vip_smk import core
-
-        eid = str(execution_id)
-        on_round = None if callback is None else (lambda states: eid in states and callback(states[eid]))
-        states = core.wait(self, [eid], refresh=poll, first=min(0.2, poll), timeout=timeout,
-                           on_round=on_round)
-        if eid not in states:
-            raise NotFound(f"execution {eid}: unknown to VIP", call="wait", target=eid)
-        if states[eid].is_running:
-            raise TimeoutError(f"execution {eid} still {states[eid].status} after {timeout} s")
-        return states[eid]
-
-    # -- trees (vip_smk.transfer.trees) -----------------------------------------------------------------
-
-    def upload_tree(self, local_dir, vip_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.trees.upload_tree(self, ...)`."""
-        return transfer.upload_tree(self, local_dir, vip_dir, **kw)
-
-    def download_tree(self, vip_dir, local_dir, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.trees.download_tree(self, ...)`."""
-        return transfer.download_tree(self, vip_dir, local_dir, **kw)
-
-    def download_files(self, pairs, **kw) -> transfer.TransferReport:
-        """`vip_smk.transfer.trees.download_files(self, ...)`."""
-        return transfer.download_files(self, pairs, **kw)
 
 
 __all__ = [
@@ -589,7 +559,7 @@ __all__ = [
     "Pipeline",
     "ServerError",
     "TransportError",
-    "VipClient",
+    "ApiClient",
     "VipError",
     "ApiKey",
     "TooLarge",

@@ -15,11 +15,11 @@ from vip_smk.rules import is_over as status_is_over
 from vip_smk.rules import is_running as status_is_running
 
 
-
 class _Model:
     """JSON <-> dataclass with camelCase keys; unknown keys are kept in `extra`."""
 
     _keys: dict[str, str] = {}  # attribute -> JSON key (class constant, never mutated)
+    extra: dict[str, Any]  # (each model's dataclass field)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]):

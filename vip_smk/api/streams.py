@@ -30,6 +30,7 @@ from vip_smk.rules import clean_name as vip_clean_name
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
     from vip_smk.api.client import ApiClient
+    from vip_smk.api.transport import HttpReply
 
 CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
@@ -75,7 +76,9 @@ class _ReadCounter:
 def check_size(client: ApiClient, vip_path: str, size: int | None) -> None:
     """`ApiClient.check_download_size`: TooLarge naming the file, its size and the limit if
     VIP would refuse to send it (the limit: `client.max_download_size()`, read once)."""
-    limit = client.max_download_size() if size is not None else None
+    if size is None:
+        return
+    limit = client.max_download_size()
     if limit is not None and size > limit:
         raise TooLarge(
             f"download {vip_path}: {size:,} bytes is over VIP's direct-transfer limit of "
@@ -298,7 +301,7 @@ def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Pat
     return local
 
 
-def total_size(resp: requests.Response, offset: int) -> int | None:
+def total_size(resp: HttpReply, offset: int) -> int | None:
     """The file's full size from a reply (Content-Range of a 206, else Content-Length of an
     unencoded body), None if the reply does not tell."""
     if resp.status_code == 206:

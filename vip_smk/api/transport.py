@@ -134,6 +134,11 @@ class Reply:
         self.close()
 
 
+# What a call returns: our own Reply (urllib3 pool) or, on redirects, a requests.Response; both
+# have the names our code reads (status_code, reason, headers, content, text, json()).
+HttpReply = Reply | requests.Response
+
+
 def _as_requests_error(exc: Exception, *, reading: bool = False) -> requests.exceptions.RequestException:
     """urllib3's exceptions as requests' (one classification for both paths)."""
     text = f"{type(exc).__name__}: {exc}"
@@ -260,7 +265,7 @@ class Transport:
 
     # -- replies ----------------------------------------------------------------------------
 
-    def decode_error(self, resp: requests.Response, call: str, target: str | None) -> VipError | None:
+    def decode_error(self, resp: HttpReply, call: str, target: str | None) -> VipError | None:
         """None if `resp` is a success, else the VipError it means."""
         status = resp.status_code
         ctype = resp.headers.get("Content-Type", "")
@@ -275,10 +280,10 @@ class Transport:
         )
         if 200 <= status < 300 and not is_vip_error:
             return None
-        if is_vip_error:
-            code = body.get("errorCode")
+        if is_vip_error and isinstance(body, dict):  # (is_vip_error says it is: for mypy)
+            code: int | None
             try:
-                code = int(code)
+                code = int(body["errorCode"])  # (present: is_vip_error)
             except (TypeError, ValueError):
                 code = None
             message = str(body.get("errorMessage") or "").strip() or "error"
@@ -305,7 +310,7 @@ class Transport:
             msg += self._auth_hint()
         return self.error(cls, msg, call=call, target=target, status=status)
 
-    def note_clock(self, resp: requests.Response) -> None:
+    def note_clock(self, resp: HttpReply) -> None:
         """Server clock minus ours, from the `Date` header (1 s resolution)."""
         date = resp.headers.get("Date")
         if not date or date == self._last_date:
@@ -324,7 +329,7 @@ class Transport:
         request may have reached the server."""
         if isinstance(exc, VipError):
             return Attempt(exc, isinstance(exc, TransportError) or exc.status in RETRY_STATUSES, True)
-        check = f"check the URL and that the server is up (network, VPN, proxy)"
+        check = "check the URL and that the server is up (network, VPN, proxy)"
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             err = self.error(TransportError, f"cannot reach VIP at {self.url} (connection timed out): {check}",
                              call=call, target=target)
@@ -403,7 +408,7 @@ class Transport:
         ok_missing_after_retry: bool = False,
         timeout: tuple[float, float] | None = None,
         retry_budget: float | None = None,
-    ) -> requests.Response | None:
+    ) -> HttpReply | None:
         """One logical call with retries. Returns the (fully read) successful response, or
         None when `ok_missing_after_retry` and a retry found the target gone (an earlier
         attempt whose reply was lost did the job)."""
@@ -431,7 +436,7 @@ class Transport:
 
     def send(self, method: str, endpoint: str, *, params: dict | None = None, json_body: Any = None,
              body: Any = None, headers: dict | None = None, timeout: tuple[float, float] | None = None,
-             stream: bool = False) -> Reply | requests.Response:
+             stream: bool = False) -> HttpReply:
         """One HTTP exchange (no retry): requests' exceptions on failure."""
         timeout = timeout or self.timeout
         if self._pool is None:
@@ -494,7 +499,7 @@ class Transport:
             ) from None
 
     def open_stream(self, endpoint: str, *, params: dict, headers: dict,
-                    stream: bool = True) -> Reply | requests.Response:
+                    stream: bool = True) -> HttpReply:
         """A GET whose body the caller reads (one attempt; close it after). `stream=False`:
         the body is read at once (small files)."""
         self.count(requests_=1)
@@ -516,4 +521,4 @@ def short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-__all__ = ["Attempt", "Budget", "MAX_CONNECTIONS", "Transport", "short"]
+__all__ = ["Attempt", "Budget", "HttpReply", "MAX_CONNECTIONS", "Transport", "short"]

@@ -12,12 +12,26 @@ from __future__ import annotations
 
 from vip_smk.core import content
 from vip_smk.core.descriptors import check_against_descriptor, descriptor_or_none
-from vip_smk.core.executions import (adoptable_on_vip, failure_detail, find_adoptable, launch_or_adopt, poll,
-                         results_on_vip, same_inputs, wait)
+from vip_smk.core.executions import (
+                         adoptable_on_vip,
+                         failure_detail,
+                         find_adoptable,
+                         launch_or_adopt,
+                         poll,
+                         results_on_vip,
+                         same_inputs,
+                         wait,
+)
 from vip_smk.core.outputs import ExpectedOutput, assign_results, expected_outputs
 from vip_smk.core.results import ResultsReport, download_results, extract_archive, remove_remote, results_layout
-from vip_smk.core.settings import (Problem, SettingsError, dot_inputs_of, launch_refusal, validate_settings,
-                       vip_file_check)
+from vip_smk.core.settings import (
+                         Problem,
+                         SettingsError,
+                         dot_inputs_of,
+                         launch_refusal,
+                         validate_settings,
+                         vip_file_check,
+)
 
 __all__ = [
     "content",

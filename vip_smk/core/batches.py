@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vip_smk import boutiques, rules
-from vip_smk.api.client import Execution, InvalidInput, NotFound, ApiClient
+from vip_smk.api.client import ApiClient, Execution, InvalidInput, NotFound
 from vip_smk.core.executions import _unknown_execution, results_on_vip, same_inputs
 from vip_smk.core.outputs import ExpectedOutput, assign_results, expected_outputs
 
@@ -206,9 +206,9 @@ def member_results(descriptor: Mapping[str, Any], values: Mapping[str, Any],
         found: set[str] = set()
         for folder, rels in sorted(by_folder.items()):
             assigned = assign_results(expected, rels).get(n, [])
-            for rel in assigned:
-                name = PurePosixPath(rel).name
-                files[str(root / folder / rel)] = f"{folder}/{name}"
+            for path in assigned:
+                name = PurePosixPath(path).name
+                files[str(root / folder / path)] = f"{folder}/{name}"
                 found.add(name)
         missing = [e.name for e in mine if not e.optional and e.name not in found]
         out[n] = MemberResults(n, files, missing)

@@ -126,7 +126,7 @@ def changed_files(root: str | os.PathLike, rels: Iterable[str],
     return [rel for rel in rels if not unchanged(base / rel, records.get(rel))]
 
 
-def tree_digest(records: Mapping[str, Fingerprint | Mapping[str, Any]]) -> str:
+def tree_digest(records: Mapping[str, Fingerprint | Mapping[str, Any] | None]) -> str:
     """One digest of a set of files' contents and relative names (not their dates): what a
     session's inputs are, for naming or comparing them. Entries without a usable record count
     as their name only."""

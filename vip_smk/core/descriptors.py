@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vip_smk.api.client import DescriptorUnavailable, Pipeline, ApiClient
+from vip_smk.api.client import ApiClient, DescriptorUnavailable, Pipeline
 from vip_smk.core.settings import validate_settings
 
 __all__ = ["check_against_descriptor", "descriptor_or_none"]

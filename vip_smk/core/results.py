@@ -12,7 +12,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vip_smk import rules
-from vip_smk.api.client import Execution, PathInfo, TooLarge, ApiClient
+from vip_smk.api.client import ApiClient, Execution, PathInfo, TooLarge
+from vip_smk.transfer import trees
 
 log = logging.getLogger("vip_smk.core")
 
@@ -146,7 +147,7 @@ def download_results(client: ApiClient, executions: Iterable[Execution] | Mappin
     if not items:
         return report
     try:
-        tr = client.download_files(items, extract=unzip, progress=progress)
+        tr = trees.download_files(client, items, extract=unzip, progress=progress)
     except TransferError as exc:
         tr = exc.report
         for path, why in exc.failures:

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vip_smk import boutiques, rules
-from vip_smk.api.client import InvalidInput, NotFound, Pipeline, ApiClient
+from vip_smk.api.client import ApiClient, InvalidInput, NotFound, Pipeline
 
 __all__ = ["Problem", "SettingsError", "dot_inputs_of", "launch_refusal", "validate_settings",
            "vip_file_check"]
@@ -105,7 +105,8 @@ def dot_inputs_of(pipeline: Pipeline | Mapping[str, Any]) -> list[str]:
     or a :class:`Pipeline` whose JSON carried one (VIP's ``GET pipelines/{id}`` does not: pass
     ``dot_inputs`` to :func:`validate_settings` then)."""
     data = pipeline.extra if isinstance(pipeline, Pipeline) else pipeline
-    custom = data.get("custom") if isinstance(data.get("custom"), Mapping) else {}
+    given = data.get("custom")
+    custom = given if isinstance(given, Mapping) else {}
     dot = custom.get("vip:dot", data.get("vip:dot")) or []
     return [str(x) for x in dot] if isinstance(dot, (list, tuple)) else []
 

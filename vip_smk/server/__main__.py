@@ -27,6 +27,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (starlette comes with the server extra: imported where the server starts)
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("vip_smk.server")
 
@@ -175,8 +179,8 @@ def serve(args: argparse.Namespace) -> int:
     store = Store(data_dir)
     generated = None
     if users:
-        for name, key, password in users:
-            store.add_user(name, key, password)
+        for name, user_key, password in users:
+            store.add_user(name, user_key, password)
     else:
         keyfile = data_dir / "apikey"
         existing = store.user_by_name("local")
@@ -214,9 +218,10 @@ def serve(args: argparse.Namespace) -> int:
                     seed=args.seed, storage_delay_ms=args.storage_delay,
                     delete_delay_ms=args.delete_delay,
                     boutiques_format=not args.no_boutiques_format)
-    app = build_app(store, engine, pipelines, config)
-    api = app.state.api
-    routes = app.routes
+    starlette_app = build_app(store, engine, pipelines, config)
+    api = starlette_app.state.api
+    routes = starlette_app.routes
+    app: ASGIApp = starlette_app
     if args.fault_rate or args.latency:
         app = FaultInjector(app, fault_rate=args.fault_rate, latency_ms=args.latency, seed=args.seed)
     if args.count_requests:  # outermost: injected faults are counted too

@@ -334,6 +334,7 @@ class Engine:
             staged = []
             for v in values:
                 res = self.store.resolve(user, str(v))
+                assert res.local is not None  # (validate_inputs() refused the launch otherwise)
                 name = res.local.name
                 rel = name if name not in used else f"in{k}/{name}"
                 k += 1
@@ -349,6 +350,7 @@ class Engine:
         """Move the declared outputs into the results folder; return ({id: [vip]}, missing)."""
         res = self.store.resolve(ex["user"], ex["results_dir"])
         results = res.local
+        assert results is not None  # (a folder under the resultsLocation the launch checked)
         outputs: dict[str, list[str]] = {}
         missing = []
         for out in pipeline.descriptor.get("output-files") or []:

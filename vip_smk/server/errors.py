@@ -39,7 +39,7 @@ VIP_ERRORS: dict[int, tuple[str, str | None]] = {
            "running executions."),
     2002: ("WRONG_APPLICATION_DESCRIPTOR", "Error getting application descriptor for {}."),
 }
-GENERIC = VIP_ERRORS[8000][1]
+GENERIC: str = VIP_ERRORS[8000][1] or ""
 
 def error_list() -> list[dict]:
     """GET /platform's ``APIErrorCodesAndMessages``: every VIP error code, VIP's raw message."""

@@ -253,6 +253,7 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 return False
         deadline = time.monotonic() + timeout
+        assert self._pid is not None  # (stop()/kill() wait only for a server they have a pid of)
         while time.monotonic() < deadline:
             if not pid_alive(self._pid):
                 return True

@@ -292,7 +292,8 @@ class Store:
     def executions(self, user: str | None = None, status: tuple[str, ...] | None = None,
                    limit: int | None = None) -> list[dict]:
         """Newest first (at most ``limit``)."""
-        q, args = "SELECT * FROM executions WHERE 1=1", []
+        q = "SELECT * FROM executions WHERE 1=1"
+        args: list[str | int] = []
         if user is not None:
             q += " AND user = ?"
             args.append(user)

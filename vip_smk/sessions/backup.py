@@ -36,7 +36,7 @@ def meta_of(data: Mapping[str, Any] | None) -> dict:
     return dict(meta) if isinstance(meta, dict) else {}
 
 
-def merge_backup(existing: Mapping[str, Any] | None, session_name: str, values: Mapping[str, Any],
+def merge_backup(existing: Mapping[str, Any] | None, session_name: str | None, values: Mapping[str, Any],
                  meta: dict, where: str) -> tuple[dict, dict]:
     """(data to write, merged meta): ``values`` (the class's keys, in order) over the backup
     ``existing``, keeping the keys unknown to us and merging our ``meta`` (``input_users``
@@ -61,7 +61,7 @@ def merge_backup(existing: Mapping[str, Any] | None, session_name: str, values: 
     return data, merged
 
 
-def save_backup(path: Path, session_name: str, values: Mapping[str, Any], meta: dict) -> dict:
+def save_backup(path: Path, session_name: str | None, values: Mapping[str, Any], meta: dict) -> dict:
     """Write the backup at local ``path`` (:func:`merge_backup`, atomic). Returns the meta."""
     data, merged = merge_backup(read_backup(path), session_name, values, meta, str(path))
     write_json_atomic(path, data)
@@ -91,7 +91,7 @@ def read_backup_vip(client: "VipClient", vip_path: str) -> dict | None:
     return None
 
 
-def save_backup_vip(client: "VipClient", vip_path: str, session_name: str,
+def save_backup_vip(client: "VipClient", vip_path: str, session_name: str | None,
                     values: Mapping[str, Any], meta: dict) -> dict:
     """Write the backup on VIP at ``vip_path`` as far as VIP allows atomically: the new content
     is first uploaded beside it (``<vip_path>.new``), then over ``vip_path`` (removed first if
@@ -139,7 +139,7 @@ def backup_is_finished(data: Mapping[str, Any]) -> bool:
 
 
 def sessions_sharing(vip_input_dir: PurePosixPath, own_backup: Path, candidates: Iterable[Path],
-                     owner_name: str | None, session_name: str) -> list[str]:
+                     owner_name: str | None, session_name: str | None) -> list[str]:
     """Names of the other unfinished sessions (among the backups ``candidates``) whose VIP
     input directory is ``vip_input_dir``; plus the owner session ``owner_name`` when its
     backup cannot be found (borrowed inputs are not ours to delete)."""

@@ -13,17 +13,18 @@ import os
 import secrets
 import sys
 from datetime import datetime
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from vip_smk import rules
+from vip_smk.api.keys import DEFAULT_KEY_ENV, vip_client_key_kwargs
+from vip_smk.api.urls import resolve_url
+from vip_smk.core.client import VipClient
 from vip_smk.sessions.backup import META_KEY, meta_of, read_backup, read_backup_vip, save_backup, save_backup_vip
-from vip_smk.core.client import DEFAULT_KEY_ENV, VipClient, vip_client_key_kwargs
 from vip_smk.sessions.output import ensure_log_handler, logger, pipeline_text, vip_errors
 from vip_smk.sessions.steps import SessionSteps
-from vip_smk.api.urls import resolve_url
 
 __all__ = ["META_KEY", "SessionBase", "logger", "vip_errors"]
 
@@ -52,6 +53,12 @@ class SessionBase(SessionSteps):
     _BACKUP_KEYS: tuple[str, ...] = ("session_name", "pipeline_id", "vip_output_dir",
                                      "input_settings", "workflows")
     _LOCKED: tuple[str, ...] = ("session_name", "pipeline_id", "input_settings", "vip_output_dir")
+
+    if TYPE_CHECKING:  # what every session class defines (for mypy)
+        @property
+        def output_dir(self) -> PurePath | None: ...  # VipSession: local (a Path); VipLauncher: on VIP
+
+        def __init__(self, *, _announce: bool = True, **kwargs: Any) -> None: ...
 
     def _setup(self, verbose: bool | None, client: VipClient | None) -> None:
         self._verbose = verbose
@@ -208,6 +215,14 @@ class SessionBase(SessionSteps):
     @session_name.deleter
     def session_name(self) -> None:
         self._values["session_name"] = None
+
+    @property
+    def _name(self) -> str:
+        """``session_name``, which the constructor always sets: a TypeError if it was deleted."""
+        name = self.session_name
+        if name is None:
+            raise TypeError(f"This {type(self).__name__} has no session_name (deleted?): set one first.")
+        return name
 
     @property
     def pipeline_id(self) -> str | None:

@@ -10,7 +10,7 @@ import re
 import sys
 import textwrap
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from vip_smk import rules
 from vip_smk.core.client import AuthError, CapacityError, Pipeline, VipError
@@ -83,8 +83,9 @@ def _as_runtime_error(exc: VipError, cls_name: str) -> Exception:
         hint = (" Maximum number of executions reached: wait until some are over, or ask "
                 "vip-support@creatis.insa-lyon.fr to raise your limit.")
     base = type(exc)
-    both = type(base.__name__, (base, RuntimeError), {"__module__": base.__module__,
-                                                       "__doc__": base.__doc__})
+    both = cast("type[VipError]",  # (mypy types a class made by type() as a bare `type`)
+                type(base.__name__, (base, RuntimeError), {"__module__": base.__module__,
+                                                           "__doc__": base.__doc__}))
     new = both.__new__(both)
     new.__dict__.update(exc.__dict__)
     message = f"{getattr(exc, 'message', str(exc))}{hint}"

@@ -36,8 +36,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from vip_smk import core, rules
-from vip_smk.sessions.backup import add_input_user, meta_of, read_backup, sessions_sharing
 from vip_smk.core.client import NotFound
+from vip_smk.sessions.backup import add_input_user, meta_of, read_backup, sessions_sharing
 from vip_smk.sessions.base import SessionBase, vip_errors
 from vip_smk.util import write_json_atomic  # noqa: F401  (re-exported for older imports)
 
@@ -195,8 +195,16 @@ class VipSession(SessionBase):
 
     # ---- backup ------------------------------------------------------------------------------
     @property
+    def _output_path(self) -> Path:
+        """``local_output_dir``, which the constructor always sets: a TypeError if it was deleted."""
+        out = self.local_output_dir
+        if out is None:
+            raise TypeError(f"Session '{self.session_name}' has no output_dir (deleted?): set one first.")
+        return out
+
+    @property
     def _backup_path(self) -> Path:
-        return Path(self.local_output_dir) / self._SAVE_FILE
+        return self._output_path / self._SAVE_FILE
 
     def _load_backup(self, out_dir: Path, name_given: str | None) -> None:
         self._restore(self._read_backup(Path(out_dir) / self._SAVE_FILE, name_given), name_given,
@@ -270,7 +278,8 @@ class VipSession(SessionBase):
         # included) are re-sent and the executions so far superseded.
         content = core.content
         stats = {p.relative_to(local).as_posix(): p.stat() for p in files}  # before any read
-        before = self._meta.get("uploaded") if isinstance(self._meta.get("uploaded"), dict) else {}
+        uploaded = self._meta.get("uploaded")
+        before: dict = uploaded if isinstance(uploaded, dict) else {}
         if self._meta.get("uploaded_to") != str(self.vip_input_dir):
             before = {}
         records: dict[str, content.Fingerprint] = {}
@@ -333,7 +342,7 @@ class VipSession(SessionBase):
             self._info(f"Session '{self.session_name}' already uses the inputs of "
                        f"'{session.session_name}'.")
             return self
-        own_default = PurePosixPath(self._SERVER_DEFAULT_PATH) / self.session_name / "INPUTS"
+        own_default = PurePosixPath(self._SERVER_DEFAULT_PATH) / self._name / "INPUTS"
         if self.vip_input_dir == own_default and self._exists(self.vip_input_dir):
             raise FileExistsError(f"Session '{self.session_name}' already has input data on VIP "
                                   f"({self.vip_input_dir}): finish it or use a new session.")
@@ -356,7 +365,7 @@ class VipSession(SessionBase):
         users = session._meta.setdefault("input_users", [])
         if me not in users:
             users.append(me)
-        add_input_user(Path(session.local_output_dir) / self._SAVE_FILE, me)
+        add_input_user(session._backup_path, me)
         self._info(f"Session '{self.session_name}' uses the inputs of '{session.session_name}': "
                    f"{self.vip_input_dir}")
         self._save(announce=True)
@@ -407,7 +416,7 @@ class VipSession(SessionBase):
             self._info(f"[{i}/{len(selected)}] Outputs from: {wid} | Started on: {wf.get('start')} "
                        f"| Status: {wf.get('status')}")
         outputs = {wid: wf.get("outputs") or [] for wid, wf in self._workflows.items()}
-        report = core.download_results(self.client, outputs, self.local_output_dir, unzip=unzip,
+        report = core.download_results(self.client, outputs, self._output_path, unzip=unzip,
                                        vip_root=self.vip_output_dir, select=set(selected),
                                        progress=None if self.verbose else False)
         for line in report.warnings:
@@ -472,11 +481,11 @@ class VipSession(SessionBase):
             candidates.add(Path(p) / self._SAVE_FILE)
         if self._meta.get("inputs_from"):
             candidates.add(Path(self._meta["inputs_from"]) / self._SAVE_FILE)
-        for root in {Path(self.local_output_dir).parent, Path(self._LOCAL_DEFAULT_PATH).absolute()}:
+        for root in {self._output_path.parent, Path(self._LOCAL_DEFAULT_PATH).absolute()}:
             if root.is_dir():
                 candidates.update(root.glob(f"*/{self._SAVE_FILE}"))
-        root = PurePosixPath(self._SERVER_DEFAULT_PATH)
-        owner = self.vip_input_dir.parent.name if self.vip_input_dir.parent.parent == root else None
+        home = PurePosixPath(self._SERVER_DEFAULT_PATH)
+        owner = self.vip_input_dir.parent.name if self.vip_input_dir.parent.parent == home else None
         return sessions_sharing(self.vip_input_dir, self._backup_path, candidates, owner,
                                 self.session_name)
 
@@ -500,7 +509,7 @@ class VipSession(SessionBase):
             return self
         deadline = time.monotonic() + float(timeout)
         home = PurePosixPath(self._SERVER_DEFAULT_PATH)
-        root = home / self.session_name
+        root = home / self._name
         vin, vout = self.vip_input_dir, self.vip_output_dir
 
         def under(p, parent) -> bool:

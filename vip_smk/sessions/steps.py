@@ -8,12 +8,12 @@ import textwrap
 import time
 from datetime import datetime
 from pathlib import PurePosixPath
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
 from vip_smk import core, rules
-from vip_smk.core.client import Execution, InvalidInput
+from vip_smk.core.client import Execution, InvalidInput, Pipeline, VipClient
 from vip_smk.sessions.output import start_string, status_report, vip_errors
 
 __all__ = ["SessionSteps"]
@@ -21,6 +21,26 @@ __all__ = ["SessionSteps"]
 
 class SessionSteps:
     """Validate, launch, monitor and finish for a session (see SessionBase)."""
+
+    if TYPE_CHECKING:  # what these steps use of SessionBase, which mixes them in (for mypy)
+        _BACKUP_LOCATION: str | None
+        _workflows: dict[str, dict]
+        _meta: dict[str, Any]
+        _pipeline_cache: Pipeline | None
+        session_name: str | None
+        pipeline_id: str | None
+        vip_output_dir: PurePosixPath | None
+        input_settings: dict | None
+        verbose: bool
+
+        @property
+        def client(self) -> VipClient: ...
+        @property
+        def _name(self) -> str: ...
+        def _info(self, msg: str) -> None: ...
+        def _warn(self, msg: str) -> None: ...
+        def _save(self, announce: bool = False) -> None: ...
+        def _progress(self, **kw: Any) -> tqdm: ...
 
     # ---- VIP helpers -------------------------------------------------------------------------
     def _pipeline(self):
@@ -101,8 +121,11 @@ class SessionSteps:
         removed by finish()): a resumed session goes on with what it launched before."""
         if int(nb_runs) < 1:
             raise ValueError(f"nb_runs must be >= 1, not {nb_runs}")
+        name = self._name  # (a TypeError before anything is created if it was deleted)
         self._info(f"Pipeline: {self.pipeline_id}\n----------------\nParameter checks")
         values = self._check_input_settings(location="vip")
+        pipeline_id = self.pipeline_id
+        assert pipeline_id is not None  # _check_input_settings() refuses a session without one
         self._info("  --> OK")
         self.client.mkdir(str(self.vip_output_dir), parents=True)
         self._meta["finished"] = False
@@ -118,8 +141,8 @@ class SessionSteps:
             for _ in range(int(nb_runs)):
                 try:
                     ex, adopted = core.launch_or_adopt(
-                        self.client, self.pipeline_id, values, str(self.vip_output_dir),
-                        self.session_name, executions=listing, exclude=exclude,
+                        self.client, pipeline_id, values, str(self.vip_output_dir),
+                        name, executions=listing, exclude=exclude,
                         wait_for_slot=30.0, on_wait=lambda exc: self._info(
                             f"  VIP runs no more executions for this account now ({exc}): "
                             "waiting for a slot ..."))
@@ -248,7 +271,6 @@ class SessionSteps:
         return True
 
     def _remove(self, path: PurePosixPath, deadline: float) -> bool:
-        import time
 
         ok = core.remove_remote(self.client, str(path), timeout=max(0.0, deadline - time.monotonic()))
         if ok:

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generator, List, Optional
+from typing import Any, AsyncGenerator, Dict, List, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
@@ -33,14 +33,13 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from vip_smk import core, rules
-from vip_smk.core.client import CapacityError, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk.core.client import CapacityError, Execution, NotFound, ServerError, TransportError, VipClient, VipError
+from vip_smk.runlock import forget_run, record_run
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.executor_batch import Batching
-from vip_smk.snakemake.executor_io import (_forget_in_storage, _in_storage, _launch_delay,
-                                           _order_in_storage)
+from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _launch_delay, _order_in_storage
 from vip_smk.snakemake.messages import raise_message_only
-from vip_smk.study.runs import forget_run, record_run
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class Executor(Batching, RemoteExecutor):
                                                    pipeline=pipeline, where=request.where,
                                                    check_file=_vip_file_problem)
         except core.SettingsError as exc:
-            problems.extend(f"{request.where}: {p}" for p in (exc.problems or [str(exc)]))
+            problems.extend(f"{request.where}: {p}" for p in (exc.problems if exc.problems else [str(exc)]))
         if problems:
             return problems
         name = request.execution_name(values)
@@ -213,12 +212,14 @@ class Executor(Batching, RemoteExecutor):
         if problems:  # jobs known only now (after a checkpoint)
             raise WorkflowError(_problems_message(problems, "these jobs cannot run on VIP"))
         batch = [self._requests[_job_key(job)] for job in jobs]
-        listing, folders = None, _Folders(self.client)
+        listing: Optional[List[Execution]] = None
+        read = _Folders(self.client)
+        folders: Optional[_Folders] = read
         try:
             listing = self.client.executions()
             for request, _values, _name in batch:
                 for path in request.input_paths() + [request.results_location]:
-                    folders.entry(path)
+                    read.entry(path)
         except (TransportError, ServerError) as exc:  # VIP unreachable: the status rounds retry
             self.logger.warning(f"--executor vip: VIP unreachable ({exc}): launches deferred")
             listing, folders = None, None
@@ -229,7 +230,7 @@ class Executor(Batching, RemoteExecutor):
             self.run_job_pre(job)
             self._handed(job)
             plan = self._batch_plan(request, values) if folders is not None else None
-            if plan is not None:
+            if plan is not None and folders is not None:
                 newest = folders.newest_ms(request.input_paths())
                 active = _Active(request=request, values=values, name=name, started_after=newest,
                                  not_before=time.monotonic() + _launch_delay(newest, self.client))
@@ -275,6 +276,7 @@ class Executor(Batching, RemoteExecutor):
                                               pipeline_id=r.pipeline_id, values=active.values,
                                               executions=listing, started_after=active.started_after)
                 if found is None:
+                    assert folders is not None  # (run_jobs checks at submission only with them)
                     self._clear_previous(job, active, listing, folders)
             except (TransportError, ServerError) as exc:
                 self.logger.warning(f"{r.where}: VIP unreachable ({exc}): launch deferred")
@@ -380,7 +382,7 @@ class Executor(Batching, RemoteExecutor):
 
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
-    ) -> Generator[SubmittedJobInfo, None, None]:
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
         if not active_jobs:
             return
         try:
@@ -573,7 +575,9 @@ def _problems_message(problems: List[str],
     problems = []
     for (rule, text), items in groups.items():
         if len(items) > 1 and text:
-            first = _JOB_PROBLEM.fullmatch(items[0]).group(2)
+            head_match = _JOB_PROBLEM.fullmatch(items[0])
+            assert head_match is not None  # (text is set only for problems of that form)
+            first = head_match.group(2)
             problems.append(f"rule {rule} ({first}) and {len(items) - 1} more job(s): {text}")
         else:
             problems.append(items[0])

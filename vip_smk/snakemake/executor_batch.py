@@ -22,13 +22,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 from vip_smk import core, rules
-from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
 from vip_smk.core import batches
-from vip_smk.snakemake.executor_io import (_forget_in_storage, _in_storage, _launch_delay,
-                                           _order_in_storage)
+from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
+from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _order_in_storage
 
 log = logging.getLogger("vip_smk.snakemake.executor")
 
@@ -67,6 +66,24 @@ def _parent(path: str) -> str:
 
 class Batching:
     """Mixin of the Executor: pools, batch launches and each member's results."""
+
+    if TYPE_CHECKING:  # what the batches use of the Executor, which mixes them in (for mypy)
+        import threading
+
+        from vip_smk.core.client import VipClient
+
+        client: VipClient
+        workflow: Any
+        logger: Any
+        _active: Dict[int, Any]
+        _active_lock: threading.RLock
+        _names: set
+
+        def _wake(self, delay: float) -> None: ...
+
+    def _descriptor(self, pipeline_id: str) -> Mapping[str, Any]:
+        """The pipeline's descriptor (asked once per client); a batch is planned only with one."""
+        return core.descriptor_or_none(self.client, pipeline_id) or {}
 
     def _batch_setup(self, config) -> None:
         self.batch_size = max(1, int(getattr(config, "batch_size", 1) or 1))
@@ -107,7 +124,7 @@ class Batching:
         r = active.request
         active.job = job
         key, listed = plan
-        descriptor = core.descriptor_or_none(self.client, r.pipeline_id)
+        descriptor = self._descriptor(r.pipeline_id)
         own = folders.entry(r.results_location) is not None and self._holds_own(r, active.values)
         found = batches.find_batch_job(
             self.client, listing, rule=r.rule, pipeline_id=r.pipeline_id, descriptor=descriptor,
@@ -151,7 +168,7 @@ class Batching:
     def _holds_own(self, request, values) -> bool:
         """Whether a job's results folder holds, in one dated folder, every result the
         descriptor predicts for its values (copied there by an earlier run)."""
-        descriptor = core.descriptor_or_none(self.client, request.pipeline_id)
+        descriptor = self._descriptor(request.pipeline_id)
         names = {e.name for e in core.expected_outputs(descriptor, values) if not e.optional}
         by_folder: Dict[str, set] = {}
         for f in self._tree(request.results_location):
@@ -209,7 +226,7 @@ class Batching:
                       results_location=f"{_parent(first.results_location)}/{FOLDER}/{name}",
                       started_after=None if None in starts else max(starts),
                       not_before=max(m.not_before for m in members))
-        descriptor = core.descriptor_or_none(self.client, first.pipeline_id)
+        descriptor = self._descriptor(first.pipeline_id)
         numbers = batches.member_jobs(descriptor, batch.values, [m.values for m in members])
         for m, n in zip(members, numbers):
             m.batch, m.vip_job, m.key = batch, n, None
@@ -256,7 +273,7 @@ class Batching:
             _forget_in_storage(active.job)
             _order_in_storage(active.job, r)
             return None
-        descriptor = core.descriptor_or_none(self.client, batch.pipeline_id)
+        descriptor = self._descriptor(batch.pipeline_id)
         if batch.results is None:
             jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})
             returned = ex.output_paths
@@ -307,9 +324,10 @@ class Batching:
         return "\n".join(parts)
 
     def _tree(self, folder: str) -> list:
-        files, level = [], [folder]
+        files: List[Any] = []
+        level = [folder]
         while level:
-            nxt = []
+            nxt: List[Any] = []
             for d in level:
                 try:
                     for info in self.client.list(d):

@@ -28,8 +28,9 @@ def _forget_in_storage(job) -> None:
     for f in getattr(job, "output", None) or []:
         obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
         forget = getattr(getattr(obj, "provider", None), "forget", None)
-        if callable(forget) and getattr(obj, "path", None):
-            forget(obj.path)
+        path = getattr(obj, "path", None)
+        if callable(forget) and path:
+            forget(path)
 
 
 def _in_storage(job, method: str, path: str) -> Any:

@@ -154,6 +154,7 @@ def job_request(job) -> tuple[VipRequest | None, list[str]]:
                             "results on VIP (use --default-storage-provider vip)")
     if problems:
         return None, problems
+    assert results is not None  # (None added a problem above)
     return VipRequest(
         rule=job.rule.name, where=here, pipeline_id=pid, settings=settings,
         file_inputs=tuple(files), results_location=results,

@@ -12,8 +12,8 @@ from typing import Any, Dict, Optional
 
 from snakemake_interface_common.exceptions import WorkflowError
 
-from vip_smk.core.client import VipClient, VipError
 from vip_smk.api.urls import LOCAL, LOCAL_DIR, resolve_url
+from vip_smk.core.client import VipClient, VipError
 
 KEY_ENV = "VIP_API_KEY"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -66,8 +66,8 @@ from snakemake_interface_storage_plugins.storage_provider import (
     StorageQueryValidationResult,
 )
 
-from vip_smk.core.client import NotFound, PathInfo, VipClient, VipError
 from vip_smk.core import content
+from vip_smk.core.client import NotFound, PathInfo, VipClient, VipError
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.messages import raise_message_only
 from vip_smk.snakemake.storage_cache import Listings, Throttle
@@ -187,7 +187,7 @@ class StorageProvider(StorageProviderBase):
         Snakemake takes its lock."""
         if not self._lock_checked:
             self._lock_checked = True
-            from vip_smk.study.runs import clear_stale_lock  # the study's: same lock, same record
+            from vip_smk.runlock import clear_stale_lock  # the study's: same lock, same record
 
             clear_stale_lock(Path.cwd())
 
@@ -279,7 +279,7 @@ class StorageProvider(StorageProviderBase):
         files: List[PathInfo] = []
         level = [vip_dir]
         while level:
-            nxt = []
+            nxt: List[PathInfo] = []
             for d in level:
                 for info in self.listings.children(d):
                     (nxt if info.is_directory else files).append(info)

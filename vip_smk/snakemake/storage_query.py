@@ -18,7 +18,9 @@ def vip_path(query: str) -> str:
 
 def _split(path: str) -> list[str]:
     """Split on `/` outside `{wildcard,constraints}`."""
-    parts, cur, depth = [], [], 0
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in path:
         if ch == "{":
             depth += 1

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vip_smk.util import read_json, write_json_atomic
-
 from vip_smk.study.config import (
     Session,
     Study,
@@ -34,9 +32,18 @@ from vip_smk.study.config import (
     load_study,
     slug,
 )
+from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
 from vip_smk.study.content import StudyContent, dataset_files
 from vip_smk.study.descriptors import shipped_descriptors
-from vip_smk.study.connect import StudyError, StudyVip, ensure_local_server, save_descriptors
+from vip_smk.study.entry import (
+    rule_check,
+    rule_finish_dataset,
+    rule_finish_session,
+    rule_launch,
+    rule_upload,
+    rule_wait_and_download,
+)
+from vip_smk.study.logs import job_log, log_to_stderr
 from vip_smk.study.runs import clear_stale_lock, forget_run, record_run, stop_on_interrupt
 from vip_smk.study.steps import (
     check_study,
@@ -44,19 +51,12 @@ from vip_smk.study.steps import (
     failed_sessions,
     finish_dataset,
     finish_session,
-    job_log,
     launch_session,
-    log_to_stderr,
-    rule_check,
-    rule_finish_dataset,
-    rule_finish_session,
-    rule_launch,
-    rule_upload,
-    rule_wait_and_download,
     upload_dataset,
     wait_session,
 )
 from vip_smk.study.summary import SUMMARY_COLUMNS, rule_summary, summary_rows, summary_text, write_summary
+from vip_smk.util import read_json, write_json_atomic
 
 
 def load_study_or_fail(config: Mapping[str, Any], workdir=None) -> Study:

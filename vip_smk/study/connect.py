@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vip_smk.study.config import StudyConfigError, VipSettings
 from vip_smk.study.descriptors import descriptor_cache
+from vip_smk.study.model import VipSettings
+from vip_smk.study.schema import StudyConfigError
 
 log = logging.getLogger(__name__)
 

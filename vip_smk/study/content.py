@@ -20,9 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vip_smk.core import content
+from vip_smk.study.model import Session, Study
 from vip_smk.util import read_json, write_json_atomic
-
-from vip_smk.study.config import Session, Study
 
 log = logging.getLogger(__name__)
 

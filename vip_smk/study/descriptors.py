@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from vip_smk.study.config import VipSettings
+from vip_smk.study.model import VipSettings
 
 SHIPPED_APPS = Path(__file__).resolve().parents[1] / "server" / "apps"
 

@@ -9,7 +9,7 @@ import difflib
 import os
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import yaml
 
@@ -92,7 +92,7 @@ def _error_path(parts) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(parts))
 
 
-def _schema_problems(data: Any, sch: Mapping[str, Any], suggested: set[str] = frozenset()) -> list[str]:
+def _schema_problems(data: Any, sch: Mapping[str, Any], suggested: Collection[str] = frozenset()) -> list[str]:
     """Every type/range mistake, one 'key.path: message' each (unknown keys are reported by
     `_unknown_keys`, with the closest known key). Empty without jsonschema (base install)."""
     try:

@@ -26,79 +26,21 @@ import shutil
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
 from vip_smk import core, rules
 from vip_smk.core import content
-from vip_smk.util import read_json, write_json_atomic
-
 from vip_smk.study import content as sc
-from vip_smk.study.config import Session, Study
-from vip_smk.study.connect import StudyError, StudyVip, explain, pipeline_record, save_descriptors
+from vip_smk.study.connect import StudyError, StudyVip, pipeline_record, save_descriptors
+from vip_smk.study.model import Session, Study
+from vip_smk.util import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_DATEFMT = "%H:%M:%S"
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-@contextlib.contextmanager
-def job_log(path: str | os.PathLike | None, level: int = logging.INFO) -> Iterator[None]:
-    """Send the `vip_smk` log records of this thread to `path` (the rule's log file) and to
-    stderr for the duration of a Snakemake job."""
-    logger = logging.getLogger("vip_smk")
-    ident = threading.get_ident()
-    handlers: list[logging.Handler] = []
-    fmt = logging.Formatter(LOG_FORMAT, LOG_DATEFMT)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path))
-    handlers.append(logging.StreamHandler())
-    for h in handlers:
-        h.setFormatter(fmt)
-        h.setLevel(level)
-        # this job's thread, and the transfer worker threads it starts (named vip-*)
-        h.addFilter(lambda record: record.thread == ident or record.threadName.startswith("vip-"))
-        logger.addHandler(h)
-    # the parse-time handler (log_to_stderr) stays quiet for this job's records
-    parse = [h for h in logger.handlers if hasattr(h, "_vip_smk_quiet")]
-    for h in parse:
-        h._vip_smk_quiet.add(ident)
-    old_level = logger.level
-    if logger.level == logging.NOTSET or logger.level > level:
-        logger.setLevel(level)
-    try:
-        yield
-    finally:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-        logger.setLevel(old_level)
-        for h in parse:
-            h._vip_smk_quiet.discard(ident)
-
-
-def log_to_stderr(level: int = logging.INFO) -> None:
-    """While Snakemake parses the workflow: `vip_smk` records (retry warnings...) on stderr
-    with time and logger name, like every other message. Installed once per process."""
-    logger = logging.getLogger("vip_smk")
-    if any(hasattr(h, "_vip_smk_quiet") for h in logger.handlers):
-        return
-    h = logging.StreamHandler()
-    quiet: set[int] = set()  # threads running a job: job_log prints their records
-    h._vip_smk_quiet = quiet  # type: ignore[attr-defined]
-    h.addFilter(lambda r: not quiet or (r.thread not in quiet and not r.threadName.startswith("vip-")))
-    h.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
-    h.setLevel(level)
-    logger.addHandler(h)
-    if logger.level == logging.NOTSET or logger.level > level:
-        logger.setLevel(level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,8 +103,8 @@ def upload_dataset(study: Study, dataset: str, marker: str | os.PathLike, client
         to_send = []
         for rel in rels:
             rec = content.same_content(local / rel, known.get(rel))
-            info = on_vip.get(rel)
-            if rec is not None and info is not None and info.size in (None, rec.size):
+            there = on_vip.get(rel)
+            if rec is not None and there is not None and there.size in (None, rec.size):
                 records[rel] = rec
             else:
                 to_send.append(rel)
@@ -281,7 +223,7 @@ def _not_adoptable(study: Study, session: Session, executions, history: list[dic
 
 
 def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded: str | os.PathLike | None = None,
-                   client=None, exclude: set[str] = frozenset()) -> dict:
+                   client=None, exclude: set[str] | frozenset[str] = frozenset()) -> dict:
     """Launch the session's execution, or adopt the one already on VIP (core.launch_or_adopt).
     Waits for a free slot (vip.max_running, VIP error 2001) inside this job. `marker` is
     written atomically right after the POST."""
@@ -586,56 +528,3 @@ def check_study(study: Study, marker: str | os.PathLike) -> None:
             f"{listed}{more}. Their outputs and the summary are in {study.results}/; delete "
             f"{study.results}/<session>/done.json to launch one again, or set vip.allow_failures: true")
     write_json_atomic(marker, {"study": study.name, "failed": failed, "at": _now()})
-
-
-# --------------------------------------------------------------------------------------------
-# Entry points of the rules' `run:` blocks (one short call each; logs to the rule's log file)
-# --------------------------------------------------------------------------------------------
-
-
-def _run(study: Study, log_path, what: str, fn, *args, **kw) -> StudyError | None:
-    """Run a step with its log. A failure is returned as a StudyError of one line saying what
-    to fix, never raised: the rule raises it itself so that Snakemake shows no frame of ours."""
-    from vip_smk.api.errors import VipError
-
-    from vip_smk.study.config import StudyConfigError
-
-    with job_log(log_path):
-        try:
-            fn(*args, **kw)
-            return None
-        except VipError as exc:
-            err = explain(exc, study.vip, study.workdir, what)
-        except (StudyConfigError, StudyError) as exc:
-            err = StudyError(str(exc))
-        log.error("%s", err)
-    return StudyError(str(err))  # a fresh exception: no traceback
-
-
-def rule_upload(study: Study, wildcards, input, output, log) -> StudyError | None:
-    return _run(study, log[0], f"dataset {wildcards.dataset}", upload_dataset, study, wildcards.dataset, output[0])
-
-
-def rule_launch(study: Study, wildcards, input, output, log) -> StudyError | None:
-    return _run(study, log[0], f"session {wildcards.session}", launch_session, study, wildcards.session,
-                output[0], uploaded=input[0])
-
-
-def rule_wait_and_download(study: Study, wildcards, input, output, log) -> StudyError | None:
-    def both():
-        wait_session(study, wildcards.session, input[0], output.done)
-        download_session(study, wildcards.session, output.done, output.outputs)
-
-    return _run(study, log[0], f"session {wildcards.session}", both)
-
-
-def rule_finish_session(study: Study, wildcards, input, output, log) -> StudyError | None:
-    return _run(study, log[0], f"session {wildcards.session}", finish_session, study, wildcards.session, output[0])
-
-
-def rule_finish_dataset(study: Study, wildcards, input, output, log) -> StudyError | None:
-    return _run(study, log[0], f"dataset {wildcards.dataset}", finish_dataset, study, wildcards.dataset, output[0])
-
-
-def rule_check(study: Study, wildcards, input, output, log) -> StudyError | None:
-    return _run(study, log[0], f"study {study.name}", check_study, study, output[0])

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vip_smk import rules
+from vip_smk.study.logs import job_log
+from vip_smk.study.model import Study
+from vip_smk.study.steps import _now, tree_size
 from vip_smk.util import read_json
-
-from vip_smk.study.config import Study
-from vip_smk.study.steps import _now, job_log, tree_size
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _svg_chart(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -7,7 +7,6 @@ import sys
 import threading
 
 
-
 def _in_notebook() -> bool:
     if "ipykernel" not in sys.modules:
         return False
@@ -45,7 +44,8 @@ class Progress:
             make = tqdm
             if _in_notebook():
                 try:  # widgets need ipywidgets; without it, text bars
-                    from tqdm.notebook import tqdm as make
+                    from tqdm.notebook import tqdm as notebook_tqdm
+                    make = notebook_tqdm
                     make(total=0, leave=False).close()
                 except Exception:  # noqa: BLE001
                     make = tqdm

@@ -33,17 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from vip_smk.transfer.archives import extract_archive, recover_extraction
 from vip_smk.api.errors import InvalidInput, NotFound, TooLarge, VipError
 from vip_smk.rules import local_name
 from vip_smk.transfer import local_tree as lt
+from vip_smk.transfer import scheduling
+from vip_smk.transfer.archives import extract_archive, recover_extraction
 from vip_smk.transfer.local_tree import check_local_tree  # noqa: F401  (re-exported)
 from vip_smk.transfer.progress import Progress, want_progress
-from vip_smk.transfer import scheduling
 from vip_smk.transfer.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
-    from vip_smk.api.client import PathInfo, ApiClient
+    from vip_smk.api.client import ApiClient, PathInfo
 
 log = logging.getLogger(__name__)
 
@@ -274,9 +274,9 @@ def list_tree(client: ApiClient, vip_dir: str, *, workers: int | None = None,
     level = [vip_dir]
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-ls") as ex:
         while level:
-            nxt = []
+            nxt: list[PathInfo] = []
             for _, fut in scheduling.map_as_completed(ex, client.list, level):
-                files = []
+                files: list[PathInfo] = []
                 for info in fut.result():
                     (nxt if info.is_directory else files).append(info)
                 out.extend(files)

@@ -24,14 +24,18 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from vip_smk import boutiques, rules
-from vip_smk.api.client import ApiClient, Execution, InvalidInput, NotFound
+from vip_smk.api.client import ApiClient, Execution, InvalidInput, NotFound, PathInfo, VipError
 from vip_smk.core.executions import _unknown_execution, results_on_vip, same_inputs
 from vip_smk.core.outputs import ExpectedOutput, assign_results, expected_outputs
+from vip_smk.transfer import scheduling
+
+K = TypeVar("K")
 
 log = logging.getLogger("vip_smk.core")
 
@@ -226,21 +230,44 @@ def job_log(text: str, job: int) -> str:
     return text or ""
 
 
-def copy_results(client: ApiClient, pairs: Iterable[tuple[str, str]]) -> int:
-    """Copy VIP files (source, destination) through this machine: VIP's API has no
-    server-side copy. Each file is downloaded once (to a temporary file) and uploaded once.
-    Returns the bytes copied."""
-    total = 0
-    made: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="vip-smk-copy-") as tmp:
+def copy_results(client: ApiClient, groups: Mapping[K, tuple[str, Sequence[tuple[str, str]]]],
+                 *, sizes: Mapping[str, int] | None = None, workers: int | None = None,
+                 ) -> tuple[int, dict[K, dict[str, list[PathInfo]]], dict[K, VipError]]:
+    """Copy VIP files through this machine (VIP's API has no server-side copy): each group
+    ``key -> (its folder, [(source, destination under that folder)])`` is one member's results.
+    Each file is downloaded once (to a temporary file; ``sizes``, from a listing, spare the
+    size request) and uploaded once; the folder and its sub-folders are created first (one
+    request each where their parent exists), then listed (one request each: the dates VIP gave
+    the copies). Groups run in parallel (the client's pool). Returns the bytes copied, each
+    copied group's listings (folder -> entries) and the error of each group that failed."""
+    sizes = sizes or {}
+
+    def one(tmp: str, n: int, folder: str, pairs: Sequence[tuple[str, str]]):
+        dirs = sorted({str(PurePosixPath(dest).parent) for _, dest in pairs} | {folder},
+                      key=lambda d: (d.count("/"), d))  # parents first
+        for d in dirs:
+            client.mkdir(d, parents=True, known_missing=True)
+        total = 0
         for i, (src, dest) in enumerate(pairs):
-            local = Path(tmp) / f"{i}-{PurePosixPath(src).name}"
-            client.download(src, local, resume=False)
+            local = Path(tmp) / f"{n}-{i}-{PurePosixPath(src).name}"
+            client.download(src, local, size=sizes.get(src), resume=False)
             total += local.stat().st_size
-            parent = str(PurePosixPath(dest).parent)
-            if parent not in made:
-                client.mkdir(parent, parents=True, exist_ok=True)
-                made.add(parent)
             client.upload(local, dest)
             local.unlink()
-    return total
+        return total, {d: client.list(d) for d in dirs}
+
+    total = 0
+    listings: dict[K, dict[str, list[PathInfo]]] = {}
+    failed: dict[K, VipError] = {}
+    with tempfile.TemporaryDirectory(prefix="vip-smk-copy-") as tmp, \
+            ThreadPoolExecutor(scheduling.pool_size(client, workers),
+                               thread_name_prefix="vip-copy") as ex:
+        futures = {key: ex.submit(one, tmp, n, folder, pairs)
+                   for n, (key, (folder, pairs)) in enumerate(groups.items())}
+        for key, fut in futures.items():
+            try:
+                copied, listings[key] = fut.result()
+                total += copied
+            except VipError as exc:
+                failed[key] = exc
+    return total, listings, failed

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 from vip_smk import core, rules
 from vip_smk.core import batches
 from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
-from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _order_in_storage
+from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _listed_in_storage, _order_in_storage
 
 log = logging.getLogger("vip_smk.snakemake.executor")
 
@@ -54,10 +54,18 @@ class Batch:
     results: Optional[dict] = None  # VIP job number -> core.batches.MemberResults
     stderr: Optional[str] = None
     ended: int = 0  # members reported (success or failure)
+    copy_failed: Dict[str, VipError] = field(default_factory=dict)  # member name -> why
+    listings: Dict[str, Dict[str, list]] = field(default_factory=dict)  # member -> its copy's
+    parent_listing: Optional[tuple] = None  # (the members' parent folder, its entries)
 
     @property
     def where(self) -> str:
         return f"rule {self.rule} (batch of {len(self.members)} jobs)"
+
+
+def _job_failed(state) -> bool:
+    """Whether VIP's state of one job of an execution (its ``jobs`` entry) is a failure."""
+    return isinstance(state, dict) and bool(rules.job_counts([state]).failed)
 
 
 def _parent(path: str) -> str:
@@ -273,35 +281,59 @@ class Batching:
             _forget_in_storage(active.job)
             _order_in_storage(active.job, r)
             return None
-        descriptor = self._descriptor(batch.pipeline_id)
         if batch.results is None:
-            jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})
-            returned = ex.output_paths
-            if not returned:
-                returned = [f.path for f in self._tree(batch.results_location)]
-            batch.results = batches.member_results(descriptor, batches.echoed_values(
-                ex.input_values) or batch.values, batch.results_location, returned, jobs)
+            self._batch_ended(batch, ex)
+        assert batch.results is not None
         batch.ended += 1
         number = active.vip_job
         mine = batch.results.get(number) if number is not None else None
         state = (ex.jobs or {}).get(str(number)) if number is not None else None
-        job_failed = isinstance(state, dict) and rules.job_counts([state]).failed
         total = len(ex.jobs or {}) or len(batch.members)
         head = f"VIP execution {ex.identifier} ({batch.name}, job {number} of {total}) of {batch.pipeline_id}"
-        if mine is None or job_failed or mine.missing:
+        if mine is None or _job_failed(state) or mine.missing:
             return (f"{head} ended {ex.status}; this job's part:\n"
                     f"{self._job_detail(batch, ex, number, state, mine)}\n")
-        pairs = [(src, f"{r.results_location}/{rel}") for src, rel in sorted(mine.files.items())]
-        try:
-            self.copied_bytes += batches.copy_results(self.client, pairs)
-        except VipError as exc:
+        exc = batch.copy_failed.get(active.name)
+        if exc is not None:
             return (f"{head}: its results could not be copied to {r.results_location}: {exc} "
                     "(VIP has no server-side copy: the batch's results are downloaded and "
                     "uploaded again; for results over VIP's direct-transfer limit use "
                     "--vip-batch-size 1)\n")
-        _forget_in_storage(active.job)
+        # the vip:// plugin is given the listings of the copy (asked of VIP already, once)
+        listed = dict([batch.parent_listing]) if batch.parent_listing else {}
+        listed.update(batch.listings.get(active.name, {}))
+        _listed_in_storage(active.job, listed)
         _order_in_storage(active.job, r)
         return None
+
+    def _batch_ended(self, batch: Batch, ex) -> None:
+        """The batch's execution ended: find each member's results (one listing of the batch's
+        folder, which also gives their sizes) and copy those of every member whose VIP job
+        succeeded to its own folder, members in parallel."""
+        descriptor = self._descriptor(batch.pipeline_id)
+        jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})
+        listed = self._tree(batch.results_location)
+        sizes = {f.path: f.size for f in listed if getattr(f, "size", None) is not None}
+        returned = [f.path for f in listed] or list(ex.output_paths or [])
+        batch.results = batches.member_results(descriptor, batches.echoed_values(
+            ex.input_values) or batch.values, batch.results_location, returned, jobs)
+        groups = {}
+        for m in batch.members:
+            mine = batch.results.get(m.vip_job) if m.vip_job is not None else None
+            state = (ex.jobs or {}).get(str(m.vip_job))
+            if m.copied or mine is None or mine.missing or _job_failed(state):
+                continue
+            where = m.request.results_location
+            groups[m.name] = (where, [(src, f"{where}/{rel}") for src, rel in sorted(mine.files.items())])
+        copied, batch.listings, batch.copy_failed = batches.copy_results(self.client, groups,
+                                                                         sizes=sizes)
+        self.copied_bytes += copied
+        if batch.listings:  # the members' parent (one for the batch: part of its share key)
+            parent = _parent(batch.members[0].request.results_location)
+            try:
+                batch.parent_listing = (parent, self.client.list(parent))
+            except VipError as exc:  # the vip:// plugin lists it itself
+                log.debug("%s not listed: %s", parent, exc)
 
     def _job_detail(self, batch: Batch, ex, number, state, mine) -> str:
         parts = []

@@ -3,7 +3,7 @@ launch may go (helpers of vip_smk.snakemake.executor and executor_batch)."""
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from vip_smk.core.client import VipClient, VipError
 from vip_smk.snakemake import executor_jobs as mapping
@@ -56,4 +56,17 @@ def _order_in_storage(job, request: mapping.VipRequest) -> None:
                 made_from([request.results_location], request.input_paths())
             except VipError as exc:  # only the dates' precision is lost: VIP's are used
                 log.warning("%s: results not dated after their inputs: %s", request.where, exc)
+            return
+
+
+def _listed_in_storage(job, listings: Dict[str, List[Any]]) -> None:
+    """The executor wrote the job's results itself (copied from its batch) and listed their
+    folders: the vip:// plugin holding the job's output keeps those listings (folder ->
+    entries) instead of asking VIP again (its questions are rate-limited)."""
+    for f in getattr(job, "output", None) or []:
+        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
+        listed = getattr(getattr(obj, "provider", None), "listed", None)
+        if callable(listed):
+            for folder, entries in listings.items():
+                listed(folder, entries)
             return

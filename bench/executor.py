@@ -13,13 +13,15 @@ Same work on both sides: N small CSV files made locally, uploaded, smoothed on V
 (window 5, normalize), every result downloaded, one local report.
 
 - executor: workflow/examples/executor with N subjects: `prep` (local) writes each CSV and
-  Snakemake uploads it through the vip:// storage plugin, `smooth` is one VIP execution per
-  subject, `report` (local) downloads the N results folders;
+  Snakemake uploads it through the vip:// storage plugin, `smooth` runs on VIP (batched: the
+  ready subjects as one execution, each result copied to its subject's folder; unbatched: one
+  execution per subject), `report` (local) downloads the N results folders;
 - study: the repository's workflow/ with one session on a dataset of the N files
   (`input_file: "*.csv"`): one VIP execution of N jobs, the way a study runs it.
 
 Printed per side (median of --repeat runs): requests counted by the server (total, and the
-status requests `GET executions`), wall seconds and executions launched, for executor and
+status requests `GET executions`), executions launched, wall seconds and the kB of batch
+results the executor copied into its jobs' folders (VIP has no server-side copy), for executor and
 study at each VIP capacity of --capacities (running executions per user: 1 is a new VIP
 account and the local server's default, 0 unlimited). The poll
 interval is the same on both sides (--poll).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -77,7 +80,7 @@ def study_project(root: Path, url: str, n: int, poll: float) -> Path:
     return root
 
 
-def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict]:
+def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict, str]:
     env = dict(os.environ, VIP_API_KEY=srv.api_key)
     srv.reset_request_counts()
     t0 = time.perf_counter()
@@ -85,7 +88,14 @@ def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict]:
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return elapsed, srv.request_counts()
+    return elapsed, srv.request_counts(), proc.stdout + proc.stderr
+
+
+def copied_bytes(output: str) -> int:
+    """The bytes of batch results the executor copied to its jobs' folders (its own count,
+    logged at the end of the run; 0 when nothing was copied)."""
+    m = re.search(r"(\d+) bytes of batch results copied", output)
+    return int(m.group(1)) if m else 0
 
 
 def status_requests(counts: dict) -> tuple[int, int]:
@@ -157,7 +167,8 @@ def run_sides(args, tmp: Path, capacity: int) -> dict[str, list[tuple[float, dic
                 else:
                     proj = study_project(where / "project", srv.url, args.jobs, args.poll)
                     cmd = [py, "-m", "snakemake", "--cores", "1"]
-                secs, counts = run(cmd, proj, srv)
+                secs, counts, output = run(cmd, proj, srv)
+                counts["copied"] = copied_bytes(output)
                 results[side].append((secs, counts, executions_launched(srv)))
                 if side != "study":
                     trees[side].append(result_tree(srv, f"bench-executor-{r}", where / "tree"))
@@ -184,18 +195,19 @@ def main() -> int:
     print(f"{args.jobs} subjects of Smooth/1.0 (upload, run, download, report), local VIP server "
           f"with {args.workers} workers, status every {args.poll:g} s, median of {args.repeat} run(s)")
     print(f"  {'capacity':>9} {'side':9} {'requests':>9} {'GET executions':>15} "
-          f"{'executions':>11} {'seconds':>8}")
+          f"{'executions':>11} {'seconds':>8} {'copied kB':>10}")
     for cap, results in by_cap.items():
         for side, runs in results.items():
             secs = statistics.median(e for e, _, _ in runs)
             total = statistics.median(c["total"] for _, c, _ in runs)
             listing = statistics.median(status_requests(c)[0] for _, c, _ in runs)
             launched = statistics.median(n for _, _, n in runs)
+            copied = statistics.median(c["copied"] for _, c, _ in runs) / 1000
             how = {"study": f"1 execution of {args.jobs} jobs",
                    "unbatched": "--vip-batch-size 1",
                    "executor": "default --vip-batch-size"}[side]
             print(f"  {cap or 'unlimited':>9} {side:9} {total:9.0f} {listing:15.0f} "
-                  f"{launched:11.0f} {secs:8.1f}   ({how})")
+                  f"{launched:11.0f} {secs:8.1f} {copied:10.1f}   ({how})")
     ok = True
     for cap, results in by_cap.items():
         med = {side: statistics.median(e for e, _, _ in runs) for side, runs in results.items()}

@@ -333,3 +333,23 @@ def test_batches_wait_for_a_slot_at_capacity_1(make_server, tmp_path):
         assert b.start_date >= a.end_date  # one at a time
     for i in range(6):
         assert summary_input(vip, tmp_path, "b-cap", f"s{i:02d}") == f"input: s{i:02d}.csv"
+
+
+def test_a_freed_slot_is_used_within_one_round(make_server, tmp_path):
+    """Capacity 1 and --vip-poll-interval 30: six batches one after another. Each waiting batch
+    is launched by the status round that sees the previous one end, and the rounds come again
+    at 1, 2, 4 ... s after a launch; so the next batch starts within the previous one's run
+    time (+ whole-second dates), never after a full back-off (up to 30 s)."""
+    server = make_server(max_running=1, results_location=True)
+    vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
+    work = project(tmp_path / "w", SMOOTH.format(n=12, empty=[], window=3))
+    run = run_smk(server, work, "b-round", "--vip-batch-size", "2", "--vip-poll-interval", "30",
+                  timeout=400)
+    assert run.returncode == 0, run.output[-3000:]
+    ran = sorted(executions_under(vip, "b-round"), key=lambda e: e.start_date)
+    assert [len(e.jobs) for e in ran] == [2] * 6
+    for a, b in zip(ran, ran[1:]):
+        took = a.end_date - a.start_date
+        assert a.end_date <= b.start_date <= a.end_date + took + 2000, (
+            f"{b.name} started {(b.start_date - a.end_date) / 1000:.1f} s after {a.name} ended "
+            f"(which ran {took / 1000:.1f} s)")

@@ -4,17 +4,24 @@ the same work, both against one local VIP server that counts requests.
     .venv/bin/python bench/executor.py [--jobs 100] [--repeat 1] [--workers 4] [--poll 1]
                                        [--capacities 1,0]
 
+The executor runs twice: with its default batch size (a rule's jobs as one VIP execution
+with list inputs) and with --vip-batch-size 1 (one execution per job); their downloaded
+result trees must be identical. MET / MISSED: executor wall time <= 1.5x the study's, <= 3
+executions launched, identical results.
+
 Same work on both sides: N small CSV files made locally, uploaded, smoothed on VIP by Smooth/1.0
 (window 5, normalize), every result downloaded, one local report.
 
 - executor: workflow/examples/executor with N subjects: `prep` (local) writes each CSV and
-  Snakemake uploads it through the vip:// storage plugin, `smooth` is one VIP execution per
-  subject, `report` (local) downloads the N results folders;
+  Snakemake uploads it through the vip:// storage plugin, `smooth` runs on VIP (batched: the
+  ready subjects as one execution, each result copied to its subject's folder; unbatched: one
+  execution per subject), `report` (local) downloads the N results folders;
 - study: the repository's workflow/ with one session on a dataset of the N files
   (`input_file: "*.csv"`): one VIP execution of N jobs, the way a study runs it.
 
 Printed per side (median of --repeat runs): requests counted by the server (total, and the
-status requests `GET executions`), wall seconds and executions launched, for executor and
+status requests `GET executions`), executions launched, wall seconds and the kB of batch
+results the executor copied into its jobs' folders (VIP has no server-side copy), for executor and
 study at each VIP capacity of --capacities (running executions per user: 1 is a new VIP
 account and the local server's default, 0 unlimited). The poll
 interval is the same on both sides (--poll).
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -72,7 +80,7 @@ def study_project(root: Path, url: str, n: int, poll: float) -> Path:
     return root
 
 
-def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict]:
+def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict, str]:
     env = dict(os.environ, VIP_API_KEY=srv.api_key)
     srv.reset_request_counts()
     t0 = time.perf_counter()
@@ -80,7 +88,14 @@ def run(cmd: list[str], cwd: Path, srv: LocalServer) -> tuple[float, dict]:
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed in {cwd}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return elapsed, srv.request_counts()
+    return elapsed, srv.request_counts(), proc.stdout + proc.stderr
+
+
+def copied_bytes(output: str) -> int:
+    """The bytes of batch results the executor copied to its jobs' folders (its own count,
+    logged at the end of the run; 0 when nothing was copied)."""
+    m = re.search(r"(\d+) bytes of batch results copied", output)
+    return int(m.group(1)) if m else 0
 
 
 def status_requests(counts: dict) -> tuple[int, int]:
@@ -98,19 +113,48 @@ def executions_launched(srv: LocalServer) -> int:
         return len(c.executions())
 
 
+def result_tree(srv: LocalServer, prefix: str, dest: Path) -> dict[str, dict[str, str]]:
+    """Every subject's results as downloaded from VIP: subject -> {file name (its dated
+    folder left out: a launch time) -> digest of each tarball member's bytes (tar headers
+    carry the run's time)}; the batch folder must be gone."""
+    import hashlib
+    import tarfile
+
+    from vip_smk.core.client import VipClient
+
+    out: dict[str, dict[str, str]] = {}
+    with VipClient(srv.url, api_key=srv.api_key, progress=False) as c:
+        root = f"/vip/Home/{prefix}/smoothed"
+        c.download_tree(root, dest)
+    for sub in sorted(p for p in dest.iterdir()):
+        files: dict[str, str] = {}
+        for f in sorted(sub.rglob("*")):
+            if f.is_file():
+                rel = f.relative_to(sub)
+                key = f"{len(rel.parts)}:{rel.name}"
+                with tarfile.open(f) as tar:
+                    files[key] = hashlib.sha256(b"".join(
+                        m.name.encode() + tar.extractfile(m).read()
+                        for m in tar.getmembers() if m.isfile())).hexdigest()
+        out[sub.name] = files
+    return out
+
+
 def run_sides(args, tmp: Path, capacity: int) -> dict[str, list[tuple[float, dict, int]]]:
     """Both sides against servers of ``capacity`` running executions per user (0: unlimited);
     one fresh server per side and repeat, so that "executions launched" counts that run only."""
     py = sys.executable
-    results: dict[str, list[tuple[float, dict, int]]] = {"executor": [], "study": []}
+    results: dict[str, list[tuple[float, dict, int]]] = {"executor": [], "unbatched": [],
+                                                         "study": []}
+    trees: dict[str, list] = {"executor": [], "unbatched": []}
     for r in range(args.repeat):
-        for side in ("executor", "study"):
+        for side in ("executor", "unbatched", "study"):
             where = tmp / f"c{capacity}-{side}{r}"
             with LocalServer(where / "server", port=0, users=[f"bench:{KEY}"],
                              workers=args.workers, count_requests=True,
                              max_running=capacity) as srv:
                 srv.start(timeout=60)
-                if side == "executor":
+                if side != "study":
                     proj = executor_project(where / "project", args.jobs)
                     cmd = [py, "-m", "snakemake", "--executor", "vip", "--jobs", str(args.jobs),
                            "--configfile", "config.yaml",
@@ -118,12 +162,19 @@ def run_sides(args, tmp: Path, capacity: int) -> dict[str, list[tuple[float, dic
                            "--default-storage-prefix", f"vip://vip/Home/bench-executor-{r}",
                            "--vip-url", srv.url, "--storage-vip-url", srv.url,
                            "--vip-poll-interval", str(args.poll)]
+                    if side == "unbatched":
+                        cmd += ["--vip-batch-size", "1"]
                 else:
                     proj = study_project(where / "project", srv.url, args.jobs, args.poll)
                     cmd = [py, "-m", "snakemake", "--cores", "1"]
-                secs, counts = run(cmd, proj, srv)
+                secs, counts, output = run(cmd, proj, srv)
+                counts["copied"] = copied_bytes(output)
                 results[side].append((secs, counts, executions_launched(srv)))
-    return results
+                if side != "study":
+                    trees[side].append(result_tree(srv, f"bench-executor-{r}", where / "tree"))
+    same = all(a == b and len(a) == args.jobs and all(a.values())
+               for a, b in zip(trees["executor"], trees["unbatched"]))
+    return results, same
 
 
 def main() -> int:
@@ -138,22 +189,37 @@ def main() -> int:
     args = ap.parse_args()
     capacities = [int(c) for c in args.capacities.split(",")]
     with tempfile.TemporaryDirectory(prefix="vip-smk-bench-exec-") as tmp:
-        by_cap = {c: run_sides(args, Path(tmp), c) for c in capacities}
+        by_cap, same = {}, {}
+        for c in capacities:
+            by_cap[c], same[c] = run_sides(args, Path(tmp), c)
     print(f"{args.jobs} subjects of Smooth/1.0 (upload, run, download, report), local VIP server "
           f"with {args.workers} workers, status every {args.poll:g} s, median of {args.repeat} run(s)")
     print(f"  {'capacity':>9} {'side':9} {'requests':>9} {'GET executions':>15} "
-          f"{'executions':>11} {'seconds':>8}")
+          f"{'executions':>11} {'seconds':>8} {'copied kB':>10}")
     for cap, results in by_cap.items():
         for side, runs in results.items():
             secs = statistics.median(e for e, _, _ in runs)
             total = statistics.median(c["total"] for _, c, _ in runs)
             listing = statistics.median(status_requests(c)[0] for _, c, _ in runs)
             launched = statistics.median(n for _, _, n in runs)
-            how = (f"1 execution of {args.jobs} jobs" if side == "study"
-                   else f"{args.jobs} executions of 1 job")
+            copied = statistics.median(c["copied"] for _, c, _ in runs) / 1000
+            how = {"study": f"1 execution of {args.jobs} jobs",
+                   "unbatched": "--vip-batch-size 1",
+                   "executor": "default --vip-batch-size"}[side]
             print(f"  {cap or 'unlimited':>9} {side:9} {total:9.0f} {listing:15.0f} "
-                  f"{launched:11.0f} {secs:8.1f}   ({how})")
-    return 0
+                  f"{launched:11.0f} {secs:8.1f} {copied:10.1f}   ({how})")
+    ok = True
+    for cap, results in by_cap.items():
+        med = {side: statistics.median(e for e, _, _ in runs) for side, runs in results.items()}
+        launched = statistics.median(n for _, _, n in results["executor"])
+        ratio = med["executor"] / med["study"]
+        goals = [(f"executor / study wall time {ratio:.2f} <= 1.5", ratio <= 1.5),
+                 (f"executions launched {launched:.0f} <= 3", launched <= 3),
+                 ("every result identical to the unbatched run (downloaded trees)", same[cap])]
+        for text, met in goals:
+            ok = ok and met
+            print(f"  capacity {cap or 'unlimited'}: {'MET' if met else 'MISSED'}: {text}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -48,21 +48,25 @@ def vip(server):
     c.close()
 
 
-def smk_cmd(server, folder: str, *args: str, jobs: int = 20) -> list[str]:
+def smk_cmd(server, folder: str, *args: str, jobs: int = 20, batch: int | None = 1) -> list[str]:
+    """Batch size 1 (one execution per job) unless ``batch`` says otherwise (None: the
+    executor's default; batches are tested in test_executor_batch.py)."""
+    size = [] if batch is None else ["--vip-batch-size", str(batch)]
     return [sys.executable, "-m", "snakemake", "--executor", "vip", "--jobs", str(jobs),
             "--default-storage-provider", "vip",
             "--default-storage-prefix", f"vip://vip/Home/{folder}",
             "--vip-url", server.url, "--storage-vip-url", server.url,
             "--vip-poll-interval", "0.5", "--latency-wait", "5",
-            "--storage-vip-max-requests-per-second", "1000", *args]  # a local server: no need
+            "--storage-vip-max-requests-per-second", "1000", *args, *size]  # a local server: no need
 
 
 def smk_env(server) -> dict:
     return dict(os.environ, VIP_API_KEY=server.api_key)
 
 
-def run_smk(server, workdir: Path, folder: str, *args: str, timeout: float = 180, jobs: int = 20):
-    proc = subprocess.run(smk_cmd(server, folder, *args, jobs=jobs), cwd=workdir,
+def run_smk(server, workdir: Path, folder: str, *args: str, timeout: float = 180, jobs: int = 20,
+            batch: int | None = 1):
+    proc = subprocess.run(smk_cmd(server, folder, *args, jobs=jobs, batch=batch), cwd=workdir,
                           env=smk_env(server), capture_output=True, text=True, timeout=timeout)
     proc.output = proc.stdout + proc.stderr
     return proc
@@ -75,9 +79,10 @@ def _ctrl_c_works() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_smk(server, workdir: Path, folder: str, *args: str, jobs: int = 20):
+def start_smk(server, workdir: Path, folder: str, *args: str, jobs: int = 20,
+              batch: int | None = 1):
     log = open(workdir / "snakemake.out", "w")
-    proc = subprocess.Popen(smk_cmd(server, folder, *args, jobs=jobs), cwd=workdir,
+    proc = subprocess.Popen(smk_cmd(server, folder, *args, jobs=jobs, batch=batch), cwd=workdir,
                             env=smk_env(server), stdout=log, stderr=subprocess.STDOUT,
                             preexec_fn=_ctrl_c_works)
     log.close()

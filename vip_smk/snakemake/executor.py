@@ -37,6 +37,8 @@ from vip_smk.core.client import CapacityError, Execution, NotFound, ServerError,
 from vip_smk.runlock import forget_run, record_run
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
+from vip_smk.snakemake.executor_batch import Batching
+from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _launch_delay, _order_in_storage
 from vip_smk.snakemake.messages import raise_message_only
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ class ExecutorSettings(ExecutorSettingsBase):
             "required": False,
         },
     )
+    batch_size: int = settings.batch_size_field()
+    batch_wait: float = settings.batch_wait_field()
 
 
 common_settings = CommonSettings(
@@ -86,14 +90,18 @@ class _Active:
     checked: bool = True  # adoption checked at submission (else at launch, any start date)
     not_before: float = 0.0  # time.monotonic() before which it is not launched (see _launch_delay)
     job: Any = None  # the Snakemake job (its vip:// plugin keeps the results Snakemake removed)
+    key: Optional[str] = None  # waiting in the pool of this share key (executor_batch)
+    batch: Any = None  # the executor_batch.Batch it runs in
+    vip_job: Optional[int] = None  # its VIP job number in that batch's execution
+    copied: bool = False  # its results already in its own folder (an earlier run copied them)
 
 
-class Executor(RemoteExecutor):
+class Executor(Batching, RemoteExecutor):
     def __init__(self, workflow, logger):
         # RemoteExecutor starts the status thread before __post_init__: what it reads is set first
         self.poll_interval = DEFAULT_POLL
         self._active: Dict[int, "_Active"] = {}  # Snakemake job id -> _Active
-        self._active_lock = threading.Lock()
+        self._active_lock = threading.RLock()
         self._wake_at = float("inf")  # time.monotonic() of the next status round asked for
         self._names: set = set()  # execution names this run launches (for Ctrl-C mid-launch)
         super().__init__(workflow, logger)
@@ -105,6 +113,7 @@ class Executor(RemoteExecutor):
         self._pipelines: Dict[str, Any] = {}
         self._requests: Dict[Any, tuple] = {}  # job key -> (request, values, name)
         self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+        self._batch_setup(config)
         try:
             self.client = self._make_client(config)
             self._check_workflow()
@@ -149,6 +158,7 @@ class Executor(RemoteExecutor):
         needrun = getattr(self.workflow.dag, "needrun_jobs", None)
         jobs = list(needrun()) if callable(needrun) else []
         problems: List[str] = []
+        self._count_to_come(jobs)
         for job in jobs:
             if job.is_local:
                 problems.extend(mapping.local_job_problems(job))
@@ -215,8 +225,29 @@ class Executor(RemoteExecutor):
             listing, folders = None, None
         except VipError as exc:
             raise WorkflowError(f"--executor vip: cannot read VIP before launching: {exc}") from None
+        pooled = False
         for job, (request, values, name) in zip(jobs, batch):
             self.run_job_pre(job)
+            self._handed(job)
+            plan = self._batch_plan(request, values) if folders is not None else None
+            if plan is not None and folders is not None:
+                newest = folders.newest_ms(request.input_paths())
+                active = _Active(request=request, values=values, name=name, started_after=newest,
+                                 not_before=time.monotonic() + _launch_delay(newest, self.client))
+                single = core.adoptable_on_vip(self.client, name=name, pipeline_id=request.pipeline_id,
+                                               values=values, executions=listing,
+                                               started_after=newest)
+                if single is None:  # (an execution of its own, from a run with batch size 1)
+                    try:
+                        self._pool(job, active, plan, listing, folders)
+                    except VipError as exc:
+                        raise WorkflowError(f"{request.where}: cannot prepare the launch on VIP: "
+                                            f"{exc}") from None
+                    info = SubmittedJobInfo(job=job, external_jobid=active.execution_id,
+                                            aux={"vip": active})
+                    self.report_job_submission(info)
+                    pooled = True
+                    continue
             if folders is None:  # adoption checked at launch time (any start date)
                 active = _Active(request=request, values=values, name=name, checked=False,
                                  not_before=time.monotonic() + self.poll_interval)
@@ -225,6 +256,10 @@ class Executor(RemoteExecutor):
                 active = _Active(request=request, values=values, name=name, started_after=newest,
                                  not_before=time.monotonic() + _launch_delay(newest, self.client))
             self._submit(job, active, listing, folders)
+        if pooled:
+            self._flush()
+            self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+            self._wake(0)
 
     def run_job(self, job: JobExecutorInterface):
         self.run_jobs([job])
@@ -389,15 +424,37 @@ class Executor(RemoteExecutor):
                 still.append(j)
                 continue
             self._forget(j)
+            if j.aux["vip"].batch is not None:
+                why = self._member_done(j.aux["vip"], ex)
+                if why is None:
+                    self.report_job_success(j)
+                else:
+                    self.report_job_error(j, msg=why)
+                continue
             if ex.status == rules.SUCCESS:
                 _order_in_storage(j.job, j.aux["vip"].request)
                 self.report_job_success(j)
             else:
                 self.report_job_error(j, msg=self._failure_message(j, ex))
         blocked = False  # VIP's limit still reached: the others keep waiting (no request)
+        self._flush()
         now = time.monotonic()
+        launched_now = False
         for j in waiting:
             active: _Active = j.aux["vip"]
+            if active.key is not None:  # in a pool: not a batch yet
+                still.append(j)
+                continue
+            if active.batch is not None:
+                b = active.batch
+                if b.execution_id is None and now < b.not_before:
+                    self._wake(b.not_before - now)
+                elif b.execution_id is None and not blocked:
+                    blocked = not self._launch_batch(b)
+                    launched_now = launched_now or not blocked
+                j.external_jobid = b.execution_id
+                still.append(j)
+                continue
             if now < active.not_before:
                 self._wake(active.not_before - now)
             elif not blocked:
@@ -409,9 +466,13 @@ class Executor(RemoteExecutor):
                     continue
                 if not blocked:  # (Snakemake's record keeps no id: it is not written from here)
                     j.external_jobid = active.execution_id
+                    launched_now = True
             still.append(j)
-        self.next_seconds_between_status_checks = min(
-            self.poll_interval, max(FIRST_POLL, self.next_seconds_between_status_checks * 2))
+        if launched_now:  # a launch: its first rounds come quickly again
+            self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)
+        else:
+            self.next_seconds_between_status_checks = min(
+                self.poll_interval, max(FIRST_POLL, self.next_seconds_between_status_checks * 2))
         return still
 
     def _failure_message(self, j: SubmittedJobInfo, ex) -> str:
@@ -451,6 +512,8 @@ class Executor(RemoteExecutor):
 
     def shutdown(self):
         super().shutdown()
+        if getattr(self, "client", None) is not None and hasattr(self, "_batches"):
+            self._batch_cleanup()
         if getattr(self, "_recorded", False):
             forget_run(".")
         client = getattr(self, "client", None)
@@ -485,54 +548,6 @@ class _Folders:
                 return None
             newest = max(newest, int(date))
         return newest * 1000 if paths else None
-
-
-def _launch_delay(newest_input_ms: Optional[int], client: VipClient) -> float:
-    """Seconds to wait so that the launch falls in a later (VIP) second than the newest input's
-    date: VIP dates are whole seconds, so results written in the same second as an input would
-    look older than it and the next run would redo the job. At most a second, and only right
-    after an upload; the status thread launches it meanwhile, Snakemake's scheduler never waits."""
-    if newest_input_ms is None:
-        return 0.0
-    now_ms = (time.time() + (getattr(client, "clock_skew", None) or 0.0)) * 1000
-    return min(1.5, max(0.0, (newest_input_ms + 1000 - now_ms) / 1000))
-
-
-def _forget_in_storage(job) -> None:
-    """The job's outputs were (re)written on VIP by an execution: the vip:// plugin's listings
-    of them are stale (see vip_smk.snakemake.storage_cache)."""
-    for f in getattr(job, "output", None) or []:
-        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
-        forget = getattr(getattr(obj, "provider", None), "forget", None)
-        path = getattr(obj, "path", None)
-        if callable(forget) and path:
-            forget(path)
-
-
-def _in_storage(job, method: str, path: str) -> Any:
-    """Tell the vip:// plugin holding the job's output about its results folder `path`
-    (`protect` / `kept` / `gone`: see vip_smk.snakemake.storage.StorageProvider)."""
-    for f in getattr(job, "output", None) or []:
-        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
-        call = getattr(getattr(obj, "provider", None), method, None)
-        if callable(call):
-            return call(path)
-    return None
-
-
-def _order_in_storage(job, request: mapping.VipRequest) -> None:
-    """The job's execution ended well: its results were made after its inputs were written,
-    whatever VIP's whole-second dates say; the vip:// plugin dates them so (a rerun is then
-    "Nothing to be done")."""
-    for f in getattr(job, "output", None) or []:
-        obj = getattr(f, "storage_object", None) if getattr(f, "is_storage", False) else None
-        made_from = getattr(getattr(obj, "provider", None), "made_from", None)
-        if callable(made_from):
-            try:
-                made_from([request.results_location], request.input_paths())
-            except VipError as exc:  # only the dates' precision is lost: VIP's are used
-                log.warning("%s: results not dated after their inputs: %s", request.where, exc)
-            return
 
 
 def _job_key(job) -> tuple:

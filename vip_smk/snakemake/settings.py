@@ -75,3 +75,28 @@ def make_client(who: str, option: str, url: Optional[str], key_env: Optional[str
     except VipError as exc:  # the key's source at fault (the URL was checked above), never the key
         culprit = f" (set by {option}api-key-env)" if "api_key_env" in key else ""
         raise WorkflowError(f"{who}: {exc}{culprit}") from None
+
+
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_BATCH_WAIT = 60.0
+
+
+def batch_size_field() -> Any:
+    return field(default=DEFAULT_BATCH_SIZE, metadata={
+        "help": "most Snakemake jobs of one rule run as ONE VIP execution with list inputs "
+        "(one VIP job per Snakemake job), when they share the pipeline, every non-File "
+        f"parameter and their results' parent folder (default {DEFAULT_BATCH_SIZE}; 1: one "
+        "execution per job)",
+        "env_var": False,
+        "required": False,
+    })
+
+
+def batch_wait_field() -> Any:
+    return field(default=DEFAULT_BATCH_WAIT, metadata={
+        "help": "longest wait in seconds for more jobs of a rule to become ready before a "
+        "batch is launched smaller than --vip-batch-size (it is launched at once when no more "
+        f"jobs of its rule are to come) (default {DEFAULT_BATCH_WAIT:g})",
+        "env_var": False,
+        "required": False,
+    })

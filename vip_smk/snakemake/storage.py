@@ -201,6 +201,11 @@ class StorageProvider(StorageProviderBase):
         execution wrote its results): the next question about it is asked of VIP."""
         self.listings.forget(path)
 
+    def listed(self, folder: str, entries: List[PathInfo]) -> None:
+        """`--executor vip` has just written and listed ``folder`` itself (a job's results
+        copied from its batch): the listing is kept, not asked of VIP again."""
+        self.listings.fill(folder, entries)
+
     def made_from(self, outputs: List[str], inputs: List[str]) -> None:
         """A VIP execution that started after ``inputs`` were written has just written
         ``outputs`` (files or folders): their dates are ordered after the inputs' (see

@@ -1,25 +1,22 @@
 """Adoption, VIP's rule for "this execution is already the one you would launch": same name,
 pipeline and inputs (as VIP echoes them), running or Finished with its results still on VIP.
-The resource client uses it to adopt a launch whose reply was lost; `vip_smk.core` to launch or
-adopt. Imports the client only for annotations."""
+The rules only (pure): the flows that ask VIP (`adoptable`, `results_present`) are in
+`vip_smk.api.calls`, run by both clients; the resource client uses them to adopt a launch whose
+reply was lost, `vip_smk.core` to launch or adopt."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Container, Iterable, Mapping
-from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vip_smk import rules
-from vip_smk.api.errors import InvalidInput, NotFound, VipError
+from vip_smk.api.errors import NotFound, VipError
 from vip_smk.api.models import Execution
-
-if TYPE_CHECKING:
-    from vip_smk.api.client import ApiClient
 
 log = logging.getLogger("vip_smk.core")
 
-__all__ = ["adoptable_on_vip", "find_adoptable", "results_on_vip", "same_inputs"]
+__all__ = ["Union", "find_adoptable", "same_inputs", "unknown_execution"]
 
 
 def _norm(v: Any) -> Any:
@@ -74,42 +71,7 @@ def find_adoptable(executions: Iterable[Execution], *, name: str, pipeline_id: s
     return max(found, key=lambda e: e.start_date or 0) if found else None
 
 
-def adoptable_on_vip(client: ApiClient, *, name: str, pipeline_id: str, values: Mapping[str, Any],
-                     executions: Iterable[Execution] | None = None, exclude: Container[str] = (),
-                     started_after: int | None = None,
-                     include_failed: bool = False) -> Execution | None:
-    """:func:`find_adoptable` over VIP's listing (``executions`` if already fetched, else one
-    ``GET executions``); an entry of that name whose listing lacks the inputs, pipeline or
-    start date is read in full (``GET executions/{id}``). A Finished execution is adopted only
-    if its returned files are still on VIP (:func:`results_on_vip`: one listing of its results
-    folder), else the next candidate is tried: a name used again after ``finish()`` (in another
-    folder, whose backup knows nothing of the first) launches anew."""
-    listing = client.executions() if executions is None else executions
-    full = []
-    for e in listing:
-        if e.name != name or e.identifier in exclude:
-            continue
-        if not e.input_values or e.pipeline_identifier is None or e.start_date is None:
-            try:
-                e = client.execution(e.identifier)
-            except (NotFound, InvalidInput) as exc:
-                if not _unknown_execution(exc):
-                    raise
-                continue
-        full.append(e)
-    gone: set[str] = set()
-    while True:
-        ex = find_adoptable(full, name=name, pipeline_id=pipeline_id, values=values,
-                            exclude=_Union(exclude, gone), started_after=started_after,
-                            include_failed=include_failed)
-        if ex is None or ex.status != rules.SUCCESS or results_on_vip(client, ex):
-            return ex
-        log.info("%s: execution %s is Finished but its results are no longer on VIP: not adopted",
-                 name, ex.identifier)
-        gone.add(ex.identifier)
-
-
-class _Union:
+class Union:
     """Membership in either of two containers."""
 
     def __init__(self, a: Container[str], b: Container[str]) -> None:
@@ -119,35 +81,9 @@ class _Union:
         return item in self._a or item in self._b
 
 
-def results_on_vip(client: ApiClient, execution: Execution) -> bool:
-    """Whether a Finished execution's returned files are all still on VIP (a session that
-    ``finish()``-ed removed them; adopting it would download nothing). One listing of its
-    results folder (one per folder if they are several); the files themselves are not read.
-    An execution that returned nothing has nothing to lose: True."""
-    paths = execution.output_paths
-    if not paths:
-        try:
-            paths = client.execution(execution.identifier).output_paths
-        except (NotFound, InvalidInput) as exc:
-            if not _unknown_execution(exc):
-                raise
-            return False
-    if not paths:
-        return True
-    folders: dict[str, set[str]] = {}
-    for p in paths:
-        pp = PurePosixPath(str(p))
-        folders.setdefault(str(pp.parent), set()).add(pp.name)
-    for folder, names in folders.items():
-        try:
-            present = {PurePosixPath(i.path).name for i in client.list(folder)}
-        except NotFound:
-            return False
-        if not names <= present:
-            return False
-    return True
-
-
-def _unknown_execution(exc: VipError) -> bool:
+def unknown_execution(exc: VipError) -> bool:
     """VIP answers an unknown execution id with 8015 "invalid execution id" (or a 404)."""
     return isinstance(exc, NotFound) or exc.code == 8015
+
+
+_unknown_execution = unknown_execution  # (the name the core imported)

@@ -12,22 +12,18 @@ No module-level mutable state: the URL, the key and every setting live on the in
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import os
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Self
 
 import requests
 
-from vip_smk.api import streams
-from vip_smk.api.adoption import adoptable_on_vip
+from vip_smk.api import calls, streams
+from vip_smk.api.calls import ClientCore, Http, Sleep, quote_path
 from vip_smk.api.errors import (
-    NOT_IMPLEMENTED,
     AuthError,
     CapacityError,
     DescriptorUnavailable,
@@ -55,26 +51,7 @@ log = logging.getLogger(__name__)
 # HTTP: vip_smk.api.transport; one file's body up/down: vip_smk.api.streams.
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-def quote_path(path: str) -> str:
-    """Percent-encode a VIP path (or pipeline id) keeping `/`: `:`, spaces, parentheses,
-    `?`, `#`, `%`... all round-trip."""
-    return urllib.parse.quote(str(path), safe="/")
-
-
-def _vip_path(path: str | PurePosixPath) -> str:
-    p = str(path)
-    if not p.startswith("/"):
-        raise InvalidInput(f"VIP paths are absolute (/vip/...): got {p!r}", call="path", target=p)
-    if ".." in p.split("/"):
-        raise InvalidInput(f"VIP paths may not contain '..': {p!r}", call="path", target=p)
-    if len(p) > 1:
-        p = p.rstrip("/")
-    return p
+_vip_path = calls.vip_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +59,7 @@ def _vip_path(path: str | PurePosixPath) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class ApiClient:
+class ApiClient(ClientCore):
     """A client of VIP's REST API (or of a local `vip-smk serve`).
 
     url:      portal URL (default `$VIP_URL` or https://vip.creatis.insa-lyon.fr); `/rest` added;
@@ -101,6 +78,8 @@ class ApiClient:
     (`vip_smk.api.transport.Transport`); the methods here only build calls.
     """
 
+    transport: Transport
+
     def __init__(
         self,
         url: str | None = None,
@@ -117,33 +96,16 @@ class ApiClient:
         backoff: float = 0.5,
         max_backoff: float = 15.0,
     ):
-        resolved = resolve_url(url, setting="url")
-        url = resolved.url
-        if resolved.key_file is not None and api_key is None and api_key_env is None and api_key_file is None:
-            api_key_file = resolved.key_file  # `local`: the local server's key unless one is given
-        key = read_api_key(api_key, api_key_env=api_key_env, api_key_file=api_key_file)
-        self.url = url
-        self.base = url + "/rest/"
-        max_connections = max(1, int(max_connections))
-        self.workers = max_connections if workers is None else max(1, min(int(workers), max_connections))
-        self.progress = progress
+        key, max_connections = self._settings(url, api_key, api_key_env, api_key_file, workers,
+                                              max_connections, progress)
         self.transport = Transport(
-            url, key.value, key.source,
+            self.url, key.value, key.source,
             timeout=timeout if isinstance(timeout, tuple) else (timeout, timeout),
             retries=retries, retry_budget=retry_budget, backoff=backoff, max_backoff=max_backoff,
             max_connections=max_connections,
         )
-        self.key_source = key.source
-        self._lock = threading.Lock()
-        self._launched: set[str] = set()
-        self._md5_offered: bool | None = None  # None: not asked yet (VIP-portal answers 8001)
-        self._platform: dict | None = None
-        self._descriptors: dict[str, dict | DescriptorUnavailable] = {}  # descriptor() answers
 
     # -- plumbing ------------------------------------------------------------------------------
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(url={self.url!r}, key from {self.key_source}, workers={self.workers})"
 
     def close(self) -> None:
         self.transport.close()
@@ -154,99 +116,56 @@ class ApiClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __getstate__(self):
-        raise TypeError("VipClient cannot be pickled (it holds a live session and the key)")
-
     @property
     def session(self) -> requests.Session:
         return self.transport.session
 
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return self.transport.timeout
-
-    @property
-    def retry_budget(self) -> float:
-        return self.transport.retry_budget
-
-    @property
-    def max_connections(self) -> int:
-        return self.transport.max_connections
-
-    @property
-    def requests_made(self) -> int:
-        return self.transport.requests_made
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.transport.bytes_sent
-
-    @property
-    def bytes_received(self) -> int:
-        return self.transport.bytes_received
-
-    @property
-    def clock_skew(self) -> float | None:
-        """Server clock minus ours (seconds), once a reply had a `Date` header."""
-        return self.transport.clock_skew
-
-    def _error(self, cls, msg, *, call, target, code=None, status=None) -> VipError:
-        return self.transport.error(cls, msg, call=call, target=target, code=code, status=status)
-
     def _request(self, method: str, endpoint: str, **kw) -> HttpReply | None:
         return self.transport.request(method, endpoint, **kw)
-
-    def _reply(self, method: str, endpoint: str, **kw) -> HttpReply:
-        """`_request` of a call that has a reply (None comes only with ok_missing_after_retry)."""
-        resp = self.transport.request(method, endpoint, **kw)
-        assert resp is not None, "a reply is None only with ok_missing_after_retry"
-        return resp
 
     def _json(self, method: str, endpoint: str, **kw) -> Any:
         return self.transport.json(method, endpoint, **kw)
 
-    # -- platform ------------------------------------------------------------------------------
+    def _do(self, op: Http | Sleep) -> Any:
+        """One operation of a flow (`vip_smk.api.calls`), blocking."""
+        if isinstance(op, Sleep):
+            time.sleep(op.seconds)
+            return None
+        if op.want == "json":
+            return self.transport.json(op.method, op.endpoint, **op.kw)
+        resp = self.transport.request(op.method, op.endpoint, **op.kw)
+        return resp.text if op.want == "text" and resp is not None else None
+
+    def run_flow(self, flow: calls.Flow[calls.T]) -> calls.T:
+        """Run a flow of `vip_smk.api.calls` (what a VIP call is, shared with the async client)."""
+        return calls.run(flow, self._do)
+
+    # -- platform (each method: its flow in vip_smk.api.calls) ---------------------------------
 
     def platform(self, *, cached: bool = False) -> dict:
         """`GET platform` (VIP's settings and limits). `cached`: the first answer of this client."""
-        if cached and self._platform is not None:
-            return self._platform
-        data = self._json("GET", "platform", call="platform")
-        self._platform = data if isinstance(data, dict) else {}
-        return data
+        return self.run_flow(calls.platform(self, cached))
 
     def max_download_size(self) -> int | None:
         """VIP's direct-transfer limit in bytes (`maxSizeDirectTransfer` of `GET platform`, read
         once per client), None if VIP states none."""
-        value = self.platform(cached=True).get("maxSizeDirectTransfer")
-        try:
-            return int(value) if value is not None and int(value) > 0 else None
-        except (TypeError, ValueError):
-            return None
+        return self.run_flow(calls.max_download_size(self))
 
     def check_download_size(self, vip_path: str, size: int | None) -> None:
         """TooLarge naming the file, its size and the limit if VIP would refuse to send it."""
-        streams.check_size(self, vip_path, size)
+        self.run_flow(calls.check_download_size(self, vip_path, size))
 
     def check_key(self) -> None:
         """`PUT /rest/platform` as VIP's client does: AuthError if the key is refused."""
-        self._request("PUT", "platform", call="check_key")
+        self.run_flow(calls.check_key(self))
 
     # -- pipelines -----------------------------------------------------------------------------
 
-    def pipelines(self) -> list[Pipeline]:
-        data = self._json("GET", "pipelines", call="pipelines")
-        return [Pipeline.from_json(p) for p in data or []]
+    def pipelines(self) -> builtins.list[Pipeline]:
+        return self.run_flow(calls.pipelines(self))
 
     def pipeline(self, pipeline_id: str) -> Pipeline:
-        pid = str(pipeline_id)
-        if "/" not in pid:
-            raise InvalidInput(
-                f"pipeline {pid!r}: identifiers are NAME/VERSION (e.g. TextStats/1.0)",
-                call="pipeline", target=pid,
-            )
-        data = self._json("GET", "pipelines/" + quote_path(pid), call="pipeline", target=pid)
-        return Pipeline.from_json(data)
+        return self.run_flow(calls.pipeline(self, pipeline_id))
 
     def descriptor(self, pipeline_id: str) -> dict:
         """The pipeline's whole Boutiques descriptor (`GET pipelines/{id}?format=boutiques`,
@@ -254,121 +173,29 @@ class ApiClient:
         `custom` (`vip:dot`). Asked once per client (a refusal too). Raises
         DescriptorUnavailable where VIP does not serve it (older portals refuse the format or
         answer the CARMIN pipeline), NotFound for an unknown pipeline."""
-        pid = str(pipeline_id)
-        with self._lock:
-            known = self._descriptors.get(pid)
-        if known is None:
-            known = self._fetch_descriptor(pid)
-            with self._lock:
-                self._descriptors[pid] = known
-        if isinstance(known, DescriptorUnavailable):
-            raise known
-        return known
-
-    def _fetch_descriptor(self, pid: str) -> dict | DescriptorUnavailable:
-        if "/" not in pid:
-            raise InvalidInput(f"pipeline {pid!r}: identifiers are NAME/VERSION (e.g. TextStats/1.0)",
-                               call="descriptor", target=pid)
-        why = "it answered the CARMIN pipeline instead (a portal older than 4.6)"
-        try:
-            data = self._json("GET", "pipelines/" + quote_path(pid), call="descriptor", target=pid,
-                              params={"format": "boutiques"})
-        except NotFound:
-            raise
-        except InvalidInput as exc:  # 8001 not implemented, 8017 not compatible with boutiques
-            data, why = None, f"it refused the format ({exc})"
-        if isinstance(data, dict) and isinstance(data.get("inputs"), list) and "parameters" not in data:
-            return data
-        return DescriptorUnavailable(f"VIP ({self.url}) does not serve the Boutiques descriptor of "
-                                     f"{pid}: {why}; only the CARMIN parameters are checked",
-                                     call="descriptor", target=pid)
+        return self.run_flow(calls.descriptor(self, pipeline_id))
 
     # -- paths ---------------------------------------------------------------------------------
 
-    def _path_get(self, path: str, action: str, call: str, **kw):
-        p = _vip_path(path)
-        return self._json("GET", "path" + quote_path(p), params={"action": action}, call=call, target=p, **kw)
-
     def exists(self, path: str) -> bool:
-        data = self._path_get(path, "exists", "exists")
-        if isinstance(data, dict):
-            return bool(data.get("exists"))
-        return bool(data)
+        return self.run_flow(calls.exists(self, path))
 
-    def list(self, path: str) -> list[PathInfo]:
-        data = self._path_get(path, "list", "list")
-        return [PathInfo.from_json(d) for d in data or []]
+    def list(self, path: str) -> builtins.list[PathInfo]:
+        return self.run_flow(calls.listing(self, path))
 
     def properties(self, path: str) -> PathInfo:
-        return PathInfo.from_json(self._path_get(path, "properties", "properties"))
+        return self.run_flow(calls.properties(self, path))
 
     def md5(self, path: str) -> str | None:
         """The file's md5 if the server computes it, else None. VIP-portal answers 8001 (not
         implemented): remembered, later calls of this client return None without a request."""
-        if self._md5_offered is False:
-            return None
-        try:
-            data = self._path_get(path, "md5", "md5")
-        except VipError as exc:
-            if exc.code == NOT_IMPLEMENTED:
-                log.debug("md5 not offered by %s: %s", self.url, exc)
-                self._md5_offered = False
-                return None
-            raise
-        self._md5_offered = True
-        if isinstance(data, dict):
-            return data.get("md5") or None
-        return str(data) if data else None
-
-    @property
-    def md5_offered(self) -> bool | None:
-        """Whether the server computes md5 (None: not asked yet)."""
-        return self._md5_offered
+        return self.run_flow(calls.md5(self, path))
 
     def mkdir(self, path: str, parents: bool = True, *, exist_ok: bool = True, known_missing: bool = False) -> None:
         """Create a directory (and, with `parents`, its missing parents); no error if it exists
         (`exist_ok`). `known_missing`: the caller knows it is absent (e.g. from a listing): no
         lookup first (one request when its parent exists)."""
-        p = _vip_path(path)
-        if p in ("/", "/vip"):
-            return
-        if not known_missing:
-            try:
-                info = self.properties(p)
-            except NotFound:
-                info = None
-            if info is not None and info.exists:
-                if not info.is_directory:
-                    raise self._error(InvalidInput, "a file with this name exists", call="mkdir", target=p)
-                if not exist_ok:
-                    raise self._error(InvalidInput, "already exists", call="mkdir", target=p)
-                return
-        parent = str(PurePosixPath(p).parent)
-        if parents and parent not in ("/", "/vip"):
-            try:
-                self._mkdir_one(p)
-                return
-            except NotFound:
-                pass
-            except VipError as exc:
-                if isinstance(exc, (AuthError, TransportError, CapacityError, PermissionDenied)):
-                    raise
-            self.mkdir(parent, parents=True)
-        self._mkdir_one(p)
-
-    def _mkdir_one(self, p: str) -> None:
-        """Create one directory whose parent exists (PUT with an empty body, trailing `/`)."""
-        try:
-            self._request("PUT", "path" + quote_path(p) + "/", call="mkdir", target=p,
-                          headers={"Content-Type": "application/octet-stream"}, body_factory=lambda: b"")
-        except (InvalidInput, ServerError, NotFound) as exc:
-            # Already there (maybe created by a retried attempt or a concurrent worker)?
-            try:
-                info = self.properties(p)
-            except NotFound:
-                raise exc from None
-            if not (info.exists and info.is_directory):
-                raise self._error(InvalidInput, "a file with this name exists", call="mkdir", target=p) from None
+        self.run_flow(calls.mkdir(self, path, parents, exist_ok, known_missing))
 
     def upload(
         self,
@@ -382,8 +209,8 @@ class ApiClient:
         from the start of the file. `progress(n)` is called with the bytes sent (negative on a
         restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
         are read and the hex digest returned (see `vip_smk.api.streams.upload`)."""
-        p = _vip_path(vip_path)
-        return streams.upload(self, local, p, "path" + quote_path(p), progress=progress, hasher=hasher)
+        p, endpoint = calls.content_endpoint(vip_path)
+        return streams.upload(self, local, p, endpoint, progress=progress, hasher=hasher)
 
     def download(
         self,
@@ -398,15 +225,14 @@ class ApiClient:
         check the size, fsync, rename. Returns the local path. `size` = expected size if
         known (saves a request). A file over VIP's direct-transfer limit raises TooLarge
         before any request for its content."""
-        p = _vip_path(vip_path)
-        return streams.download(self, p, "path" + quote_path(p), local, size=size, resume=resume,
-                                progress=progress)
+        p, endpoint = calls.content_endpoint(vip_path)
+        return streams.download(self, p, endpoint, local, size=size, resume=resume, progress=progress)
 
     def read_bytes(self, vip_path: str, *, size: int | None = None) -> bytes:
         """The content of a (small) file, in memory: one GET, retried, size-checked (`size`:
         the expected size if known). TooLarge over VIP's direct-transfer limit."""
-        p = _vip_path(vip_path)
-        return streams.read_bytes(self, p, "path" + quote_path(p), size=size)
+        p, endpoint = calls.content_endpoint(vip_path)
+        return streams.read_bytes(self, p, endpoint, size=size)
 
     @staticmethod
     def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Path:
@@ -414,28 +240,10 @@ class ApiClient:
         (parents created)."""
         return streams.write_file(local, data, vip_path)
 
-
     def delete(self, path: str, *, missing_ok: bool = False, wait: float = 30.0) -> None:
         """Delete a file or directory (recursively). VIP deletes asynchronously: wait up to
         `wait` seconds until it is gone (0: do not wait)."""
-        p = _vip_path(path)
-        if p in ("/", "/vip", "/vip/Home"):
-            raise InvalidInput(f"delete {p}: refusing to delete a root folder", call="delete", target=p)
-        try:
-            self._request("DELETE", "path" + quote_path(p), call="delete", target=p, ok_missing_after_retry=True)
-        except NotFound:
-            if missing_ok:
-                return
-            raise
-        if wait:
-            end = time.monotonic() + wait
-            delay = 0.05
-            while self.exists(p):
-                if time.monotonic() > end:
-                    log.warning("delete %s: still present after %.0f s", p, wait)
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        self.run_flow(calls.delete(self, path, missing_ok, wait))
 
     # -- executions ----------------------------------------------------------------------------
 
@@ -449,101 +257,31 @@ class ApiClient:
         """POST executions. Never duplicated: after a failure where the request may have
         reached VIP, an execution of the same name and pipeline created since the call began
         is adopted; only if there is none is the POST sent again."""
-        pid = str(pipeline_id)
-        values = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(input_values).items()}
-        values = {k: ([str(x) if isinstance(x, os.PathLike) else x for x in v] if isinstance(v, list)
-                      else (str(v) if isinstance(v, os.PathLike) else v)) for k, v in values.items()}
-        body = {
-            "name": name,
-            "pipelineIdentifier": pid,
-            "inputValues": values,
-            "resultsLocation": _vip_path(results_location),
-        }
-        target = f"{pid} ({name})"
-        # on the server's clock when known (Date headers), minus a small slack
-        began_ms = int((time.time() + (self.clock_skew or 0.0)) * 1000) - 2000
-        tr = self.transport
-        budget = tr.budget()
-        while True:
-            try:
-                data = self._json("POST", "executions", call="launch", target=target,
-                                  json_body=body, idempotent=False, retry_budget=0)
-            except VipError as exc:
-                failed = tr.classify(exc, "launch", target)
-                # Retry; but if VIP may have created it, look for it first (never duplicate).
-                while True:
-                    tr.retry_or_raise(failed, budget)
-                    if not failed.maybe_sent:
-                        break
-                    try:
-                        adopted = self._find_launched(name, pid, began_ms, values)
-                    except VipError as lookup_exc:
-                        log.warning("launch %s: cannot check whether VIP created it: %s", target, lookup_exc)
-                        continue  # unknown: never POST blindly, look again after a pause
-                    if adopted is not None:
-                        log.warning("launch %s: reply lost, adopted %s", target, adopted.identifier)
-                        return adopted
-                    break
-                continue
-            ex = Execution.from_json(data)
-            with self._lock:
-                self._launched.add(ex.identifier)
-            log.info("launched %s: %s", target, ex.identifier)
-            return ex
-
-    def _find_launched(self, name: str, pid: str, began_ms: int, values: Mapping[str, Any]) -> Execution | None:
-        """The execution a lost POST reply created, if any (`vip_smk.api.adoption.adoptable_on_vip`: same name,
-        pipeline and inputs, started since the call began, not one this client already has)."""
-        with self._lock:
-            mine = set(self._launched)
-        ex = adoptable_on_vip(self, name=name, pipeline_id=pid, values=values, exclude=mine,
-                                   started_after=began_ms, include_failed=True)
-        if ex is not None:
-            with self._lock:
-                self._launched.add(ex.identifier)
-        return ex
+        return self.run_flow(calls.launch(self, pipeline_id, input_values, results_location, name))
 
     def execution(self, execution_id: str) -> Execution:
-        eid = str(execution_id)
-        return Execution.from_json(
-            self._json("GET", "executions/" + quote_path(eid), call="execution", target=eid)
-        )
+        return self.run_flow(calls.execution(self, execution_id))
 
     def executions(self) -> builtins.list[Execution]:  # (`list` here: the method above)
-        return [Execution.from_json(e) for e in self._json("GET", "executions", call="executions") or []]
+        return self.run_flow(calls.executions(self))
 
     def count_executions(self) -> int:
-        resp = self._reply("GET", "executions/count", call="count_executions")
-        text = resp.text.strip()
-        try:
-            return int(json.loads(text))
-        except (ValueError, TypeError):
-            raise self._error(ServerError, f"not a count: {text[:60]!r}", call="count_executions",
-                              target=None) from None
+        return self.run_flow(calls.count_executions(self))
 
     def results(self, execution_id: str) -> builtins.list[PathInfo]:
-        eid = str(execution_id)
-        data = self._json("GET", f"executions/{quote_path(eid)}/results", call="results", target=eid)
-        return [PathInfo.from_json(d) for d in data or []]
+        return self.run_flow(calls.results(self, execution_id))
 
     def stdout(self, execution_id: str) -> str:
-        eid = str(execution_id)
-        return self._reply("GET", f"executions/{quote_path(eid)}/stdout", call="stdout", target=eid).text
+        return self.run_flow(calls.log_text(self, execution_id, "stdout"))
 
     def stderr(self, execution_id: str) -> str:
-        eid = str(execution_id)
-        return self._reply("GET", f"executions/{quote_path(eid)}/stderr", call="stderr", target=eid).text
+        return self.run_flow(calls.log_text(self, execution_id, "stderr"))
 
     def kill(self, execution_id: str) -> None:
-        eid = str(execution_id)
-        self._request("PUT", f"executions/{quote_path(eid)}/kill", call="kill", target=eid)
+        self.run_flow(calls.kill(self, execution_id))
 
     def delete_execution(self, execution_id: str, delete_files: bool = False) -> None:
-        eid = str(execution_id)
-        self._request(
-            "PUT", f"executions/{quote_path(eid)}/delete", call="delete_execution", target=eid,
-            json_body={"deleteFiles": bool(delete_files)},
-        )
+        self.run_flow(calls.delete_execution(self, execution_id, delete_files))
 
 
 __all__ = [

@@ -10,7 +10,8 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 from vip_smk import rules
-from vip_smk.api.adoption import _unknown_execution, adoptable_on_vip, find_adoptable, results_on_vip, same_inputs
+from vip_smk.api import calls
+from vip_smk.api.adoption import _unknown_execution, find_adoptable, same_inputs
 from vip_smk.api.client import (
     ApiClient,
     CapacityError,
@@ -27,6 +28,18 @@ log = logging.getLogger("vip_smk.core")
 __all__ = ["adoptable_on_vip", "failure_detail", "find_adoptable", "launch_or_adopt", "poll",
            "results_on_vip", "same_inputs", "wait"]
 
+
+
+def adoptable_on_vip(client: ApiClient, **kw: Any) -> Execution | None:
+    """The execution already on VIP that launching would duplicate (`vip_smk.api.calls.adoptable`:
+    name, pipeline, inputs; a Finished one only with its results still on VIP)."""
+    return client.run_flow(calls.adoptable(client, **kw))
+
+
+def results_on_vip(client: ApiClient, execution: Execution) -> bool:
+    """Whether a Finished execution's returned files are all still on VIP
+    (`vip_smk.api.calls.results_present`: one listing per results folder)."""
+    return client.run_flow(calls.results_present(client, execution))
 
 
 def launch_or_adopt(client: ApiClient, pipeline_id: str, values: Mapping[str, Any],

@@ -59,7 +59,7 @@ class Http:
     want: str = "json"
 
 
-Flow = Generator["Http | Sleep", Any, T]
+Flow = Generator[Any, Any, T]  # yields Http, Sleep and the operations of vip_smk.api.wire
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -128,9 +127,8 @@ class ApiClient(ClientCore):
 
     def _do(self, op: Http | Sleep) -> Any:
         """One operation of a flow (`vip_smk.api.calls`), blocking."""
-        if isinstance(op, Sleep):
-            time.sleep(op.seconds)
-            return None
+        if not isinstance(op, Http):
+            return self.transport.do(op)
         if op.want == "json":
             return self.transport.json(op.method, op.endpoint, **op.kw)
         resp = self.transport.request(op.method, op.endpoint, **op.kw)
@@ -210,7 +208,7 @@ class ApiClient(ClientCore):
         restart). `hasher` (e.g. `vip_smk.core.content.hasher`): the bytes are hashed as they
         are read and the hex digest returned (see `vip_smk.api.streams.upload`)."""
         p, endpoint = calls.content_endpoint(vip_path)
-        return streams.upload(self, local, p, endpoint, progress=progress, hasher=hasher)
+        return self.run_flow(streams.upload(self, local, p, endpoint, progress=progress, hasher=hasher))
 
     def download(
         self,
@@ -226,13 +224,14 @@ class ApiClient(ClientCore):
         known (saves a request). A file over VIP's direct-transfer limit raises TooLarge
         before any request for its content."""
         p, endpoint = calls.content_endpoint(vip_path)
-        return streams.download(self, p, endpoint, local, size=size, resume=resume, progress=progress)
+        return self.run_flow(streams.download(self, p, endpoint, local, size=size, resume=resume,
+                                              progress=progress))
 
     def read_bytes(self, vip_path: str, *, size: int | None = None) -> bytes:
         """The content of a (small) file, in memory: one GET, retried, size-checked (`size`:
         the expected size if known). TooLarge over VIP's direct-transfer limit."""
         p, endpoint = calls.content_endpoint(vip_path)
-        return streams.read_bytes(self, p, endpoint, size=size)
+        return self.run_flow(streams.read_bytes(self, p, endpoint, size=size))
 
     @staticmethod
     def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Path:

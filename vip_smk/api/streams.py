@@ -9,9 +9,11 @@
   size are read in one go (`read_bytes` + `write_file`: the tree transfers' fast path);
 - files over VIP's `maxSizeDirectTransfer` raise TooLarge before any request for content.
 
-The HTTP side (retries, budget, error decoding) is the client's `transport`. This module
-never imports `vip_smk.api.client` at import time (the client imports it): the VIP path comes
-checked and quoted from the client's methods.
+Each is a flow (`vip_smk.api.wire`: it yields its exchanges, reads, sleeps and fsyncs), run
+by `ApiClient` blocking and by `AsyncApiClient` awaited: one copy of the rules for both. The
+HTTP side (retries, budget, error decoding) is the client's `transport`. This module never
+imports `vip_smk.api.client` (the client imports it): the VIP path comes checked and quoted
+from the client's methods.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import requests
-
-from vip_smk.api.errors import InvalidInput, ServerError, TooLarge, TransportError, VipError
+from vip_smk.api import calls
+from vip_smk.api.errors import InvalidInput, ServerError, TransportError
+from vip_smk.api.wire import Blocking, Close, Read, Send, Sleep
 from vip_smk.rules import clean_name as vip_clean_name
 
 if TYPE_CHECKING:  # annotations only: the client imports this module, never the reverse
-    from vip_smk.api.client import ApiClient
-    from vip_smk.api.transport import HttpReply
+    from vip_smk.api.calls import ClientCore as ApiClient
+    from vip_smk.api.calls import Flow
+    from vip_smk.api.wire import AnyReply as HttpReply
 
 CHUNK = 1 << 20  # 1 MiB: file read size
 DOWNLOAD_CHUNK = 1 << 18  # 256 KiB
@@ -73,21 +76,6 @@ class _ReadCounter:
         return data
 
 
-def check_size(client: ApiClient, vip_path: str, size: int | None) -> None:
-    """`ApiClient.check_download_size`: TooLarge naming the file, its size and the limit if
-    VIP would refuse to send it (the limit: `client.max_download_size()`, read once)."""
-    if size is None:
-        return
-    limit = client.max_download_size()
-    if limit is not None and size > limit:
-        raise TooLarge(
-            f"download {vip_path}: {size:,} bytes is over VIP's direct-transfer limit of "
-            f"{limit:,} bytes (maxSizeDirectTransfer): VIP refuses to send it over the API; "
-            "fetch it from the VIP portal or have the pipeline write smaller files",
-            size=size, limit=limit, call="download", target=vip_path,
-        )
-
-
 def upload(
     client: ApiClient,
     local: str | os.PathLike,
@@ -96,7 +84,7 @@ def upload(
     *,
     progress: Callable[[int], None] | None = None,
     hasher: Callable[[], Any] | None = None,
-) -> str | None:
+) -> Flow[str | None]:
     """`ApiClient.upload`: stream a local file to the VIP path `p` (checked; `endpoint`: its
     quoted `path/...`) with one PUT (application/octet-stream). A retry re-sends from the
     start of the file. `progress(n)` is called with the bytes sent (negative on a restart).
@@ -144,10 +132,8 @@ def upload(
         reader.close = fh.close  # type: ignore[attr-defined]
         return reader
 
-    client._request(
-        "PUT", endpoint, call="upload", target=p, body_factory=body,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    yield calls.Http("PUT", endpoint, {"call": "upload", "target": p, "body_factory": body,
+                                       "headers": {"Content-Type": "application/octet-stream"}}, "none")
     client.transport.count(sent=size)
     return state["digest"].hexdigest() if state["digest"] is not None else None
 
@@ -161,13 +147,13 @@ def download(
     size: int | None = None,
     resume: bool = True,
     progress: Callable[[int], None] | None = None,
-) -> Path:
+) -> Flow[Path]:
     """`ApiClient.download`: stream the VIP path `p` (checked; `endpoint`: its quoted
     `path/...`) to `local` through `local.part` (Range-resumed if present), check the size,
     fsync, rename. Returns the local path. `size` = expected size if known (saves a request).
     A file over VIP's direct-transfer limit raises TooLarge before any request for its
     content."""
-    client.check_download_size(p, size)
+    yield from calls.check_download_size(client, p, size)
     local = Path(local)
     part = local.with_name(local.name + ".part")
     tr = client.transport
@@ -190,29 +176,29 @@ def download(
                 headers["Range"] = f"bytes={offset}-"
             # a small file of known size is read in one go (less work per file), others stream
             whole = size is not None and size <= DOWNLOAD_CHUNK and not offset
-            with tr.open_stream(endpoint, params={"action": "content"}, headers=headers,
-                                stream=not whole) as resp:
+            tr.count(requests_=1)
+            resp = yield Send("GET", endpoint, params={"action": "content"}, headers=headers, stream=not whole)
+            try:
                 if resp.status_code == 416 and offset:
                     part.unlink(missing_ok=True)  # our .part is stale: start again
                     continue
                 if resp.status_code not in (200, 206):
-                    resp.content  # noqa: B018 - read the (small) error body
+                    yield Read(resp, 0)  # the (small) error body
                     err = tr.decode_error(resp, "download", p)
                     raise err or client._error(ServerError, f"HTTP {resp.status_code}", call="download",
                                              target=p, status=resp.status_code)
                 ctype = resp.headers.get("Content-Type", "")
                 if resp.status_code == 200 and ctype.startswith("application/json"):
                     # a VIP error delivered with 200, or a JSON file: decide by the body shape
-                    data = resp.content
+                    data = yield Read(resp, 0)
                     err = tr.decode_error(resp, "download", p)
                     if err is not None:
                         raise err
-                    chunks: Iterable[bytes] = [data]
+                    pieces: list[bytes] | None = [data]
                 elif whole:
-                    chunks = [resp.content]
+                    pieces = [resp.content]
                 else:
-                    # 256 KiB: a body cut short loses at most one chunk (resumed by Range)
-                    chunks = resp.iter_content(DOWNLOAD_CHUNK)
+                    pieces = None  # streamed, 256 KiB at a time: a cut loses at most one (Range-resumed)
                 total = total_size(resp, offset)
                 if resp.status_code == 200:
                     offset = 0
@@ -228,7 +214,13 @@ def download(
                         fh.seek(offset)
                         fh.truncate()
                     flushed = offset
-                    for chunk in chunks:
+                    while True:
+                        if pieces is None:
+                            chunk = yield Read(resp, DOWNLOAD_CHUNK)
+                        else:
+                            chunk = pieces.pop() if pieces else b""
+                        if not chunk:
+                            break
                         fh.write(chunk)
                         got += len(chunk)
                         if progress:
@@ -236,11 +228,13 @@ def download(
                         if offset + got - flushed >= WRITEBACK:
                             flushed = _start_writeback(fh, flushed, offset + got)
                     fh.flush()
-                    os.fsync(fh.fileno())
+                    yield Blocking(os.fsync, (fh.fileno(),))
                     have = fh.tell()
                 tr.count(received=got)
+            finally:
+                yield Close(resp)
             if expected is None:
-                expected = client.properties(p).size
+                expected = (yield from calls.properties(client, p)).size
             if expected is not None and have != expected:
                 if have > expected:
                     part.unlink(missing_ok=True)
@@ -249,34 +243,34 @@ def download(
                 )
             finish_part(part, local, have, p)
             return local
-        except (VipError, requests.exceptions.RequestException) as exc:
-            tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+        except Exception as exc:
+            yield Sleep(tr.retry_delay(tr.classify(exc, "download", p), budget))
 
 
-def read_bytes(client: ApiClient, p: str, endpoint: str, *, size: int | None = None) -> bytes:
+def read_bytes(client: ApiClient, p: str, endpoint: str, *, size: int | None = None) -> Flow[bytes]:
     """`ApiClient.read_bytes`: the content of the (small) file `p` (checked; `endpoint`: its
     quoted `path/...`), in memory: one GET, retried, size-checked (`size`: the expected size
     if known). TooLarge over VIP's direct-transfer limit."""
-    client.check_download_size(p, size)
+    yield from calls.check_download_size(client, p, size)
     tr = client.transport
     budget = tr.budget()
     while True:
         try:
-            with tr.open_stream(endpoint, params={"action": "content"},
-                                headers={"Accept": "*/*", "Accept-Encoding": "identity"},
-                                stream=False) as resp:
-                data = resp.content
-                err = tr.decode_error(resp, "download", p)
-                if err is not None:
-                    raise err
-                tr.count(received=len(data))
+            tr.count(requests_=1)
+            resp = yield Send("GET", endpoint, params={"action": "content"},
+                              headers={"Accept": "*/*", "Accept-Encoding": "identity"})
+            data = resp.content
+            err = tr.decode_error(resp, "download", p)
+            if err is not None:
+                raise err
+            tr.count(received=len(data))
             expected = size if size is not None else total_size(resp, 0)
             if expected is not None and len(data) != expected:
                 raise client._error(TransportError, f"got {len(data)} bytes, expected {expected}",
                                     call="download", target=p)
             return data
-        except (VipError, requests.exceptions.RequestException) as exc:
-            tr.retry_or_raise(tr.classify(exc, "download", p), budget)
+        except Exception as exc:
+            yield Sleep(tr.retry_delay(tr.classify(exc, "download", p), budget))
 
 
 def write_file(local: str | os.PathLike, data: bytes, vip_path: str = "") -> Path:

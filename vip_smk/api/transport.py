@@ -235,6 +235,8 @@ class Transport(WireRules):
             return self.send(op.method, op.endpoint, params=op.params, json_body=op.json_body, body=op.body,
                              headers=op.headers, timeout=op.timeout, stream=op.stream)
         if isinstance(op, Read):
+            if op.size <= 0:
+                return op.reply.content
             it = getattr(op.reply, "_pieces", None)
             if it is None:
                 it = op.reply._pieces = op.reply.iter_content(op.size)

@@ -110,7 +110,7 @@ def run(flow, do):
         value, error = None, None
         try:
             value = do(op)
-        except Exception as exc:  # handed to the flow, which decides
+        except BaseException as exc:  # handed to the flow, which decides (its finally blocks run)
             error = exc
 
 

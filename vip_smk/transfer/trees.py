@@ -23,22 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vip_smk.api.errors import InvalidInput, NotFound, TooLarge, VipError
-from vip_smk.rules import local_name
+from vip_smk.api.errors import InvalidInput, NotFound, VipError
 from vip_smk.transfer import local_tree as lt
-from vip_smk.transfer import scheduling
-from vip_smk.transfer.archives import extract_archive, recover_extraction
+from vip_smk.transfer import plan, scheduling
+from vip_smk.transfer.archives import extract_archive
 from vip_smk.transfer.local_tree import check_local_tree  # noqa: F401  (re-exported)
+from vip_smk.transfer.plan import TransferReport
 from vip_smk.transfer.progress import Progress, want_progress
 from vip_smk.transfer.scheduling import WHOLE, WRITE_QUEUE, WRITERS
 
@@ -51,33 +49,6 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # Report and errors
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TransferReport:
-    """What a transfer did. `requests` counts the HTTP requests the client made meanwhile."""
-
-    direction: str  # "upload" | "download"
-    files_transferred: int = 0
-    files_skipped: int = 0
-    bytes_transferred: int = 0
-    requests: int = 0
-    seconds: float = 0.0
-    transferred: list[str] = field(default_factory=list)  # local paths
-    skipped: list[str] = field(default_factory=list)
-    extracted: list[str] = field(default_factory=list)  # directories made from archives
-    warnings: list[str] = field(default_factory=list)
-    digests: dict[str, str] = field(default_factory=dict)  # upload with `hasher`: rel -> hex digest
-
-    def __str__(self) -> str:
-        verb = "uploaded" if self.direction == "upload" else "downloaded"
-        text = (
-            f"{verb} {self.files_transferred} file(s) ({_human(self.bytes_transferred)}), "
-            f"skipped {self.files_skipped} unchanged, {self.requests} request(s) in {self.seconds:.1f} s"
-        )
-        if self.extracted:
-            text += f", extracted {len(self.extracted)} archive(s)"
-        return text
 
 
 class PreflightError(InvalidInput):
@@ -110,15 +81,6 @@ class TransferError(VipError):
             call=call,
             target=target,
         )
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,55 +127,22 @@ def upload_tree(
         raise PreflightError("upload_tree", str(local_dir), problems)
     n = scheduling.pool_size(client, workers)
 
-    # Local directories that hold files (empty ones are ignored, as VIP's client does).
-    local_dirs = {""}
-    for f in files:
-        d = lt.parent(f.rel)
-        while d not in local_dirs:
-            local_dirs.add(d)
-            d = lt.parent(d)
-
+    levels = plan.folders_of(files)
     remote: dict[str, dict[str, PathInfo] | None] = {}  # rel dir -> listing, None = to create
     clashes: list[str] = []
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="vip-up") as ex:
         # 1. one listing per existing directory, level by level
         try:
-            remote[""] = {PurePosixPath(i.path).name: i for i in client.list(vip_dir)}
+            remote[""] = plan.listing_of(client.list(vip_dir))
         except NotFound:
             remote[""] = None
-        by_depth = sorted(local_dirs - {""}, key=lambda d: (lt.depth(d), d))
-        for depth in sorted({lt.depth(d) for d in by_depth}):
-            level = [d for d in by_depth if lt.depth(d) == depth]
-            to_list = []
-            for d in level:
-                parent = remote[lt.parent(d)]
-                entry = parent.get(d.rsplit("/", 1)[-1]) if parent is not None else None
-                if entry is None:
-                    remote[d] = None
-                elif not entry.is_directory:
-                    clashes.append(f"{d}: a file with this name exists on VIP ({entry.path})")
-                    remote[d] = None
-                else:
-                    to_list.append(d)
-            for d, fut in scheduling.map_as_completed(ex, lambda d: client.list(lt.join(vip_dir, d)), to_list):
-                remote[d] = {PurePosixPath(i.path).name: i for i in fut.result()}
+        for level in levels[1:]:
+            listed = plan.to_list(level, remote, clashes)
+            for d, fut in scheduling.map_as_completed(ex, lambda d: client.list(lt.join(vip_dir, d)), listed):
+                remote[d] = plan.listing_of(fut.result())
         # 2. decide (dates compared on the server's clock)
-        skew = lt.skew(client)
-        todo: list[lt.LocalFile] = []
-        for f in files:
-            listing = remote[lt.parent(f.rel)]
-            entry = listing.get(f.rel.rsplit("/", 1)[-1]) if listing else None
-            same = None if entry is None or entry.size != f.size or known is None else known(f.rel)
-            if entry is not None and entry.is_directory:
-                clashes.append(f"{f.rel}: a directory with this name exists on VIP ({entry.path})")
-            elif same is False:
-                todo.append(f)
-            elif entry is not None and entry.size == f.size and (same or not (
-                    mtime_check and lt.newer(f.mtime + skew, entry.last_modification_date))):
-                report.files_skipped += 1
-                report.skipped.append(str(f.path))
-            else:
-                todo.append(f)
+        todo = plan.uploads(files, remote, skew=lt.skew(client), known=known, mtime_check=mtime_check,
+                            report=report, clashes=clashes)
         if clashes:
             raise PreflightError("upload_tree", str(local_dir), sorted(clashes))
         if checksum and report.skipped:
@@ -221,9 +150,7 @@ def upload_tree(
         # 3. create the missing directories (parents first)
         if remote[""] is None:
             client.mkdir(vip_dir, parents=True, known_missing=True)
-        new_dirs = [d for d in by_depth if remote[d] is None]
-        for depth in sorted({lt.depth(d) for d in new_dirs}):
-            level = [d for d in new_dirs if lt.depth(d) == depth]
+        for level in plan.new_folders(levels, remote):
             for _, fut in scheduling.map_as_completed(ex, lambda d: client.mkdir(lt.join(vip_dir, d), known_missing=True), level):
                 fut.result()
         # 4. send
@@ -313,9 +240,8 @@ def download_tree(
         if limit:
             return
         for info in files:
-            rel = PurePosixPath(info.path).relative_to(vip_dir)
             try:
-                same = local_dir.joinpath(*map(local_name, rel.parts)).stat().st_size == info.size
+                same = plan.local_path(vip_dir, info, local_dir).stat().st_size == info.size
             except OSError:
                 same = False
             if not same:
@@ -326,11 +252,7 @@ def download_tree(
     for fut in limit:
         if fut.exception() is not None:  # asked again (retried, raised) where it is needed
             log.debug("GET platform while listing %s: %s", vip_dir, fut.exception())
-    pairs = []
-    for info in infos:
-        rel = PurePosixPath(info.path).relative_to(vip_dir)
-        # local names valid everywhere (VIP's dd-mm-yyyy_HH:MM:SS folders), as every face does
-        pairs.append((info, local_dir.joinpath(*map(local_name, rel.parts))))
+    pairs = [(info, plan.local_path(vip_dir, info, local_dir)) for info in infos]
     report = _download_many(client, pairs, workers=workers, progress=progress, extract=extract,
                             call="download_tree", target=vip_dir, mtime_check=mtime_check)
     report.requests = client.requests_made - req0
@@ -352,14 +274,7 @@ def download_files(
     are read with one `action=list` per parent directory."""
     t0 = time.monotonic()
     req0 = client.requests_made
-    items: list[tuple[PathInfo | None, str, Path]] = []
-    for vip, local in pairs:
-        info = None if isinstance(vip, (str, os.PathLike, PurePosixPath)) else vip  # a PathInfo
-        path = info.path if info else str(vip)
-        if info is not None and (info.size is None or info.is_directory):
-            info = None
-        items.append((info, path, Path(local)))
-    missing_parents = sorted({str(PurePosixPath(p).parent) for i, p, _ in items if i is None})
+    items, missing_parents = plan.pairs_to_resolve(pairs)
     listings: dict[str, dict[str, PathInfo] | Exception] = {}
     if missing_parents:
         with ThreadPoolExecutor(max_workers=scheduling.pool_size(client, workers), thread_name_prefix="vip-ls") as ex:
@@ -368,24 +283,8 @@ def download_files(
                     listings[parent] = {i.path.rstrip("/"): i for i in fut.result()}
                 except VipError as exc:
                     listings[parent] = exc
-    resolved: list[tuple[PathInfo, Path]] = []
     failures: list[tuple[str, Exception]] = []
-    for info, path, local in items:
-        if info is None:
-            listing = listings[str(PurePosixPath(path).parent)]
-            if isinstance(listing, Exception):
-                failures.append((path, listing))
-                continue
-            info = listing.get(path.rstrip("/"))
-            if info is None:
-                failures.append((path, NotFound(f"download {path}: no such file on VIP",
-                                                call="download", target=path)))
-                continue
-            if info.is_directory:
-                failures.append((path, InvalidInput(f"download {path}: is a directory (use download_tree)",
-                                                    call="download", target=path)))
-                continue
-        resolved.append((info, local))
+    resolved = plan.resolve(items, listings, failures)
     report = _download_many(client, resolved, workers=workers, progress=progress, extract=extract,
                             call="download_files", target=f"{len(items)} file(s)", failures=failures,
                             mtime_check=mtime_check)
@@ -408,65 +307,12 @@ def _download_many(
 ) -> TransferReport:
     report = TransferReport("download")
     failures = list(failures or [])
-    todo: list[tuple[PathInfo, Path]] = []
-    pending_extract: list[Path] = []
-    skew = lt.skew(client)
-    # folders not there yet (a first download): none of their files is looked up on disk
-    # (two system calls fewer per file before the first request)
-    dirs: dict[Path, bool] = {}
-    new: set[Path] = set()
-    for info, local in pairs:
-        parent = local.parent
-        there = dirs.get(parent)
-        if there is None:
-            there = dirs[parent] = parent.is_dir()
-        if not there:
-            new.add(local)
-            todo.append((info, local))
-            continue
-        if extract:
-            if recover_extraction(local) or local.is_dir():
-                report.files_skipped += 1
-                report.skipped.append(str(local))
-                continue
-        try:
-            st = local.stat()
-        except OSError:
-            st = None
-        if st is not None and stat.S_ISDIR(st.st_mode):
-            failures.append((str(local), InvalidInput(f"{call} {info.path}: {local} is a directory",
-                                                      call=call, target=info.path)))
-            continue
-        remote_date = info.last_modification_date  # None (VIP may send null): unknown, not 1970
-        if st is not None and info.size is not None and st.st_size == info.size and not (
-                mtime_check and remote_date is not None and lt.newer(remote_date - skew, st.st_mtime)):
-            report.files_skipped += 1
-            report.skipped.append(str(local))
-            if extract and tarfile.is_tarfile(local):
-                pending_extract.append(local)  # downloaded before, extraction interrupted
-            continue
-        todo.append((info, local))
-    limit = client.max_download_size() if todo else None  # GET platform, once per client
-    if limit is not None:
-        fits = []
-        for info, local in todo:
-            try:
-                client.check_download_size(info.path, info.size)
-            except TooLarge as exc:
-                failures.append((info.path, exc))
-                continue
-            fits.append((info, local))
-        todo = fits
-
-    def partial(local: Path) -> int:
-        if local in new:
-            return 0
-        try:
-            return local.with_name(local.name + ".part").stat().st_size
-        except OSError:
-            return 0
-
-    total = sum(max(0, (info.size or 0) - partial(local)) for info, local in todo)
+    plans = plan.downloads(pairs, skew=lt.skew(client), extract=extract, mtime_check=mtime_check,
+                           call=call, report=report, failures=failures)
+    if plans.todo and client.max_download_size() is not None:  # GET platform, once per client
+        plan.fitting(plans, client.size_error, failures)
+    todo, pending_extract = plans.todo, plans.pending_extract
+    total = plans.total()
     prog = Progress(want_progress(client.progress if progress is None else progress),
                      "download", total, len(todo))
 

@@ -1,0 +1,154 @@
+"""How `AsyncVipClient` talks HTTP to VIP: one `httpx.AsyncClient` (its HTTP/1.1 pool sized
+like the sync one: at most `max_connections` to the server, callers beyond wait for a free
+connection), timeouts, and the flows of `vip_smk.api.wire` answered with awaits. Every
+decision (errors, retries, backoff, budget, clock) is `WireRules`, shared with the synchronous
+transport: only the sending differs.
+
+httpx is the `[async]` extra (`pip install 'vip-smk[async]'`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - the light install
+    raise ImportError("the asynchronous VIP client needs httpx: pip install 'vip-smk[async]'") from exc
+
+from vip_smk.api.wire import (
+    CONNECT_TIMEOUT,
+    CONNECTION,
+    CUT,
+    MAX_CONNECTIONS,
+    OTHER,
+    READ_TIMEOUT,
+    Blocking,
+    Close,
+    Read,
+    Send,
+    Sleep,
+    WireRules,
+)
+
+CHUNK = 1 << 20  # upload bodies are read from the file in 1 MiB pieces
+
+
+async def arun(flow, ado):
+    """Run a flow with `await ado(op)` answering each operation."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        try:
+            value = await ado(op)
+        except BaseException as exc:  # handed to the flow, which decides (its finally blocks run)
+            error = exc
+
+
+async def _file_body(reader):
+    """An upload body (a file-like reader of `vip_smk.api.streams`) as httpx streams it."""
+    while True:
+        data = reader.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+class AsyncTransport(WireRules):
+    """HTTP to one VIP server from one event loop (one `httpx.AsyncClient`)."""
+
+    def __init__(self, url: str, api_key: str, key_source: str, *, timeout: tuple[float, float] = (10, 300),
+                 retries: int = 5, retry_budget: float = 60.0, backoff: float = 0.5, max_backoff: float = 15.0,
+                 max_connections: int = MAX_CONNECTIONS):
+        super().__init__(url, api_key, key_source, timeout=timeout, retries=retries,
+                         retry_budget=retry_budget, backoff=backoff, max_backoff=max_backoff,
+                         max_connections=max_connections)
+        self._timeout = self._timeouts(timeout)
+        self.http = httpx.AsyncClient(
+            base_url=self.base,
+            headers=self.headers,
+            limits=httpx.Limits(max_connections=self.max_connections,
+                                max_keepalive_connections=self.max_connections),
+            timeout=self._timeout,
+            follow_redirects=True,
+            trust_env=True,  # proxies and CA bundle from the environment, as requests does
+        )
+
+    @staticmethod
+    def _timeouts(timeout: tuple[float, float]) -> httpx.Timeout:
+        # pool=None: a call waits for a free connection as long as it takes (the sync pool blocks)
+        return httpx.Timeout(connect=timeout[0], read=timeout[1], write=timeout[1], pool=None)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- failures (the rules: WireRules) ----------------------------------------------------------
+
+    def failure_kind(self, exc: Exception) -> str | None:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return CONNECT_TIMEOUT
+        if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
+            return READ_TIMEOUT
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)):
+            return CUT
+        if isinstance(exc, httpx.TransportError):  # ConnectError, WriteError, proxy errors...
+            return CONNECTION
+        if isinstance(exc, httpx.HTTPError):
+            return OTHER
+        return None
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def request(self, method: str, endpoint: str, **kw) -> httpx.Response | None:
+        """One logical call with retries (`WireRules.request_flow`)."""
+        return await arun(self.request_flow(method, endpoint, **kw), self.do)
+
+    async def json(self, method: str, endpoint: str, **kw) -> Any:
+        return self.json_of(await self.request(method, endpoint, **kw), kw.get("call", endpoint), kw.get("target"))
+
+    async def do(self, op: Any) -> Any:
+        """An operation of a flow (`vip_smk.api.wire`), awaited."""
+        if isinstance(op, Send):
+            return await self.send(op)
+        if isinstance(op, Read):
+            if op.size <= 0:
+                return await op.reply.aread()
+            it = getattr(op.reply, "_pieces", None)
+            if it is None:
+                it = op.reply._pieces = op.reply.aiter_raw(op.size)
+            try:
+                return await it.__anext__()
+            except StopAsyncIteration:
+                return b""
+        if isinstance(op, Close):
+            await op.reply.aclose()
+            return None
+        if isinstance(op, Sleep):
+            await asyncio.sleep(op.seconds)
+            return None
+        if isinstance(op, Blocking):  # the disk (fsync) waited for aside, not in the loop
+            return await asyncio.to_thread(op.fn, *op.args)
+        raise TypeError(f"not an operation of a flow: {op!r}")
+
+    async def send(self, op: Send) -> httpx.Response:
+        """One HTTP exchange (no retry): httpx's exceptions on failure."""
+        hdrs, body = self.request_headers(op.headers, op.json_body, op.body, op.method)
+        if body is not None and hasattr(body, "read"):
+            body = _file_body(body)
+        url = self.target_url("", op.endpoint, op.params)
+        request = self.http.build_request(
+            op.method, url, content=body, headers=hdrs,
+            timeout=self._timeout if op.timeout is None else self._timeouts(op.timeout),
+        )
+        resp = await self.http.send(request, stream=op.stream)
+        self.answered = True
+        self.note_clock(resp)
+        return resp
+
+
+__all__ = ["AsyncTransport", "arun"]

@@ -1,6 +1,6 @@
 """vip-smk: run medical-imaging pipelines on VIP (Virtual Imaging Platform).
 
-``from vip_smk import VipSession, VipLauncher, VipClient`` — imported lazily, so that
+``from vip_smk import VipSession, VipLauncher, VipClient, AsyncVipClient`` — imported lazily, so that
 ``import vip_smk`` stays light (no requests / tqdm import until they are used).
 """
 
@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["VipClient", "VipLauncher", "VipSession", "__version__"]
+__all__ = ["AsyncVipClient", "VipClient", "VipLauncher", "VipSession", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vip_smk.core.async_client import AsyncVipClient
     from vip_smk.core.client import VipClient
     from vip_smk.sessions.launcher import VipLauncher
     from vip_smk.sessions.session import VipSession
 
-_LAZY = {"VipClient": "vip_smk.core.client", "VipLauncher": "vip_smk.sessions.launcher",
+_LAZY = {"AsyncVipClient": "vip_smk.core.async_client", "VipClient": "vip_smk.core.client", "VipLauncher": "vip_smk.sessions.launcher",
          "VipSession": "vip_smk.sessions.session"}
 
 

@@ -22,6 +22,7 @@ from vip_smk.api.client import (
     TransportError,
     VipError,
 )
+from vip_smk.api.wire import Blocking, Sleep
 
 log = logging.getLogger("vip_smk.core")
 
@@ -91,18 +92,23 @@ def poll(client: ApiClient, ids: Iterable[str]) -> dict[str, Execution]:
     """The current state of executions ``ids``, in their order: ONE request per call (``GET
     executions``; ``GET executions/{id}`` for a single id), plus ``GET executions/{id}`` only
     for ids the listing lacks (VIP lists at most 500). Ids unknown to VIP are left out."""
+    return client.run_flow(poll_flow(client, ids))
+
+
+def poll_flow(client, ids: Iterable[str]) -> calls.Flow[dict[str, Execution]]:
+    """:func:`poll` as a flow (run by either client)."""
     ids = list(dict.fromkeys(str(i) for i in ids))
     if not ids:
         return {}
     listed: dict[str, Execution] = {}
     if len(ids) > 1:
-        listed = {e.identifier: e for e in client.executions()}
+        listed = {e.identifier: e for e in (yield from calls.executions(client))}
     out: dict[str, Execution] = {}
     for eid in ids:
         ex = listed.get(eid)
         if ex is None:
             try:
-                ex = client.execution(eid)
+                ex = yield from calls.execution(client, eid)
             except (NotFound, InvalidInput) as exc:
                 if not _unknown_execution(exc):
                     raise
@@ -123,6 +129,15 @@ def wait(client: ApiClient, ids: Iterable[str], *, refresh: float = 30, first: f
     ``retry_errors``: a round that cannot reach VIP (transport or server error) is logged and
     tried again later instead of raising (runs that last days outlive outages). ``stop``: when
     set, returns what it has at once (the executions keep running on VIP)."""
+    return client.run_flow(wait_flow(client, ids, refresh=refresh, first=first, timeout=timeout,
+                                     on_round=on_round, retry_errors=retry_errors, stop=stop))
+
+
+def wait_flow(client, ids: Iterable[str], *, refresh: float = 30, first: float = 1.0,
+              timeout: float | None = None,
+              on_round: Callable[[dict[str, Execution]], None] | None = None,
+              retry_errors: bool = False, stop: threading.Event | None = None) -> calls.Flow[dict[str, Execution]]:
+    """:func:`wait` as a flow (run by either client)."""
     ids = list(dict.fromkeys(str(i) for i in ids))
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     delay = max(0.0, min(float(first), float(refresh)))
@@ -130,7 +145,7 @@ def wait(client: ApiClient, ids: Iterable[str], *, refresh: float = 30, first: f
     pending = list(ids)
     while True:
         try:
-            states.update(poll(client, pending))
+            states.update((yield from poll_flow(client, pending)))
         except (TransportError, ServerError) as exc:
             if not retry_errors:
                 raise
@@ -148,8 +163,8 @@ def wait(client: ApiClient, ids: Iterable[str], *, refresh: float = 30, first: f
                 return states
             pause = min(pause, left)
         if stop is None:
-            time.sleep(pause)
-        elif stop.wait(pause):
+            yield Sleep(pause)
+        elif (yield Blocking(stop.wait, (pause,))):
             return states
         delay = min(float(refresh), max(delay * 2, 0.1))
 

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 from vip_smk.api.errors import VipError
 
 if TYPE_CHECKING:  # annotations only: the client imports the transfer modules, never the reverse
-    from vip_smk.api.client import ApiClient
+    from vip_smk.api.calls import ClientCore
 
 log = logging.getLogger(__name__)
 
 
-def pool_size(client: ApiClient, workers: int | None) -> int:
+def pool_size(client: ClientCore, workers: int | None) -> int:
     n = client.workers if workers is None else int(workers)
     if n > client.workers:
         log.debug("workers=%d capped to the client's pool (%d)", n, client.workers)

@@ -17,10 +17,14 @@ _NOT_RELAYED = ("content-length", "transfer-encoding", "connection", "content-en
                 "server")
 
 
+LOSE = b"<lose this reply>"
+
+
 class Relay:
     """``Relay(target=None, rewrite=None, clock_offset=0)``; ``.url``, ``.calls`` [(method, path
     or URL)], ``.close()`` (also a context manager). ``rewrite(path, response, body) -> body`` may
-    change what the client receives; ``clock_offset`` (seconds) shifts the ``Date`` header, as a
+    change what the client receives (``LOSE``: the connection is closed without an answer, as a
+    reply lost on the way back although VIP acted); ``clock_offset`` (seconds) shifts the ``Date`` header, as a
     server whose clock is ahead (or behind) would send it."""
 
     def __init__(self, target: str | None = None,
@@ -44,6 +48,9 @@ class Relay:
                 data = r.content
                 if rewrite is not None:
                     data = rewrite(self.path, r, data)
+                if data is LOSE:
+                    self.close_connection = True
+                    return
                 self.send_response(r.status_code)
                 for k, v in r.headers.items():
                     if k.lower() not in _NOT_RELAYED:

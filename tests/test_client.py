@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from relays import Relay
+from clients import use_client_kind
+from relays import LOSE, Relay
 
 from vip_smk.core.client import (
     AuthError,
@@ -31,6 +32,17 @@ from vip_smk.core.client import (
     quote_path,
     vip_client_key_kwargs,
 )
+
+# One suite, both clients: every test below runs with VipClient and with AsyncVipClient (the
+# module's `VipClient` is each in turn, tests/clients.py).
+client_kind = use_client_kind(globals())
+
+
+@pytest.fixture
+def client(client_kind, vip_server):
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
 
 
 @pytest.fixture
@@ -67,7 +79,7 @@ def test_api_key_explicit_sources(tmp_path, monkeypatch):
     ]
     for kw, key, source in cases:
         c = VipClient(url, **kw)
-        assert c.session.headers["apikey"] == key and c.key_source == source, kw
+        assert c.transport.headers["apikey"] == key and c.key_source == source, kw
         assert key not in repr(c) and source in repr(c)
 
 
@@ -372,6 +384,29 @@ def test_retries_and_no_duplicate_launch_under_faults(make_server, tmp_path):
         assert sum(1 for x in all_ex if x.name == n) == 1, f"{n} launched more than once"
     c.delete("/vip/Home/faults")
     assert not c.exists("/vip/Home/faults")
+
+
+def test_a_lost_launch_reply_is_found_not_sent_again(vip_server):
+    """VIP creates the execution but its reply to POST executions never arrives (the connection
+    closes): the client finds the execution by its name and returns it; one POST, one execution."""
+    lost: list[str] = []
+
+    def lose_the_launch_reply(path, resp, body):
+        if resp.request.method == "POST" and path.rstrip("/").endswith("/executions") and not lost:
+            lost.append(path)
+            return LOSE
+        return body
+
+    with Relay(vip_server.url, rewrite=lose_the_launch_reply) as relay:
+        c = VipClient(relay.url, api_key=vip_server.api_key, retry_budget=10, backoff=0.02, progress=False)
+        out = f"/vip/Home/lost-reply-{uuid.uuid4().hex[:6]}"
+        c.mkdir(out)
+        name = f"lost reply {uuid.uuid4().hex[:6]}"
+        ex = c.launch("Sleep/1.0", {"duration": 0.05}, out, name=name)
+        assert lost, "the relay lost no reply: the test tested nothing"
+        assert [m for m, p in relay.calls if m == "POST"] == ["POST"]
+        assert [e.identifier for e in c.executions() if e.name == name] == [ex.identifier]
+        c.close()
 
 
 def test_errors_are_vip_errors_with_call_and_target(client):

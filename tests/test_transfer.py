@@ -14,10 +14,22 @@ import uuid
 from pathlib import Path
 
 import pytest
+from clients import use_client_kind
 
 from vip_smk.core.client import TooLarge, VipClient
 from vip_smk.server import LocalServer
 from vip_smk.transfer.trees import PreflightError, TransferError, TransferReport, extract_archive
+
+# One suite, both clients: every test below runs with VipClient and with AsyncVipClient (the
+# module's `VipClient` is each in turn, tests/clients.py).
+client_kind = use_client_kind(globals())
+
+
+@pytest.fixture
+def client(client_kind, vip_server):
+    c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=5, progress=False)
+    yield c
+    c.close()
 
 
 @pytest.fixture
@@ -303,35 +315,36 @@ def limits_server(tmp_path_factory):
 
 def test_null_dates_are_unknown_and_size_limit_named(limits_server, tmp_path):
     c = VipClient(limits_server.url, api_key=limits_server.api_key, retry_budget=5, progress=False)
+    nd = f"/vip/Home/nd-{uuid.uuid4().hex[:6]}"  # the server is shared by both clients' runs
     src = tmp_path / "src"
     (src / "a").mkdir(parents=True)
     (src / "a" / "small.txt").write_text("small")
     (src / "a" / "other.txt").write_text("other")
     (src / "big.bin").write_bytes(b"x" * 100_001)
-    c.upload_tree(src, "/vip/Home/nd")
-    assert all(i.last_modification_date is None for i in c.list("/vip/Home/nd/a"))
+    c.upload_tree(src, nd)
+    assert all(i.last_modification_date is None for i in c.list(f"{nd}/a"))
     # null dates: unknown, so size decides (neither "modified after 1970" nor re-sent)
     later = time.time() + 3600
     os.utime(src / "a" / "small.txt", (later, later))
-    again = c.upload_tree(src, "/vip/Home/nd")
+    again = c.upload_tree(src, nd)
     assert again.files_transferred == 0 and again.requests == 2
     # too large for VIP's direct transfer: named with its size and the limit, the rest fetched
     with pytest.raises(TransferError) as e:
-        c.download_tree("/vip/Home/nd", tmp_path / "dst")
+        c.download_tree(nd, tmp_path / "dst")
     [(path, err)] = e.value.failures
-    assert path == "/vip/Home/nd/big.bin" and isinstance(err, TooLarge)
+    assert path == f"{nd}/big.bin" and isinstance(err, TooLarge)
     assert "100,001 bytes" in str(e.value) and "100,000 bytes" in str(e.value)
     assert e.value.report.files_transferred == 2
     assert not (tmp_path / "dst" / "big.bin").exists() and not (tmp_path / "dst" / "big.bin.part").exists()
     (tmp_path / "dst" / "a" / "small.txt").write_text("SMALL")  # same size, older: date unknown
     os.utime(tmp_path / "dst" / "a" / "small.txt", (0, 0))
     with pytest.raises(TransferError):
-        c.download_tree("/vip/Home/nd", tmp_path / "dst")
+        c.download_tree(nd, tmp_path / "dst")
     assert (tmp_path / "dst" / "a" / "small.txt").read_text() == "SMALL"
     # md5 offered: a same-size change is found with checksum=True
     (src / "a" / "other.txt").write_text("OTHER")
-    assert c.upload_tree(src, "/vip/Home/nd").files_transferred == 0
-    assert c.upload_tree(src, "/vip/Home/nd", checksum=True).transferred == [str(src / "a" / "other.txt")]
+    assert c.upload_tree(src, nd).files_transferred == 0
+    assert c.upload_tree(src, nd, checksum=True).transferred == [str(src / "a" / "other.txt")]
 
 
 def test_checksum_where_md5_is_not_offered_probes_once(client, vip_dir, tmp_path):

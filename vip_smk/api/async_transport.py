@@ -69,15 +69,23 @@ class AsyncTransport(WireRules):
                          retry_budget=retry_budget, backoff=backoff, max_backoff=max_backoff,
                          max_connections=max_connections)
         self._timeout = self._timeouts(timeout)
-        self.http = httpx.AsyncClient(
-            base_url=self.base,
-            headers=self.headers,
-            limits=httpx.Limits(max_connections=self.max_connections,
-                                max_keepalive_connections=self.max_connections),
-            timeout=self._timeout,
-            follow_redirects=True,
-            trust_env=True,  # proxies and CA bundle from the environment, as requests does
-        )
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The pool, made at first use and made again after `aclose` (a closed client
+        reconnects, as the sync one does)."""
+        if self._http is None or self._http.is_closed:
+            self._http = httpx.AsyncClient(
+                base_url=self.base,
+                headers=self.headers,
+                limits=httpx.Limits(max_connections=self.max_connections,
+                                    max_keepalive_connections=self.max_connections),
+                timeout=self._timeout,
+                follow_redirects=True,
+                trust_env=True,  # proxies and CA bundle from the environment, as requests does
+            )
+        return self._http
 
     @staticmethod
     def _timeouts(timeout: tuple[float, float]) -> httpx.Timeout:
@@ -85,7 +93,8 @@ class AsyncTransport(WireRules):
         return httpx.Timeout(connect=timeout[0], read=timeout[1], write=timeout[1], pool=None)
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     # -- failures (the rules: WireRules) ----------------------------------------------------------
 

@@ -10,7 +10,8 @@ Snakemake's executor interface:
   descriptor; any problem stops the run with one message naming the rules and parameters;
 - a job is launched under a deterministic name (rule, wildcards, short hash), so a rerun after
   Ctrl-C, `kill -9` or a lost network adopts the execution instead of launching it again;
-- one `GET executions` per status round for all active jobs;
+- one `GET executions` per status round for all active jobs, sent by an `AsyncVipClient` in
+  Snakemake's status loop (a coroutine awaiting the network, no thread blocked);
 - VIP's per-user limit (error 2001) makes a job wait for a slot; Ctrl-C kills the active
   executions.
 
@@ -20,7 +21,6 @@ argparse types.
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,19 +33,20 @@ from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import CommonSettings, ExecutorSettingsBase
 
 from vip_smk import core, rules
+from vip_smk.core.async_client import AsyncVipClient
 from vip_smk.core.client import CapacityError, Execution, NotFound, ServerError, TransportError, VipClient, VipError
 from vip_smk.runlock import forget_run, record_run
 from vip_smk.snakemake import executor_jobs as mapping
 from vip_smk.snakemake import settings
 from vip_smk.snakemake.executor_batch import Batching
 from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _launch_delay, _order_in_storage
+from vip_smk.snakemake.messages import problems_message as _problems_message
 from vip_smk.snakemake.messages import raise_message_only
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL = 30.0
 FIRST_POLL = 1.0  # seconds between the first rounds after a launch (then doubling up to poll)
-MAX_PROBLEMS = 30  # problems listed in the pre-launch error (then "... and N more")
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Executor(Batching, RemoteExecutor):
         self._active_lock = threading.RLock()
         self._wake_at = float("inf")  # time.monotonic() of the next status round asked for
         self._names: set = set()  # execution names this run launches (for Ctrl-C mid-launch)
+        self._status_client: Optional[AsyncVipClient] = None  # polls in the status thread's loop
         super().__init__(workflow, logger)
 
     def __post_init__(self):
@@ -116,6 +118,7 @@ class Executor(Batching, RemoteExecutor):
         self._batch_setup(config)
         try:
             self.client = self._make_client(config)
+            self._status_client = self._make_client(config, AsyncVipClient)  # the status rounds'
             self._check_workflow()
         except BaseException as exc:
             with self.lock:  # stop the status thread RemoteExecutor started
@@ -136,9 +139,9 @@ class Executor(Batching, RemoteExecutor):
     # -- set-up --------------------------------------------------------------------------------
 
     @staticmethod
-    def _make_client(config: ExecutorSettings) -> VipClient:
+    def _make_client(config: ExecutorSettings, cls=VipClient):
         return settings.make_client("--executor vip", "--vip-", config.url, config.api_key_env,
-                                    progress=False)
+                                    cls, progress=False)
 
     def _pipeline(self, pid: str):
         """The pipeline's descriptor, asked once (a failure too is remembered)."""
@@ -377,6 +380,8 @@ class Executor(Batching, RemoteExecutor):
             await asyncio.sleep(min(0.1, due - now))
         with self._active_lock:
             self._wake_at = float("inf")
+        if not self.wait and self._status_client is not None:  # the last round is over: the
+            await self._status_client.aclose()  # status client's pool closes in its own loop
 
     # -- status --------------------------------------------------------------------------------
 
@@ -405,7 +410,8 @@ class Executor(Batching, RemoteExecutor):
         if launched:
             async with self.status_rate_limiter:
                 try:
-                    states = core.poll(self.client, [j.external_jobid for j in launched])
+                    assert self._status_client is not None
+                    states = await self._status_client.poll([j.external_jobid for j in launched])
                 except VipError as exc:  # the network or VIP failed: try again next round
                     log.warning("--executor vip: status round failed (%s); retrying", exc)
                     return list(active_jobs)
@@ -558,32 +564,3 @@ def _vip_file_problem(value: str) -> Optional[str]:
     if not str(value).startswith("/vip/"):
         return f"{value!r} is not a VIP path (/vip/...)"
     return None
-
-
-_JOB_PROBLEM = re.compile(r"rule (\S+) \(([^)]*)\): (.*)", re.S)
-
-
-def _problems_message(problems: List[str],
-                      head: str = "nothing was launched; fix these first") -> str:
-    """One line per problem; the same problem in many jobs of a rule (other wildcards) is
-    one line naming the first job and how many more."""
-    groups: Dict[tuple, List[str]] = {}
-    for p in mapping.unique(problems):
-        m = _JOB_PROBLEM.fullmatch(p)
-        key = (m.group(1), m.group(3)) if m else (p, "")
-        groups.setdefault(key, []).append(p)
-    problems = []
-    for (rule, text), items in groups.items():
-        if len(items) > 1 and text:
-            head_match = _JOB_PROBLEM.fullmatch(items[0])
-            assert head_match is not None  # (text is set only for problems of that form)
-            first = head_match.group(2)
-            problems.append(f"rule {rule} ({first}) and {len(items) - 1} more job(s): {text}")
-        else:
-            problems.append(items[0])
-    shown = problems[:MAX_PROBLEMS]
-    more = len(problems) - len(shown)
-    text = f"--executor vip: {head}:\n  " + "\n  ".join(shown)
-    if more:
-        text += f"\n  ... and {more} more"
-    return text

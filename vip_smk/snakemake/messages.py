@@ -9,6 +9,8 @@ stays in Snakemake's debug log.
 """
 
 import os
+import re
+from typing import Dict, List
 
 import snakemake.exceptions as snakemake_exceptions
 
@@ -23,3 +25,35 @@ def raise_message_only(error: BaseException) -> None:
     """Raise ``error`` (a WorkflowError) so that Snakemake shows its message and no frame of ours."""
     error.__suppress_context__ = True
     exec(_MESSAGE_ONLY, {"error": error.with_traceback(None)})
+
+
+MAX_PROBLEMS = 30  # problems listed in a pre-launch error (then "... and N more")
+
+
+_JOB_PROBLEM = re.compile(r"rule (\S+) \(([^)]*)\): (.*)", re.S)
+
+
+def problems_message(problems: List[str],
+                      head: str = "nothing was launched; fix these first") -> str:
+    """One line per problem; the same problem in many jobs of a rule (other wildcards) is
+    one line naming the first job and how many more."""
+    groups: Dict[tuple, List[str]] = {}
+    for p in dict.fromkeys(problems):
+        m = _JOB_PROBLEM.fullmatch(p)
+        key = (m.group(1), m.group(3)) if m else (p, "")
+        groups.setdefault(key, []).append(p)
+    problems = []
+    for (rule, text), items in groups.items():
+        if len(items) > 1 and text:
+            head_match = _JOB_PROBLEM.fullmatch(items[0])
+            assert head_match is not None  # (text is set only for problems of that form)
+            first = head_match.group(2)
+            problems.append(f"rule {rule} ({first}) and {len(items) - 1} more job(s): {text}")
+        else:
+            problems.append(items[0])
+    shown = problems[:MAX_PROBLEMS]
+    more = len(problems) - len(shown)
+    text = f"--executor vip: {head}:\n  " + "\n  ".join(shown)
+    if more:
+        text += f"\n  ... and {more} more"
+    return text

@@ -40,11 +40,12 @@ def api_key_env_field() -> Any:
 
 
 def make_client(who: str, option: str, url: Optional[str], key_env: Optional[str],
-                **kwargs: Any) -> VipClient:
+                cls: Any = VipClient, **kwargs: Any) -> Any:
     """The client of a plugin's settings; every mistake is a WorkflowError naming its setting.
 
     ``who``: "--executor vip" / "vip:// storage"; ``option``: the plugin's option prefix
-    ("--vip-" / "--storage-vip-"). ``url``: as every face reads it (`vip_smk.api.urls.resolve_url`:
+    ("--vip-" / "--storage-vip-"); ``cls``: VipClient or AsyncVipClient. ``url``: as every face
+    reads it (`vip_smk.api.urls.resolve_url`:
     None = $VIP_URL, else VIP's portal; 'local' = the local VIP server of ./.vip-local, whose
     key is the default when the key variable is unset)."""
     env = (key_env or KEY_ENV).strip()
@@ -71,7 +72,7 @@ def make_client(who: str, option: str, url: Optional[str], key_env: Optional[str
                 f"(export {env}=..., or name another variable with {option}api-key-env)")
         key = {"api_key_file": where.key_file}
     try:
-        return VipClient(where.url, **key, **kwargs)
+        return cls(where.url, **key, **kwargs)
     except VipError as exc:  # the key's source at fault (the URL was checked above), never the key
         culprit = f" (set by {option}api-key-env)" if "api_key_env" in key else ""
         raise WorkflowError(f"{who}: {exc}{culprit}") from None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -165,7 +166,7 @@ def test_latency(make_server):
 def test_request_counter(make_server, vip_server):
     srv = make_server(count_requests=True, fault_rate=0.3, seed=3)
     srv.reset_request_counts()
-    assert srv.request_counts() == {"total": 0, "routes": {}}
+    assert srv.request_counts() == {"total": 0, "routes": {}, "in_flight": 0, "max_in_flight": 0}
     api = Api(srv.url, srv.api_key)
 
     def call(method, path, **kw):
@@ -189,10 +190,26 @@ def test_request_counter(make_server, vip_server):
         "PUT /rest/executions/{eid}/kill": 1,
     }
     assert counts["total"] == 8
+    assert counts["max_in_flight"] == 1  # one after the other
     srv.reset_request_counts()
     assert srv.request_counts()["total"] == 0
     # off by default: no such path on a normal server
     assert requests.get(vip_server.url + "/__vip_smk/requests", timeout=T).status_code == 404
+
+
+def test_request_counter_sees_requests_in_flight(make_server):
+    srv = make_server(count_requests=True, latency_ms=300)
+    srv.reset_request_counts()
+    h = {"apikey": srv.api_key}
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(lambda _: requests.get(srv.url + "/rest/platform", headers=h, timeout=T).status_code,
+                              range(6)))
+    assert codes == [200] * 6
+    counts = srv.request_counts()
+    assert counts["total"] == 6 and counts["in_flight"] == 0
+    assert 2 <= counts["max_in_flight"] <= 6, counts  # 6 requests of 300 ms sent at once overlap
+    srv.reset_request_counts()
+    assert srv.request_counts()["max_in_flight"] == 0
 
 
 def test_no_faults_by_default(vip_server):

@@ -5,8 +5,10 @@ route (``"GET /rest/executions/{eid}"``; ``GET`` on ``/rest/path`` also by actio
 ``"GET /rest/path/{path}?action=list"``), injected faults included. The counts are served
 outside VIP's API, at ``/__vip_smk/requests``:
 
-- ``GET``    -> ``{"total": N, "routes": {"GET /rest/executions": n, ...}}``
-- ``DELETE`` -> resets the counts (204).
+- ``GET``    -> ``{"total": N, "routes": {"GET /rest/executions": n, ...}, "in_flight": k,
+  "max_in_flight": m}`` (``m``: the most requests the server was answering at once since the
+  last reset: how concurrent a client really is)
+- ``DELETE`` -> resets the counts and ``max_in_flight`` (204).
 
 Requests to ``/__vip_smk/...`` themselves are not counted.
 """
@@ -40,6 +42,8 @@ class RequestCounter:
         self.routes = list(routes)
         self.counts: Counter = Counter()
         self.total = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def route_of(self, scope) -> str:
         method = scope["method"]
@@ -67,16 +71,23 @@ class RequestCounter:
         if not path.startswith(PREFIX + "/"):
             self.counts[self.route_of(scope)] += 1
             self.total += 1
-        return await self.app(scope, receive, send)
+        self.in_flight += 1  # one event loop: no lock needed
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
     async def _serve(self, scope, send):
         method = scope["method"]
         if method == "GET":
-            body = json.dumps({"total": self.total, "routes": dict(sorted(self.counts.items()))}).encode()
+            body = json.dumps({"total": self.total, "routes": dict(sorted(self.counts.items())),
+                               "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}).encode()
             status = 200
         elif method == "DELETE":
             self.counts.clear()
             self.total = 0
+            self.max_in_flight = self.in_flight
             body, status = b"", 204
         else:
             body = json.dumps({"errorCode": 8001, "errorMessage": f"Method {method} not supported "

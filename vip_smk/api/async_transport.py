@@ -16,6 +16,7 @@ try:
 except ImportError as exc:  # pragma: no cover - the light install
     raise ImportError("the asynchronous VIP client needs httpx: pip install 'vip-smk[async]'") from exc
 
+from vip_smk.api.async_pool import SplitPool, environment_proxy
 from vip_smk.api.wire import (
     CONNECT_TIMEOUT,
     CONNECTION,
@@ -79,8 +80,8 @@ class AsyncTransport(WireRules):
             self._http = httpx.AsyncClient(
                 base_url=self.base,
                 headers=self.headers,
-                limits=httpx.Limits(max_connections=self.max_connections,
-                                    max_keepalive_connections=self.max_connections),
+                # max_connections, cheaply (async_pool.py); a proxy from the environment
+                transport=SplitPool(self.max_connections, proxy=environment_proxy(self.base)),
                 timeout=self._timeout,
                 follow_redirects=True,
                 trust_env=True,  # proxies and CA bundle from the environment, as requests does

@@ -5,7 +5,8 @@ What is sent, skipped or fetched is decided by `vip_smk.transfer.plan` (the same
 sync transfers); one file's body is the client's (`vip_smk.api.streams` flows). Only the
 concurrency differs: tasks instead of threads, at most `workers` transfers in flight (the
 client's connections), at most `LARGE_IN_FLIGHT` large files among them; small downloads are
-read whole and written (fsync, rename) aside from the loop, at most `WRITE_QUEUE` in memory.
+read whole and written (fsync, rename) by `WRITERS` threads aside from the loop, the connection
+free for its next file meanwhile, at most `WRITE_QUEUE` files in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vip_smk.transfer import plan
 from vip_smk.transfer.archives import extract_archive
 from vip_smk.transfer.plan import TransferReport
 from vip_smk.transfer.progress import Progress, want_progress
-from vip_smk.transfer.scheduling import LARGE, LARGE_IN_FLIGHT, WHOLE, WRITE_QUEUE, pool_size
+from vip_smk.transfer.scheduling import LARGE, LARGE_IN_FLIGHT, WHOLE, WRITE_QUEUE, WRITERS, pool_size
 from vip_smk.transfer.trees import PreflightError, TransferError
 
 if TYPE_CHECKING:
@@ -250,23 +251,39 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
         plan.fitting(plans, client.size_error, failures)
     prog = Progress(want_progress(client.progress if progress is None else progress),
                     "download", plans.total(), len(plans.todo))
+    # Small files are read whole and written (fsync, rename) by WRITERS threads aside: the
+    # connection goes on to its next file instead of waiting on the disk (as the sync transfer).
     room = asyncio.Semaphore(WRITE_QUEUE)  # small files read and not yet written, at most
+    writers = asyncio.Semaphore(WRITERS)
+    writes: dict[int, tuple[tuple[PathInfo, Path], asyncio.Future]] = {}
+
+    async def write(local: Path, data: bytes, vip_path: str) -> None:
+        try:
+            async with writers:
+                await asyncio.to_thread(client.write_file, local, data, vip_path)
+        finally:
+            room.release()
+        prog.add_bytes(len(data))
+        prog.file_done()
 
     async def fetch(item: tuple[PathInfo, Path]) -> None:
         info, local = item
         if info.size is not None and info.size <= WHOLE:
-            async with room:
+            await room.acquire()
+            try:
                 data = await client.read_bytes(info.path, size=info.size)
-                await asyncio.to_thread(client.write_file, local, data, info.path)
-            prog.add_bytes(len(data))
-        else:
-            await client.download(info.path, local, size=info.size, progress=prog.add_bytes)
+            except BaseException:
+                room.release()
+                raise
+            writes[id(item)] = (item, asyncio.ensure_future(write(local, data, info.path)))
+            return
+        await client.download(info.path, local, size=info.size, progress=prog.add_bytes)
         prog.file_done()
 
-    def fetched(item: tuple[PathInfo, Path], error: Exception | None) -> None:
+    def finished(item: tuple[PathInfo, Path], error: BaseException | None) -> None:
         info, local = item
         if error is not None:
-            failures.append((info.path, error))
+            failures.append((info.path, error))  # type: ignore[arg-type]
             log.error("download %s: %s", info.path, error)
             return
         report.files_transferred += 1
@@ -274,9 +291,24 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
         if extract and tarfile.is_tarfile(local):
             plans.pending_extract.append(local)
 
+    def fetched(item: tuple[PathInfo, Path], error: Exception | None) -> None:
+        if error is not None or id(item) not in writes:
+            writes.pop(id(item), None)
+            finished(item, error)
+        # else: done once written (below)
+
     try:
         await _sized(pool_size(client, workers), plans.todo, lambda item: item[0].size or 0, fetch, fetched)
+        for item, task in list(writes.values()):
+            try:
+                await task
+            except (VipError, OSError) as exc:
+                finished(item, exc)
+            else:
+                finished(item, None)
     finally:
+        for _, task in writes.values():
+            task.cancel()
         prog.close()
     for archive in plans.pending_extract:
         try:

@@ -254,17 +254,44 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
     # Small files are read whole and written (fsync, rename) by WRITERS threads aside: the
     # connection goes on to its next file instead of waiting on the disk (as the sync transfer).
     room = asyncio.Semaphore(WRITE_QUEUE)  # small files read and not yet written, at most
-    writers = asyncio.Semaphore(WRITERS)
+    queue: asyncio.Queue = asyncio.Queue()
     writes: dict[int, tuple[tuple[PathInfo, Path], asyncio.Future]] = {}
+    loop = asyncio.get_running_loop()
 
-    async def write(local: Path, data: bytes, vip_path: str) -> None:
-        try:
-            async with writers:
-                await asyncio.to_thread(client.write_file, local, data, vip_path)
-        finally:
-            room.release()
-        prog.add_bytes(len(data))
-        prog.file_done()
+    def write_some(batch: list) -> list[BaseException | None]:
+        out: list[BaseException | None] = []
+        for local, data, vip_path, _ in batch:
+            try:
+                client.write_file(local, data, vip_path)
+                out.append(None)
+            except (VipError, OSError) as exc:
+                out.append(exc)
+        return out
+
+    async def writer() -> None:
+        # what is waiting goes to the thread in one hop (a hop per file costs the loop more
+        # than the write itself, for files of a few kB)
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < WRITE_QUEUE // WRITERS and not queue.empty():
+                batch.append(queue.get_nowait())
+            stopped: BaseException | None = None
+            try:
+                errors = await asyncio.to_thread(write_some, batch)
+            except BaseException as exc:  # (cancelled: the transfer is stopping)
+                stopped, errors = exc, [exc] * len(batch)
+            for (_, data, _, done), err in zip(batch, errors):
+                room.release()
+                if done.done():
+                    continue
+                if err is None:
+                    prog.add_bytes(len(data))
+                    prog.file_done()
+                    done.set_result(None)
+                else:
+                    done.set_exception(err)
+            if stopped is not None:
+                raise stopped
 
     async def fetch(item: tuple[PathInfo, Path]) -> None:
         info, local = item
@@ -275,7 +302,9 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
             except BaseException:
                 room.release()
                 raise
-            writes[id(item)] = (item, asyncio.ensure_future(write(local, data, info.path)))
+            done = loop.create_future()
+            writes[id(item)] = (item, done)
+            queue.put_nowait((local, data, info.path, done))
             return
         await client.download(info.path, local, size=info.size, progress=prog.add_bytes)
         prog.file_done()
@@ -297,6 +326,7 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
             finished(item, error)
         # else: done once written (below)
 
+    writer_tasks = [asyncio.ensure_future(writer()) for _ in range(WRITERS)]
     try:
         await _sized(pool_size(client, workers), plans.todo, lambda item: item[0].size or 0, fetch, fetched)
         for item, task in list(writes.values()):
@@ -307,6 +337,8 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
             else:
                 finished(item, None)
     finally:
+        for t in writer_tasks:
+            t.cancel()
         for _, task in writes.values():
             task.cancel()
         prog.close()

@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 from vip_smk import core, rules
 from vip_smk.core import batches
 from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
-from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _listed_in_storage, _order_in_storage
+from vip_smk.snakemake.executor_io import (
+    _forget_in_storage,
+    _in_storage,
+    _launch_delay,
+    _listed_in_storage,
+    _order_in_storage,
+)
 
 log = logging.getLogger("vip_smk.snakemake.executor")
 
@@ -305,6 +311,21 @@ class Batching:
         _listed_in_storage(active.job, listed)
         _order_in_storage(active.job, r)
         return None
+
+    def _copy_later(self, active) -> bool:
+        """Whether the copy of the results of `active`'s ended batch waits: the copies are the
+        members' results, to be dated in a later VIP second than their newest input (see
+        `_launch_delay`: a batch is launched without waiting for it). A batch launched, run and
+        ended within that second keeps its members active; a round comes when the second is
+        over (the status round goes on meanwhile: other launches are not held up)."""
+        batch = active.batch
+        if batch is None or active.copied or batch.results is not None:
+            return False
+        starts = [m.started_after for m in batch.members if m.started_after is not None]
+        wait = _launch_delay(max(starts), self.client) if starts else 0.0
+        if wait > 0:
+            self._wake(wait)
+        return wait > 0
 
     def _batch_ended(self, batch: Batch, ex) -> None:
         """The batch's execution ended: find each member's results (one listing of the batch's

@@ -19,6 +19,10 @@ Same work on both sides: N small CSV files made locally, uploaded, smoothed on V
 - study: the repository's workflow/ with one session on a dataset of the N files
   (`input_file: "*.csv"`): one VIP execution of N jobs, the way a study runs it.
 
+Timed on both sides: the whole `snakemake` process, start-up to exit (its result files
+written, its VIP folders left as it leaves them). The study's CSV files are written by this
+script before its timer starts; the executor's by its `prep` jobs, inside its timer.
+
 Printed per side (median of --repeat runs): requests counted by the server (total, and the
 status requests `GET executions`), executions launched, wall seconds and the kB of batch
 results the executor copied into its jobs' folders (VIP has no server-side copy), for executor and

@@ -234,9 +234,10 @@ class Executor(Batching, RemoteExecutor):
             self._handed(job)
             plan = self._batch_plan(request, values) if folders is not None else None
             if plan is not None and folders is not None:
+                # no launch delay: a batch's results are our copies, written after it ends, and
+                # those wait for VIP's next second if need be (executor_batch._copy_later)
                 newest = folders.newest_ms(request.input_paths())
-                active = _Active(request=request, values=values, name=name, started_after=newest,
-                                 not_before=time.monotonic() + _launch_delay(newest, self.client))
+                active = _Active(request=request, values=values, name=name, started_after=newest)
                 single = core.adoptable_on_vip(self.client, name=name, pipeline_id=request.pipeline_id,
                                                values=values, executions=listing,
                                                started_after=newest)
@@ -426,7 +427,7 @@ class Executor(Batching, RemoteExecutor):
                 self.report_job_error(j, msg=f"VIP execution {j.external_jobid} is unknown to VIP "
                                       "(deleted meanwhile?)\n")
                 continue
-            if rules.is_running(ex.status):
+            if rules.is_running(ex.status) or self._copy_later(j.aux["vip"]):
                 still.append(j)
                 continue
             self._forget(j)

@@ -15,10 +15,12 @@ content, started after the job's newest input). When the execution ends, each jo
 results (the names the descriptor predicts for its values) are copied (downloaded and uploaded
 once: VIP has no server-side copy) to the job's own output folder as `<dated folder>/<name>`,
 the layout of an execution of its own; a job whose VIP job failed fails with that job's stderr.
-The batch's folder is removed at the end of the run once all its jobs are done.
+The batch's folder is removed once all its jobs are done (in the background; the end of the
+run waits for it).
 """
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -27,7 +29,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 from vip_smk import core, rules
 from vip_smk.core import batches
 from vip_smk.core.client import CapacityError, ServerError, TransportError, VipError
-from vip_smk.snakemake.executor_io import _forget_in_storage, _in_storage, _listed_in_storage, _order_in_storage
+from vip_smk.snakemake.executor_io import (
+    _forget_in_storage,
+    _in_storage,
+    _launch_delay,
+    _listed_in_storage,
+    _order_in_storage,
+)
 
 log = logging.getLogger("vip_smk.snakemake.executor")
 
@@ -57,6 +65,7 @@ class Batch:
     copy_failed: Dict[str, VipError] = field(default_factory=dict)  # member name -> why
     listings: Dict[str, Dict[str, list]] = field(default_factory=dict)  # member -> its copy's
     parent_listing: Optional[tuple] = None  # (the members' parent folder, its entries)
+    removing: Optional[threading.Thread] = None  # removing its folder (all its jobs ended)
 
     @property
     def where(self) -> str:
@@ -273,7 +282,23 @@ class Batching:
 
     def _member_done(self, active, ex) -> Optional[str]:
         """The batch execution of `active` ended: copy its own results to its own folder.
-        Returns None on success, else the failure message."""
+        Returns None on success, else the failure message. Once every job of the batch is
+        done, its folder is removed in the background (each job has its own copy)."""
+        why = self._member_result(active, ex)
+        batch: Batch = active.batch
+        if batch.ended >= len(batch.members) and batch.removing is None:
+            batch.removing = threading.Thread(target=self._remove_batch, args=(batch,),
+                                              name="vip-batch-cleanup", daemon=True)
+            batch.removing.start()
+        return why
+
+    def _remove_batch(self, batch: Batch) -> None:
+        try:
+            core.remove_remote(self.client, batch.results_location, timeout=30)
+        except VipError as exc:
+            log.warning("%s: %s not removed: %s", batch.where, batch.results_location, exc)
+
+    def _member_result(self, active, ex) -> Optional[str]:
         batch: Batch = active.batch
         r = active.request
         if active.copied:  # in its own folder already (kept): nothing to copy
@@ -305,6 +330,21 @@ class Batching:
         _listed_in_storage(active.job, listed)
         _order_in_storage(active.job, r)
         return None
+
+    def _copy_later(self, active) -> bool:
+        """Whether the copy of the results of `active`'s ended batch waits: the copies are the
+        members' results, to be dated in a later VIP second than their newest input (see
+        `_launch_delay`: a batch is launched without waiting for it). A batch launched, run and
+        ended within that second keeps its members active; a round comes when the second is
+        over (the status round goes on meanwhile: other launches are not held up)."""
+        batch = active.batch
+        if batch is None or active.copied or batch.results is not None:
+            return False
+        starts = [m.started_after for m in batch.members if m.started_after is not None]
+        wait = _launch_delay(max(starts), self.client) if starts else 0.0
+        if wait > 0:
+            self._wake(wait)
+        return wait > 0
 
     def _batch_ended(self, batch: Batch, ex) -> None:
         """The batch's execution ended: find each member's results (one listing of the batch's
@@ -371,7 +411,8 @@ class Batching:
 
     def _batch_cleanup(self) -> None:
         """End of the run: the folders of the batches whose jobs all ended are removed (each
-        job has its own copy)."""
+        job has its own copy; usually under way already, see `_member_done`), then their
+        parent `.vip-batches` once empty."""
         seen, parents = set(), set()
         for batch in list(self._batches.values()):
             if id(batch) in seen or batch.execution_id is None:
@@ -379,10 +420,10 @@ class Batching:
             seen.add(id(batch))
             if batch.ended < len(batch.members):
                 continue
-            try:
-                core.remove_remote(self.client, batch.results_location, timeout=30)
-            except VipError as exc:
-                log.warning("%s: %s not removed: %s", batch.where, batch.results_location, exc)
+            if batch.removing is not None:  # under way since its last job was done
+                batch.removing.join(60)
+            else:
+                self._remove_batch(batch)
             parents.add(_parent(batch.results_location))
         for folder in sorted(parents):  # the .vip-batches folder itself, once empty
             try:

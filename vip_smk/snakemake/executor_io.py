@@ -12,10 +12,15 @@ log = logging.getLogger("vip_smk.snakemake.executor")
 
 
 def _launch_delay(newest_input_ms: Optional[int], client: VipClient) -> float:
-    """Seconds to wait so that the launch falls in a later (VIP) second than the newest input's
-    date: VIP dates are whole seconds, so results written in the same second as an input would
-    look older than it and the next run would redo the job. At most a second, and only right
-    after an upload; the status thread launches it meanwhile, Snakemake's scheduler never waits."""
+    """Seconds to wait so that results are written in a later (VIP) second than the newest
+    input's date: VIP dates are whole seconds, so results written in the same second as an
+    input would look older than it and the next run would redo the job (the vip:// plugin's
+    date record orders them after their inputs when the execution ends, `_order_in_storage`;
+    this keeps the order on VIP itself, should that record be lost). An execution of its own
+    waits this long before its launch (the status thread launches it meanwhile, Snakemake's
+    scheduler never waits); a batch does not: its results are our copies, written after it
+    ended, and the copies wait instead (only for a batch that ended within that second:
+    executor_batch._copy_later). At most a second, and only right after an upload."""
     if newest_input_ms is None:
         return 0.0
     now_ms = (time.time() + (getattr(client, "clock_skew", None) or 0.0)) * 1000

@@ -35,9 +35,11 @@ No `from __future__ import annotations` here: Snakemake turns the settings' fiel
 argparse types.
 """
 
+import asyncio
 import atexit
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -409,6 +411,25 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         if info is not None and info.is_directory:
             return sum(int(f.size or 0) for f in self.provider.tree_files(self.path))
         return self.size()
+
+    async def managed_retrieve(self):
+        """As Snakemake's own (free space, rate limiter, a partial download removed, its
+        message), but `retrieve_object` runs in a thread: Snakemake awaits the retrievals of a
+        job's inputs together in one event loop, where the blocking call would fetch them one
+        after another (a report over 100 results folders: 100 downloads in a row). The client's
+        connections bound them; the listings and the date book are locked."""
+        await self.wait_for_free_space()
+        try:
+            self.local_path().parent.mkdir(parents=True, exist_ok=True)
+            async with self._rate_limiter(Operation.RETRIEVE):
+                return await asyncio.to_thread(self.retrieve_object)
+        except Exception as e:
+            local = self.local_path()
+            if local.is_dir():
+                shutil.rmtree(local, ignore_errors=True)
+            elif local.exists():
+                local.unlink()
+            raise WorkflowError(f"Failed to retrieve storage object from {self.print_query}", e)
 
     def retrieve_object(self):
         info = self._props()

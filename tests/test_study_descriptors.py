@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from test_workflow import make_project, run_smk, write_config
+from workflow_helpers import make_project, run_smk, write_config
 
 
 def _config(srv, n_b: int) -> dict:

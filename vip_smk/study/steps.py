@@ -222,6 +222,16 @@ def _not_adoptable(study: Study, session: Session, executions, history: list[dic
     return out | reported
 
 
+def _launch_lock(study: Study):
+    """The study's launch lock (`.snakemake/vip-smk/launch.lock`, filelock: an OS lock, released
+    if its holder dies): held from the listing that counts executions in flight to the POST."""
+    from filelock import FileLock
+
+    path = Path(study.workdir) / ".snakemake" / "vip-smk" / "launch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path, thread_local=False)
+
+
 def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded: str | os.PathLike | None = None,
                    client=None, exclude: set[str] | frozenset[str] = frozenset()) -> dict:
     """Launch the session's execution, or adopt the one already on VIP (core.launch_or_adopt).
@@ -262,21 +272,25 @@ def launch_session(study: Study, name: str, marker: str | os.PathLike, uploaded:
         while True:
             try:
                 conn.ensure()
-                executions = conn.client.executions()
-                excluded = _not_adoptable(study, session, executions, before, fp, remote_runs) | set(exclude)
-                mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
-                if cap and mine_running >= cap and core.adoptable_on_vip(
+                # the study's jobs launch one at a time (an OS lock: they are separate
+                # processes), so that the count of executions in flight is still true when used
+                with _launch_lock(study) if cap else contextlib.nullcontext():
+                    executions = conn.client.executions()
+                    excluded = _not_adoptable(study, session, executions, before, fp, remote_runs) | set(exclude)
+                    mine_running = sum(1 for e in executions if e.name in study.sessions and rules.is_running(e.status))
+                    full = bool(cap and mine_running >= cap and core.adoptable_on_vip(
                         conn.client, name=name, pipeline_id=session.pipeline_id, values=session.input_values,
-                        executions=executions, exclude=excluded) is None:
-                    if waited_since is None:
-                        waited_since = time.monotonic()
-                        log.info("session %s: %d execution(s) in flight (vip.max_running): waiting for a slot", name, cap)
-                    if study.stop.wait(poll):
-                        raise _stopped(name, [])
-                    continue
-                ex, adopted = core.launch_or_adopt(conn.client, session.pipeline_id, session.input_values,
-                                                   results_location, name, executions=executions, exclude=excluded)
-                break
+                        executions=executions, exclude=excluded) is None)
+                    if not full:
+                        ex, adopted = core.launch_or_adopt(conn.client, session.pipeline_id, session.input_values,
+                                                           results_location, name, executions=executions,
+                                                           exclude=excluded)
+                        break
+                if waited_since is None:
+                    waited_since = time.monotonic()
+                    log.info("session %s: %d execution(s) in flight (vip.max_running): waiting for a slot", name, cap)
+                if study.stop.wait(poll):
+                    raise _stopped(name, [])
             except CapacityError as exc:
                 if waited_since is None:
                     waited_since = time.monotonic()

@@ -23,6 +23,7 @@ from workflow_helpers import (
     study_config,
     summary,
     wait_for,
+    write_config,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +219,8 @@ def test_ctrl_c_during_wait_exits_soon_leaves_executions_running_then_resumes(tm
             running = [e for e in c.executions() if e.is_running]
             assert len(running) == 1 and c.count_executions() == 1
         assert not any((project / "results" / s / "done.json").exists() for s in sessions)
+        # the rerun polls often (its waits are not what is tested; the poll is no session's input)
+        write_config(project, study_config(srv, sessions, poll_seconds=0.5))
         again = run_smk(project, key=srv.api_key, timeout=120)
         assert {r["status"] for r in summary(project).values()} == {"Finished"}, again.stderr[-2000:]
         with client_for(srv) as c:

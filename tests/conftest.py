@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 import pytest
+from filelock import FileLock
 
 from vip_smk.server import LocalServer
 
@@ -82,12 +83,14 @@ def vip_client_python() -> str:
     venv = Path(__file__).resolve().parent.parent / ".cache" / "vip-client-0.1.10"
     python = venv / "bin" / "python"
     ready = venv / ".installed"
-    if not ready.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                               "--disable-pip-version-check", "vip-client==0.1.10"],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:  # no package index reachable: say why, do not fail the suite
-            pytest.skip(f"could not install vip-client 0.1.10: {proc.stderr.strip()[-300:]}")
-        ready.touch()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(venv) + ".lock"):  # pytest-xdist: one worker makes it, the other waits
+        if not ready.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                                   "--disable-pip-version-check", "vip-client==0.1.10"],
+                                  capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:  # no package index reachable: say why, do not fail the suite
+                pytest.skip(f"could not install vip-client 0.1.10: {proc.stderr.strip()[-300:]}")
+            ready.touch()
     return str(python)

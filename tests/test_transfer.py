@@ -334,6 +334,7 @@ def test_null_dates_are_unknown_and_size_limit_named(limits_server, tmp_path):
     [(path, err)] = e.value.failures
     assert path == f"{nd}/big.bin" and isinstance(err, TooLarge)
     assert "100,001 bytes" in str(e.value) and "100,000 bytes" in str(e.value)
+    assert "running again will not help" in str(e.value) and "run again to resume" not in str(e.value)
     assert e.value.report.files_transferred == 2
     assert not (tmp_path / "dst" / "big.bin").exists() and not (tmp_path / "dst" / "big.bin.part").exists()
     (tmp_path / "dst" / "a" / "small.txt").write_text("SMALL")  # same size, older: date unknown

@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vip_smk.api.errors import InvalidInput, NotFound, VipError
+from vip_smk.api.errors import AuthError, InvalidInput, NotFound, PermissionDenied, VipError
 from vip_smk.transfer import local_tree as lt
 from vip_smk.transfer import plan, scheduling
 from vip_smk.transfer.archives import extract_archive
@@ -64,6 +64,10 @@ class PreflightError(InvalidInput):
         )
 
 
+# Failures that a rerun meets again (too large, refused, missing, bad key): no "run again" advice
+PERMANENT = (InvalidInput, NotFound, PermissionDenied, AuthError)
+
+
 class TransferError(VipError):
     """Some files failed. `.failures` = [(path, exception)], `.report` = what succeeded."""
 
@@ -73,9 +77,16 @@ class TransferError(VipError):
         first = failures[0][1]
         lines = "\n  ".join(f"{p}: {e}" for p, e in failures[:20])
         more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        lasting = [e for _, e in failures if isinstance(e, PERMANENT)]
+        if len(lasting) == len(failures):  # a rerun would meet the same refusals
+            advice = "running again will not help: see each file's reason"
+        elif lasting:
+            advice = f"run again to resume; {len(lasting)} of them will fail the same way (see why)"
+        else:
+            advice = "run again to resume"
         super().__init__(
             f"{call} {target}: {len(failures)} file(s) failed ({report.files_transferred} done, "
-            f"{report.files_skipped} unchanged; run again to resume):\n  {lines}{more}",
+            f"{report.files_skipped} unchanged; {advice}):\n  {lines}{more}",
             code=getattr(first, "code", None),
             status=getattr(first, "status", None),
             call=call,

@@ -318,6 +318,41 @@ def test_kill9_during_a_batch_then_same_command_launches_nothing_twice(make_serv
     assert len(executions_under(vip, "b-kill9")) == 1
 
 
+def test_batch_ended_while_killed_then_jobs_handed_two_at_a_time_all_adopt_and_get_copies(make_server, tmp_path):
+    """The batch ran on while Snakemake was dead (kill -9) and ended; the rerun gets its jobs
+    two at a time (--jobs 2): each pair adopts the ended execution and gets its own copy (the
+    batch's folder is kept until no job of the rule is to come). Before: the first pair's end
+    removed the batch's folder, and the later jobs launched a second execution."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "lag.json").write_text(json.dumps(LAG_APP))
+    server = make_server(max_running=1, results_location=True, apps_dirs=[apps], workers=6)
+    vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
+    work = project(tmp_path / "w", LAGS.replace("duration=4", "duration=2"))
+    first = start_smk(server, work, "b-late")
+    try:
+        wait_for(lambda: any(e.status == "Running" for e in executions_under(vip, "b-late")),
+                 90, "the batch running", first)
+    finally:
+        first.kill()
+        first.wait()
+    wait_for(lambda: all(e.status == "Finished" for e in executions_under(vip, "b-late")), 60,
+             "the batch ended")
+    [ex] = executions_under(vip, "b-late")
+    assert len(ex.jobs) == 6
+    shutil.copytree(EXAMPLE / "profiles", work / "profiles")  # rerun-incomplete
+    rerun = run_smk(server, work, "b-late", jobs=2)
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert "launched VIP" not in rerun.output, rerun.output[-4000:]
+    assert rerun.output.count("adopted VIP execution") == 6
+    assert [e.identifier for e in executions_under(vip, "b-late")] == [ex.identifier]
+    for i in range(6):
+        [dated] = vip.list(f"/vip/Home/b-late/lagged/{i}")
+        [copy] = vip.list(dated.path)
+        assert vip.read_bytes(copy.path) == f"{i}\n".encode()
+    assert not vip.exists("/vip/Home/b-late/lagged/.vip-batches")  # removed at the end
+
+
 def test_batches_wait_for_a_slot_at_capacity_1(make_server, tmp_path):
     """Batches of 2 at VIP's capacity 1: three executions, one after another (error 2001
     makes each wait for the slot), every job its own result."""

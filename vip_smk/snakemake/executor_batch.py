@@ -65,6 +65,7 @@ class Batch:
     copy_failed: Dict[str, VipError] = field(default_factory=dict)  # member name -> why
     listings: Dict[str, Dict[str, list]] = field(default_factory=dict)  # member -> its copy's
     parent_listing: Optional[tuple] = None  # (the members' parent folder, its entries)
+    sizes: Dict[str, int] = field(default_factory=dict)  # the batch's results: path -> size
     removing: Optional[threading.Thread] = None  # removing its folder (all its jobs ended)
 
     @property
@@ -286,7 +287,10 @@ class Batching:
         done, its folder is removed in the background (each job has its own copy)."""
         why = self._member_result(active, ex)
         batch: Batch = active.batch
-        if batch.ended >= len(batch.members) and batch.removing is None:
+        # (not while jobs of its rule are still to come: one may adopt it, after a kill -9,
+        # when Snakemake hands the jobs over in several rounds; the end of the run removes it)
+        if (batch.ended >= len(batch.members) and batch.removing is None
+                and self._to_come.get(batch.rule, 0) == 0):
             batch.removing = threading.Thread(target=self._remove_batch, args=(batch,),
                                               name="vip-batch-cleanup", daemon=True)
             batch.removing.start()
@@ -318,6 +322,8 @@ class Batching:
         if mine is None or _job_failed(state) or mine.missing:
             return (f"{head} ended {ex.status}; this job's part:\n"
                     f"{self._job_detail(batch, ex, number, state, mine)}\n")
+        if active.name not in batch.listings and active.name not in batch.copy_failed:
+            self._copy_members(batch, [active])  # it joined the batch after its end (adopted)
         exc = batch.copy_failed.get(active.name)
         if exc is not None:
             return (f"{head}: its results could not be copied to {r.results_location}: {exc} "
@@ -351,24 +357,38 @@ class Batching:
         folder, which also gives their sizes) and copy those of every member whose VIP job
         succeeded to its own folder, members in parallel."""
         descriptor = self._descriptor(batch.pipeline_id)
-        jobs = sorted({m.vip_job for m in batch.members if m.vip_job is not None})
+        # every VIP job's results, not only the members' so far: a job adopting the batch
+        # later (handed over by Snakemake in a later round) finds its own
+        numbers = {m.vip_job for m in batch.members if m.vip_job is not None}
+        jobs = sorted(numbers | {int(k) for k in (ex.jobs or {}) if str(k).isdigit()})
         listed = self._tree(batch.results_location)
-        sizes = {f.path: f.size for f in listed if getattr(f, "size", None) is not None}
+        batch.sizes = {f.path: f.size for f in listed if getattr(f, "size", None) is not None}
         returned = [f.path for f in listed] or list(ex.output_paths or [])
         batch.results = batches.member_results(descriptor, batches.echoed_values(
             ex.input_values) or batch.values, batch.results_location, returned, jobs)
-        groups = {}
+        ok = []
         for m in batch.members:
             mine = batch.results.get(m.vip_job) if m.vip_job is not None else None
             state = (ex.jobs or {}).get(str(m.vip_job))
-            if m.copied or mine is None or mine.missing or _job_failed(state):
-                continue
+            if not (m.copied or mine is None or mine.missing or _job_failed(state)):
+                ok.append(m)
+        self._copy_members(batch, ok)
+
+    def _copy_members(self, batch: Batch, members: List[Any]) -> None:
+        """Copy the results of `members` (their VIP jobs succeeded) from the ended batch's
+        folder to each one's own folder, members in parallel; their listings kept for the
+        vip:// plugin, and the members' parent folder listed once."""
+        assert batch.results is not None
+        groups = {}
+        for m in members:
+            mine = batch.results[m.vip_job]
             where = m.request.results_location
             groups[m.name] = (where, [(src, f"{where}/{rel}") for src, rel in sorted(mine.files.items())])
-        copied, batch.listings, batch.copy_failed = batches.copy_results(self.client, groups,
-                                                                         sizes=sizes)
+        copied, listings, failed = batches.copy_results(self.client, groups, sizes=batch.sizes)
+        batch.listings.update(listings)
+        batch.copy_failed.update(failed)
         self.copied_bytes += copied
-        if batch.listings:  # the members' parent (one for the batch: part of its share key)
+        if listings:  # the members' parent (one for the batch: part of its share key)
             parent = _parent(batch.members[0].request.results_location)
             try:
                 batch.parent_listing = (parent, self.client.list(parent))

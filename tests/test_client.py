@@ -233,6 +233,26 @@ def test_kill(client, home):
     assert client.wait(ex.identifier, poll=0.2, timeout=30).status == "Killed"
 
 
+def test_wait_calls_back_each_round_then_times_out_cleanly(client, home):
+    """wait(callback=): the execution's state at every polling round, running first and the
+    final state last; wait(timeout=) raises TimeoutError with the execution still running."""
+    ex = client.launch("Sleep/1.0", {"duration": 1.5}, f"{home}/out", name="called back")
+    seen = []
+    done = client.wait(ex.identifier, poll=0.2, timeout=60, callback=seen.append)
+    assert done.status == "Finished"
+    assert len(seen) >= 3 and {e.identifier for e in seen} == {ex.identifier}
+    assert seen[0].is_running and seen[-1].status == "Finished"
+    assert all(e.is_running for e in seen[:-1])
+    slow = client.launch("Sleep/1.0", {"duration": 30}, f"{home}/out", name="too slow")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match=slow.identifier):
+        client.wait(slow.identifier, poll=0.2, timeout=0.8)
+    assert time.monotonic() - t0 < 5
+    assert client.execution(slow.identifier).is_running
+    client.kill(slow.identifier)
+    assert client.wait(slow.identifier, poll=0.2, timeout=30).status == "Killed"
+
+
 # ------------------------------------------------------------------------------ errors
 
 

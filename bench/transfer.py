@@ -347,7 +347,7 @@ def main() -> int:
         for label, l_ms in (("bare loopback", 0.0), ("latency %g" % lat, lat)):
             shutil.rmtree(work / f"server-b-{l_ms:g}", ignore_errors=True)
             with LocalServer(work / f"server-b-{l_ms:g}", port=0, users=[f"bench:{key}"], latency_ms=l_ms,
-                             max_download_size=0,  # the 1 GB file: VIP serves it by a transfer pool, not here
+                             max_download_size=0,  # no direct-download cap: VIP-portal's 15 MB would refuse the 1 GB file
                              log_file=str(work / "server-b.log")) as srv:
                 url, pid = srv.url, srv.pid
                 base = f"{url}/rest/path/vip/Home/curl"

@@ -6,7 +6,7 @@ sync transfers); one file's body is the client's (`vip_smk.api.streams` flows). 
 concurrency differs: tasks instead of threads, at most `workers` transfers in flight (the
 client's connections), at most `LARGE_IN_FLIGHT` large files among them; small downloads are
 read whole and written (fsync, rename) by `WRITERS` threads aside from the loop, the connection
-free for its next file meanwhile, at most `WRITE_QUEUE` files in memory.
+free for its next file meanwhile, at most `WRITE_QUEUE` files in memory (plus one per worker).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import logging
 import os
 import tarfile
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,28 +50,33 @@ async def _each(n: int, items: Iterable[Any], fn: Callable[[Any], Awaitable[Any]
 
 
 async def _sized(n: int, items: list, size_of, fn, on_done) -> None:
-    """`fn(item)` over `items`, `n` in flight, at most LARGE_IN_FLIGHT of them large (largest
-    first); `on_done(item, error)` as each ends. VipError / OSError are the item's failure;
-    anything else (Ctrl-C, a bug) stops the transfer once those in flight are cancelled."""
-    slots, large = asyncio.Semaphore(n), asyncio.Semaphore(max(1, min(LARGE_IN_FLIGHT, n - 1 or 1)))
-    ordered = sorted(items, key=lambda it: -size_of(it) if size_of(it) > LARGE else 0)
+    """`fn(item)` over `items` by `n` workers, at most LARGE_IN_FLIGHT of them on large files
+    (largest first; a worker takes a small file rather than wait for a large slot);
+    `on_done(item, error)` as each ends. VipError / OSError are the item's failure; anything
+    else (Ctrl-C, a bug) stops the transfer once those in flight are cancelled."""
+    large = deque(sorted((it for it in items if size_of(it) > LARGE), key=size_of, reverse=True))
+    small = deque(it for it in items if size_of(it) <= LARGE)
+    large_slots = asyncio.Semaphore(max(1, min(LARGE_IN_FLIGHT, n - 1 or 1)))
 
-    async def one(item):
-        big = size_of(item) > LARGE
-        async with slots:
+    async def worker():
+        while large or small:
+            big = bool(large) and (not large_slots.locked() or not small)
             if big:
-                await large.acquire()
+                item = large.popleft()
+                await large_slots.acquire()
+            else:
+                item = small.popleft()
             try:
                 await fn(item)
             except (VipError, OSError) as exc:
                 on_done(item, exc)
-                return
+                continue
             finally:
                 if big:
-                    large.release()
-        on_done(item, None)
+                    large_slots.release()
+            on_done(item, None)
 
-    tasks = [asyncio.ensure_future(one(it)) for it in ordered]
+    tasks = [asyncio.ensure_future(worker()) for _ in range(min(n, len(items)))]
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -252,17 +258,16 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
     prog = Progress(want_progress(client.progress if progress is None else progress),
                     "download", plans.total(), len(plans.todo))
     # Small files are read whole and written (fsync, rename) by WRITERS threads aside: the
-    # connection goes on to its next file instead of waiting on the disk (as the sync transfer).
-    room = asyncio.Semaphore(WRITE_QUEUE)  # small files read and not yet written, at most
-    queue: asyncio.Queue = asyncio.Queue()
-    writes: dict[int, tuple[tuple[PathInfo, Path], asyncio.Future]] = {}
-    loop = asyncio.get_running_loop()
+    # connection goes on to its next file instead of waiting on the disk (as the sync transfer);
+    # at most WRITE_QUEUE of them read and waiting (the queue's bound holds the readers back).
+    queue: asyncio.Queue = asyncio.Queue(WRITE_QUEUE)
+    broken: list[BaseException] = []  # a writer's unexpected exception (a bug): raised at the end
 
     def write_some(batch: list) -> list[BaseException | None]:
         out: list[BaseException | None] = []
-        for local, data, vip_path, _ in batch:
+        for (info, local), data in batch:
             try:
-                client.write_file(local, data, vip_path)
+                client.write_file(local, data, info.path)
                 out.append(None)
             except (VipError, OSError) as exc:
                 out.append(exc)
@@ -270,44 +275,38 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
 
     async def writer() -> None:
         # what is waiting goes to the thread in one hop (a hop per file costs the loop more
-        # than the write itself, for files of a few kB)
-        while True:
+        # than the write itself, for files of a few kB); None: no more files
+        last = False
+        while not last:
             batch = [await queue.get()]
+            if batch[0] is None:
+                return
             while len(batch) < WRITE_QUEUE // WRITERS and not queue.empty():
-                batch.append(queue.get_nowait())
-            stopped: BaseException | None = None
+                got = queue.get_nowait()
+                if got is None:
+                    last = True
+                    break
+                batch.append(got)
             try:
-                errors = await asyncio.to_thread(write_some, batch)
-            except BaseException as exc:  # (cancelled: the transfer is stopping)
-                stopped, errors = exc, [exc] * len(batch)
-            for (_, data, _, done), err in zip(batch, errors):
-                room.release()
-                if done.done():
-                    continue
+                errors: list = await asyncio.to_thread(write_some, batch)
+            except Exception as exc:  # (not the files' failure: kept, the queue still drained)
+                broken.append(exc)
+                errors = [exc] * len(batch)
+            for (item, data), err in zip(batch, errors):
                 if err is None:
                     prog.add_bytes(len(data))
                     prog.file_done()
-                    done.set_result(None)
-                else:
-                    done.set_exception(err)
-            if stopped is not None:
-                raise stopped
+                finished(item, err)
 
     async def fetch(item: tuple[PathInfo, Path]) -> None:
         info, local = item
         if info.size is not None and info.size <= WHOLE:
-            await room.acquire()
-            try:
-                data = await client.read_bytes(info.path, size=info.size)
-            except BaseException:
-                room.release()
-                raise
-            done = loop.create_future()
-            writes[id(item)] = (item, done)
-            queue.put_nowait((local, data, info.path, done))
+            data = await client.read_bytes(info.path, size=info.size)
+            await queue.put((item, data))  # finished once written
             return
         await client.download(info.path, local, size=info.size, progress=prog.add_bytes)
         prog.file_done()
+        finished(item, None)
 
     def finished(item: tuple[PathInfo, Path], error: BaseException | None) -> None:
         info, local = item
@@ -321,27 +320,22 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
             plans.pending_extract.append(local)
 
     def fetched(item: tuple[PathInfo, Path], error: Exception | None) -> None:
-        if error is not None or id(item) not in writes:
-            writes.pop(id(item), None)
+        if error is not None:
             finished(item, error)
-        # else: done once written (below)
+        # else: finished by `fetch` (streamed) or by the writer (read whole)
 
     writer_tasks = [asyncio.ensure_future(writer()) for _ in range(WRITERS)]
     try:
         await _sized(pool_size(client, workers), plans.todo, lambda item: item[0].size or 0, fetch, fetched)
-        for item, task in list(writes.values()):
-            try:
-                await task
-            except (VipError, OSError) as exc:
-                finished(item, exc)
-            else:
-                finished(item, None)
+        for _ in writer_tasks:
+            await queue.put(None)
+        await asyncio.gather(*writer_tasks)
     finally:
         for t in writer_tasks:
             t.cancel()
-        for _, task in writes.values():
-            task.cancel()
         prog.close()
+    if broken:
+        raise broken[0]
     for archive in plans.pending_extract:
         try:
             refused = await asyncio.to_thread(extract_archive, archive)

@@ -82,3 +82,44 @@ class Relay:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Redirector:
+    """``Redirector(target)``: answers every request with ``307 Temporary Redirect`` to the same
+    path on ``target`` (a front that moved, as a proxy or a load balancer may answer); ``.url``,
+    ``.calls`` [(method, path)], ``.close()`` (also a context manager)."""
+
+    def __init__(self, target: str):
+        relay = self
+        self.calls: list[tuple[str, str]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _redirect(self):
+                relay.calls.append((self.command, self.path))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(307)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_POST = do_DELETE = _redirect
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "Redirector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from clients import use_client_kind
-from relays import LOSE, Relay
+from relays import LOSE, Redirector, Relay
 
 from vip_smk.core.client import (
     AuthError,
@@ -575,6 +575,25 @@ def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, 
         assert all(u.startswith(vip_server.url + "/rest/") for _, u in proxy.calls)
     finally:
         proxy.close()
+
+
+def test_calls_follow_a_redirect(vip_server, tmp_path):
+    """A front answering 307 (moved, a load balancer): every call is followed to VIP, an
+    upload's body sent again whole (the fast paths hand redirects to requests / httpx)."""
+    with Redirector(vip_server.url) as front:
+        c = VipClient(front.url, api_key=vip_server.api_key, retry_budget=2, progress=False)
+        d = f"/vip/Home/moved-{uuid.uuid4().hex[:6]}"
+        c.mkdir(d)
+        (tmp_path / "f.txt").write_text("followed")
+        c.upload(tmp_path / "f.txt", f"{d}/f.txt")
+        assert c.download(f"{d}/f.txt", tmp_path / "back.txt").read_text() == "followed"
+        assert c.read_bytes(f"{d}/f.txt") == b"followed"
+        assert [i.path for i in c.list(d)] == [f"{d}/f.txt"]
+        with pytest.raises(NotFound):
+            c.list(f"{d}/nope")
+        c.delete(d)
+        assert {"GET", "PUT", "DELETE"} <= {m for m, _ in front.calls}
+    assert not VipClient(vip_server.url, api_key=vip_server.api_key, progress=False).exists(d)
 
 
 def test_a_closed_client_reconnects(vip_server):

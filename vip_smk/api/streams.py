@@ -18,6 +18,7 @@ from the client's methods.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -53,17 +54,36 @@ def _start_writeback(fh, start: int, end: int) -> int:
 
 
 class _ReadCounter:
-    """A file-like body that reports the bytes read by the HTTP layer (upload progress)."""
+    """A file-like body that reports the bytes read by the HTTP layer (upload progress).
+    `seek(0)` starts it again (a redirect sends the body anew): `restart()` takes the bytes
+    reported back and gives a fresh hash."""
 
-    def __init__(self, fh, size: int, callback: Callable[[int], None] | None, digest: Any = None):
+    def __init__(self, fh, size: int, callback: Callable[[int], None] | None, digest: Any = None,
+                 restart: Callable[[], Any] | None = None):
         self._fh = fh
         self._size = size
         self._cb = callback
         self._digest = digest  # an incremental hash fed the bytes read (one read for both)
+        self._restart = restart
         self.sent = 0
 
     def __len__(self) -> int:
         return self._size
+
+    def __iter__(self):  # (requests sends, and rewinds for a redirect, what it can iterate)
+        return iter(lambda: self.read(CHUNK), b"")
+
+    def tell(self) -> int:
+        return self.sent
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("an upload body starts again from 0 only")
+        self._fh.seek(0)
+        self.sent = 0
+        if self._restart is not None:
+            self._digest = self._restart()
+        return 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._fh.read(n if n and n > 0 else CHUNK)
@@ -113,11 +133,15 @@ def upload(
         )
     state: dict[str, Any] = {"sent": 0, "digest": None}
 
-    def body():
+    def restart():
         if state["sent"] and progress:
             progress(-state["sent"])
         state["sent"] = 0
         state["digest"] = hasher() if hasher is not None else None
+        return state["digest"]
+
+    def body():
+        restart()
 
         def cb(n):
             state["sent"] += n
@@ -128,7 +152,7 @@ def upload(
             fh = open(local, "rb")
         except OSError as exc:
             raise client._error(InvalidInput, f"cannot read {local}: {exc.strerror}", call="upload", target=p) from None
-        reader = _ReadCounter(fh, size, cb, state["digest"])
+        reader = _ReadCounter(fh, size, cb, state["digest"], restart)
         reader.close = fh.close  # type: ignore[attr-defined]
         return reader
 

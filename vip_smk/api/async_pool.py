@@ -10,14 +10,13 @@
 - Our calls use these pools directly (`SplitPool.exchange`, replies as `AsyncReply`), as the
   sync transport uses urllib3's pool under requests: httpx's request and response models cost
   the event loop ~0.25 ms of CPU per call, and a tree of small files is bound by that CPU
-  (bench/async_client.py). A redirect (rare) is followed by `httpx.AsyncClient`, over the same
-  pools: `SplitPool` is also its transport.
+  (bench/async_client.py). Upload bodies and redirects go through `httpx.AsyncClient`, over
+  the same pools: `SplitPool` is also its transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ import httpcore
 import httpx
 
 from vip_smk.api.async_net import AsyncioBackend
+from vip_smk.api.wire import BodyNames
 
 SHARD = 1  # connections per small pool (1, 2, 4 measured: 1 the cheapest, tree uploads 10-20% faster than 4)
 KEEPALIVE = 5.0  # seconds an idle connection is kept (httpx's default)
@@ -65,7 +65,7 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> Headers:
     return out
 
 
-class AsyncReply:
+class AsyncReply(BodyNames):
     """A reply read from one of the pools, with the names our code reads (those of
     `httpx.Response`: status_code, reason, headers, content, text, json(), aread(), aiter_raw(),
     aclose()). Not streamed: read whole, its connection already given back."""
@@ -83,13 +83,6 @@ class AsyncReply:
         if self._content is None:
             raise RuntimeError("a streamed reply's body is read with aread() or aiter_raw()")
         return self._content
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
 
     async def aread(self) -> bytes:
         """The whole body (decoded if the server compressed it although asked not to)."""
@@ -132,7 +125,7 @@ class AsyncReply:
 
 
 class _Body(httpx.AsyncByteStream):
-    """A body read from httpcore for httpx (the redirect path); gives its slot back when closed."""
+    """A body read from httpcore for httpx (uploads, redirects); gives its slot back when closed."""
 
     def __init__(self, inner: Any, release: Callable[[], None]):
         self._inner, self._release = inner, release
@@ -216,7 +209,7 @@ class SplitPool(httpx.AsyncBaseTransport):
         return reply
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's transport interface (the redirect path)."""
+        """httpx's transport interface (uploads, redirects)."""
         core = httpcore.Request(method=request.method, url=_core_url(request.url),
                                 headers=request.headers.raw, content=request.stream,
                                 extensions=request.extensions)

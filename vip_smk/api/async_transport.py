@@ -89,7 +89,7 @@ class AsyncTransport(WireRules):
                          retry_budget=retry_budget, backoff=backoff, max_backoff=max_backoff,
                          max_connections=max_connections)
         self._timeout = self._timeouts(timeout)
-        self._limits = self._extension(timeout)
+        self._timeout_ext = self._extension(timeout)
         self._http: httpx.AsyncClient | None = None
         self._pool: SplitPool | None = None
         base = httpx.URL(self.base)
@@ -202,7 +202,7 @@ class AsyncTransport(WireRules):
         request = httpcore.Request(op.method.encode("ascii"), httpcore.URL(
             scheme=self._origin[0], host=self._origin[1], port=self._origin[2], target=target),
             headers=headers, content=body,
-            extensions=self._limits if op.timeout is None else self._extension(op.timeout))
+            extensions=self._timeout_ext if op.timeout is None else self._extension(op.timeout))
         reply = await self.pool.exchange(request, stream=op.stream)
         if 300 <= reply.status_code < 400 and "location" in reply.headers:
             await reply.aclose()

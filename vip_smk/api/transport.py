@@ -10,7 +10,6 @@ shared with the asynchronous transport (`vip_smk.api.async_transport`): only the
 
 from __future__ import annotations
 
-import json as jsonlib
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ from vip_smk.api.wire import (
     READ_TIMEOUT,
     Attempt,
     Blocking,
+    BodyNames,
     Budget,
     Close,
     Read,
@@ -57,7 +57,7 @@ class _BlockAdapter(HTTPAdapter):
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
 
 
-class Reply:
+class Reply(BodyNames):
     """A reply read through the session's own connection pool (urllib3), with the names of
     `requests.Response` that our code reads. `stream=True`: the body is read by the caller
     (`iter_content`), and `close()` returns the connection (or drops it if unread)."""
@@ -76,13 +76,6 @@ class Reply:
             self._content = self.raw.read()
             self._consumed = True
         return self._content
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
 
     def iter_content(self, size: int) -> Iterator[bytes]:
         try:

@@ -23,6 +23,7 @@ drives a flow with a blocking `do(op)`.
 from __future__ import annotations
 
 import email.utils
+import json as jsonlib
 import logging
 import random
 import re
@@ -126,6 +127,22 @@ class AnyReply(Protocol):
     @property
     def text(self) -> str: ...
     def json(self) -> Any: ...
+
+
+class BodyNames:
+    """`text` and `json()` of our own reply types (the sync `Reply`, `AsyncReply`), from their
+    `content`, as requests and httpx name them."""
+
+    @property
+    def content(self) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
 
 
 @dataclass
@@ -403,8 +420,6 @@ class WireRules:
         if headers:
             hdrs.update(headers)
         if json_body is not None:
-            import json as jsonlib
-
             body = jsonlib.dumps(json_body).encode()
             hdrs["Content-Type"] = "application/json"
         if body is not None and hasattr(body, "__len__"):
@@ -429,4 +444,4 @@ def short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["AnyReply", "Attempt", "Blocking", "Close", "Read", "Send", "Sleep", "run", "BLOCK_SIZE", "Budget", "MAX_CONNECTIONS", "RETRY_STATUSES", "WireRules", "short"]
+__all__ = ["AnyReply", "Attempt", "Blocking", "BodyNames", "Close", "Read", "Send", "Sleep", "run", "BLOCK_SIZE", "Budget", "MAX_CONNECTIONS", "RETRY_STATUSES", "WireRules", "short"]

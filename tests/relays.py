@@ -20,7 +20,28 @@ _NOT_RELAYED = ("content-length", "transfer-encoding", "connection", "content-en
 LOSE = b"<lose this reply>"
 
 
-class Relay:
+class _Served:
+    """An HTTP server on 127.0.0.1 (a free port) in a daemon thread: ``.url``, ``.close()``
+    (also a context manager)."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Relay(_Served):
     """``Relay(target=None, rewrite=None, clock_offset=0)``; ``.url``, ``.calls`` [(method, path
     or URL)], ``.close()`` (also a context manager). ``rewrite(path, response, body) -> body`` may
     change what the client receives (``LOSE``: the connection is closed without an answer, as a
@@ -67,24 +88,14 @@ class Relay:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().close()
         self.session.close()
 
-    def __enter__(self) -> "Relay":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class Redirector:
+class Redirector(_Served):
     """``Redirector(target)``: answers every request with ``307 Temporary Redirect`` to the same
     path on ``target`` (a front that moved, as a proxy or a load balancer may answer); ``.url``,
     ``.calls`` [(method, path)], ``.close()`` (also a context manager)."""
@@ -109,17 +120,4 @@ class Redirector:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> "Redirector":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self._serve(Handler)

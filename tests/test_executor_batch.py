@@ -388,3 +388,59 @@ def test_a_freed_slot_is_used_within_one_round(make_server, tmp_path):
         assert a.end_date <= b.start_date <= a.end_date + took + 2000, (
             f"{b.name} started {(b.start_date - a.end_date) / 1000:.1f} s after {a.name} ended "
             f"(which ran {took / 1000:.1f} s)")
+
+
+SLOW_HANDOVER = """
+    import time
+
+    localrules:
+        all,
+        prep,
+
+
+    rule all:
+        input:
+            expand("copied/{i}", i=range(4)),
+
+
+    rule prep:
+        output:
+            "in/{i}.txt",
+        params:
+            pause=lambda wc: 1 if wc.i == "0" else 0,
+        shell:
+            "sleep {params.pause}; echo {wildcards.i} > {output}"
+
+
+    rule lag:
+        input:
+            input_file="in/{i}.txt",
+        output:
+            directory("copied/{i}"),
+        resources:
+            vip_pipeline="Lag/1.0",
+            # slow to compute for job 0 (as a resource read off a big input can be): Snakemake
+            # takes seconds to hand that job over, with nothing else of the run running
+            pause=lambda wc: time.sleep(4) or 1 if wc.i == "0" else 1,
+        params:
+            duration=0,
+        shell:
+            "# runs on VIP"
+"""
+
+
+def test_a_job_slow_to_be_handed_over_still_joins_its_batch(make_server, tmp_path):
+    """Job 0 of the rule becomes ready last, and Snakemake takes 4 s to hand it over (its
+    resources are slow to compute) while only our jobs run: it is still to come, so the batch
+    waits for it. Before: the pool saw "Snakemake runs only ours" in that gap (the job neither
+    running nor handed) and launched the three others alone, then job 0 in a second execution."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    (apps / "lag.json").write_text(json.dumps(LAG_APP))
+    server = make_server(results_location=True, apps_dirs=[apps])
+    vip = VipClient(server.url, api_key=server.api_key, retry_budget=5, progress=False)
+    work = project(tmp_path / "w", SLOW_HANDOVER)
+    run = run_smk(server, work, "b-slow")
+    assert run.returncode == 0, run.output[-4000:]
+    [ex] = executions_under(vip, "b-slow")
+    assert len(ex.jobs) == 4, run.output[-4000:]

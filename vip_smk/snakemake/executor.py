@@ -231,7 +231,6 @@ class Executor(Batching, RemoteExecutor):
         pooled = False
         for job, (request, values, name) in zip(jobs, batch):
             self.run_job_pre(job)
-            self._handed(job)
             plan = self._batch_plan(request, values) if folders is not None else None
             if plan is not None and folders is not None:
                 # no launch delay: a batch's results are our copies, written after it ends, and
@@ -250,6 +249,7 @@ class Executor(Batching, RemoteExecutor):
                     info = SubmittedJobInfo(job=job, external_jobid=active.execution_id,
                                             aux={"vip": active})
                     self.report_job_submission(info)
+                    self._handed(job)  # (now, in its pool or batch: not "to come" before)
                     pooled = True
                     continue
             if folders is None:  # adoption checked at launch time (any start date)
@@ -260,6 +260,7 @@ class Executor(Batching, RemoteExecutor):
                 active = _Active(request=request, values=values, name=name, started_after=newest,
                                  not_before=time.monotonic() + _launch_delay(newest, self.client))
             self._submit(job, active, listing, folders)
+            self._handed(job)
         if pooled:
             self._flush()
             self.next_seconds_between_status_checks = min(FIRST_POLL, self.poll_interval)

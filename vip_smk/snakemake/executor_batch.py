@@ -82,6 +82,27 @@ def _parent(path: str) -> str:
     return str(PurePosixPath(path.rstrip("/")).parent)
 
 
+def _scheduler_snapshot(scheduler, dag) -> Optional[tuple]:
+    """(ids of the jobs Snakemake runs, whether any job is ready or being finished), read under
+    the scheduler's lock; None when that cannot be read (another Snakemake, or the lock held
+    for long: "not idle" is the safe answer, the pool then waits for its jobs or its wait)."""
+    lock = getattr(scheduler, "_lock", None)
+    running = getattr(scheduler, "running", None)
+    ready = getattr(dag, "ready_jobs", None)
+    if lock is None or running is None or ready is None:
+        return None
+    if not lock.acquire(timeout=0.5):  # (run_jobs and the status rounds run outside it)
+        return None
+    try:
+        ids = {j.jobid for j in list(running) if not j.is_group()}
+        pending = bool(ready) or bool(getattr(scheduler, "_tofinish", ()))
+    except RuntimeError:  # changed while read: ask again next round
+        return None
+    finally:
+        lock.release()
+    return ids, pending
+
+
 class Batching:
     """Mixin of the Executor: pools, batch launches and each member's results."""
 
@@ -119,6 +140,10 @@ class Batching:
                 self._to_come[job.rule.name] = self._to_come.get(job.rule.name, 0) + 1
 
     def _handed(self, job) -> None:
+        """A job of ours is in its pool or batch (or launching alone): one fewer to come. Said
+        after that, never before: a status round that sees none to come must find the job there
+        (else its pool became a batch without it, launched apart; or its batch's folder was
+        removed before its copy, as a rerun's last adopting job found it)."""
         rule = job.rule.name
         self._to_come[rule] = max(0, self._to_come.get(rule, 0) - 1)
         self._last_handed = time.monotonic()
@@ -218,18 +243,20 @@ class Batching:
                     self._wake(min(QUIET, self._pooled_since[key] + self.batch_wait - now))
 
     def _others_idle(self) -> bool:
-        """Whether Snakemake runs no job but ours: then no job can become ready before one of
-        ours ends (the jobs still to come wait for them, or for a job that failed)."""
-        running = getattr(getattr(self.workflow, "scheduler", None), "running", None)
-        if running is None:
+        """Whether Snakemake runs no job but ours and has none ready or finishing: then no job
+        can become ready before one of ours ends (the jobs still to come wait for them, or for
+        a job that failed). Read under the scheduler's lock, in one piece: a job of another rule
+        that has just finished leaves `running` before its downstream jobs become ready, and
+        those are ready (not running) while Snakemake selects them, which can take seconds
+        (resources computed by the Snakefile); seen apart, those moments looked idle."""
+        scheduler = getattr(self.workflow, "scheduler", None)
+        snapshot = _scheduler_snapshot(scheduler, getattr(self.workflow, "dag", None))
+        if snapshot is None:
             return False
-        try:
-            ids = {j.jobid for j in list(running) if not j.is_group()}
-        except RuntimeError:  # changed while read: ask again next round
-            return False
+        running, pending = snapshot
         with self._active_lock:
             quiet = time.monotonic() - self._last_handed >= QUIET
-            return quiet and bool(ids) and ids <= set(self._active)
+            return quiet and not pending and bool(running) and running <= set(self._active)
 
     def _form(self, key: str, members: List[Any]) -> None:
         members = sorted(members, key=lambda a: a.name)

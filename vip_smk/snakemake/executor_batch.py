@@ -222,6 +222,8 @@ class Batching:
 
     def _flush(self) -> None:
         """Pools that are full, or will get no more jobs soon, become batches."""
+        if not self._pools:  # (most rounds: no scheduler lock taken; run_jobs flushes its own)
+            return
         now = time.monotonic()
         idle = self._others_idle()
         with self._active_lock:

@@ -555,6 +555,20 @@ def test_md5_where_offered_and_download_size_limit(make_server, tmp_path):
     assert not (tmp_path / "out" / "big2.bin").exists()
 
 
+def _files_round_trip(c, d: str, tmp_path, text: str) -> None:
+    """Through whatever front `c` talks to: a folder made, a file up, down and read, the folder
+    listed, an unknown path NotFound, the folder deleted."""
+    c.mkdir(d)
+    (tmp_path / "f.txt").write_text(text)
+    c.upload(tmp_path / "f.txt", f"{d}/f.txt")
+    assert c.download(f"{d}/f.txt", tmp_path / "back.txt").read_text() == text
+    assert c.read_bytes(f"{d}/f.txt") == text.encode()
+    assert [i.path for i in c.list(d)] == [f"{d}/f.txt"]
+    with pytest.raises(NotFound):
+        c.list(f"{d}/nope")
+    c.delete(d)
+
+
 def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, tmp_path):
     proxy = Relay()  # a plain forward proxy that records what it relays
     try:
@@ -562,14 +576,8 @@ def test_calls_go_through_a_proxy_from_the_environment(vip_server, monkeypatch, 
             monkeypatch.delenv(var, raising=False)
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         c = VipClient(vip_server.url, api_key=vip_server.api_key, retry_budget=2, progress=False)
-        d = f"/vip/Home/proxied-{uuid.uuid4().hex[:6]}"
-        c.mkdir(d)
-        (tmp_path / "f.txt").write_text("through the proxy")
-        c.upload(tmp_path / "f.txt", f"{d}/f.txt")
-        assert c.download(f"{d}/f.txt", tmp_path / "back.txt").read_text() == "through the proxy"
-        with pytest.raises(NotFound):
-            c.list(f"{d}/nope")
-        c.delete(d)
+        _files_round_trip(c, f"/vip/Home/proxied-{uuid.uuid4().hex[:6]}", tmp_path,
+                          "through the proxy")
         methods = {m for m, _ in proxy.calls}
         assert {"GET", "PUT", "DELETE"} <= methods
         assert all(u.startswith(vip_server.url + "/rest/") for _, u in proxy.calls)
@@ -583,15 +591,7 @@ def test_calls_follow_a_redirect(vip_server, tmp_path):
     with Redirector(vip_server.url) as front:
         c = VipClient(front.url, api_key=vip_server.api_key, retry_budget=2, progress=False)
         d = f"/vip/Home/moved-{uuid.uuid4().hex[:6]}"
-        c.mkdir(d)
-        (tmp_path / "f.txt").write_text("followed")
-        c.upload(tmp_path / "f.txt", f"{d}/f.txt")
-        assert c.download(f"{d}/f.txt", tmp_path / "back.txt").read_text() == "followed"
-        assert c.read_bytes(f"{d}/f.txt") == b"followed"
-        assert [i.path for i in c.list(d)] == [f"{d}/f.txt"]
-        with pytest.raises(NotFound):
-            c.list(f"{d}/nope")
-        c.delete(d)
+        _files_round_trip(c, d, tmp_path, "followed")
         assert {"GET", "PUT", "DELETE"} <= {m for m, _ in front.calls}
     assert not VipClient(vip_server.url, api_key=vip_server.api_key, progress=False).exists(d)
 
